@@ -1,0 +1,30 @@
+# Two commands for a fresh clone:  `make demo`  and  `make test`.
+# Both create the virtual environment (.venv) on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test lint env
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: env
+	$(PY) trainer/run.py
+
+lint: env
+	$(VENV)/bin/ruff check .
+
+test: lint
+	@start=$$(date +%s); \
+	$(PY) -m pytest -q --timeout=900; rc=$$?; \
+	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc

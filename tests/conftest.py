@@ -1,0 +1,67 @@
+"""Test tiers and shared fixtures.
+
+Tiers, by directory (and marker, added automatically):
+  tests/unit  - fast, pure tensor / plain-class tests; no Ray.
+  tests/ray   - integration tests on ONE session-scoped local Ray cluster (`ray_cluster`).
+  tests/e2e   - the real entry points (trainer/run.py, python -m reward_service, ...).
+Select a tier with e.g. `pytest tests/unit` or `pytest -m "not e2e"`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "ray" in parts:
+            item.add_marker(pytest.mark.ray)
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (tests never bind the fixed default ports)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole session (logical CPUs oversubscribed on purpose)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=8,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
+        )
+    yield ray
+    # No `ray stop`: this only disconnects and tears down the cluster this session started.
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_http_port(ray_cluster) -> int:
+    """Start Serve once on a free loopback port; apps are added with serve.run(route_prefix=...)."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
