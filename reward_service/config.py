@@ -1,0 +1,129 @@
+"""Typed configuration of the reward service (part of the one config tree).
+
+The trainer's config tree embeds `ServeConfig` as its `serve` section; the service can also be
+started on its own (`python -m reward_service --config FILE`) with a YAML holding a `serve:`
+section. Defaults describe the toy world, so no argument is needed to get a working service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rglcd.toy.paths import TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
+
+# Names a scorer may have; `kind` picks the implementation (registry in reward_service.scorers).
+SCORER_KINDS = (
+    "toy-judge",
+    "toy-clip",
+    "clipscore",
+    "pickscore",
+    "hpsv2.1",
+    "imagereward",
+    "vlm-judge",
+)
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ScorerConfig(StrictModel):
+    """One scorer deployment. `checkpoint` is a local path or hub id (loaded offline)."""
+
+    name: str = Field(description="Name used in requests (`model` field of POST /score).")
+    kind: str = Field(description=f"Implementation, one of {SCORER_KINDS}.")
+    checkpoint: str | None = Field(None, description="Local path or hub id of the weights.")
+    processor: str | None = Field(None, description="Processor/tokenizer path or hub id.")
+    device: str = "auto"
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    max_ongoing_requests: int | None = Field(
+        None, ge=1, description="Defaults to 2 x max_batch_size so batches can fill."
+    )
+    max_queued_requests: int = Field(64, ge=1)
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Scorer-specific options (e.g. vlm-judge base_url)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ScorerConfig:
+        if self.kind not in SCORER_KINDS:
+            raise ValueError(
+                f"unknown scorer kind {self.kind!r} for scorer {self.name!r}; "
+                f"choose one of {', '.join(SCORER_KINDS)}"
+            )
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"scorer {self.name!r}: max_ongoing_requests ({self.max_ongoing_requests}) must be "
+                f">= max_batch_size ({self.max_batch_size}) or batches can never fill"
+            )
+        return self
+
+    @property
+    def ongoing_requests(self) -> int:
+        return self.max_ongoing_requests or 2 * self.max_batch_size
+
+
+class VaeConfig(StrictModel):
+    """A VAE the service may use to decode latent requests."""
+
+    path: str = Field(description="Diffusers pipeline folder / hub id, or an AutoencoderKL folder.")
+    subfolder: str | None = "vae"
+    scaling_factor: float | None = Field(
+        None, description="Overrides the VAE config's scaling_factor when set."
+    )
+    device: str = "auto"
+    decode_chunk_size: int = Field(16, ge=1, description="Latents decoded per VAE call.")
+    max_ongoing_requests: int = Field(8, ge=1)
+    max_queued_requests: int = Field(64, ge=1)
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+def _default_scorers() -> list[ScorerConfig]:
+    return [
+        ScorerConfig(name="toy-judge", kind="toy-judge", max_batch_size=32),
+        ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=str(TOY_MINICLIP_DIR)),
+    ]
+
+
+class ServeConfig(StrictModel):
+    """The reward service app: where it listens, its limits, and its scorers."""
+
+    app_name: str = "rewards"
+    route_prefix: str = "/"
+    host: str = Field("127.0.0.1", description="Bind address; expose beyond loopback on purpose.")
+    port: int = Field(8000, ge=1, le=65535)
+    auth_token_env: str | None = Field(
+        None, description="Name of an env var holding a bearer token; unset = no auth."
+    )
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(4096 * 4096, ge=1)
+    max_items_per_request: int = Field(256, ge=1)
+    request_timeout_s: float = Field(60.0, gt=0)
+    vaes: dict[str, VaeConfig] = Field(
+        default_factory=lambda: {"toy": VaeConfig(path=str(TOY_PIPELINE_DIR))}
+    )
+    scorers: list[ScorerConfig] = Field(default_factory=_default_scorers)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServeConfig:
+        names = [s.name for s in self.scorers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"serve.scorers has duplicate names {dupes}; names must be unique")
+        return self
+
+    def scorer(self, name: str) -> ScorerConfig:
+        for spec in self.scorers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)

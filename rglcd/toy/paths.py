@@ -1,0 +1,14 @@
+"""Where the committed toy-world artifacts live (built by orchestration/build_toy_world.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TOY_ROOT = Path(__file__).resolve().parent
+TOY_ARTIFACTS = TOY_ROOT / "artifacts"
+TOY_PIPELINE_DIR = TOY_ARTIFACTS / "pipeline"  # diffusers StableDiffusionPipeline folder
+TOY_MINICLIP_DIR = TOY_ARTIFACTS / "miniclip"  # transformers CLIPModel + tokenizer
+TOY_LRM_DIR = TOY_ARTIFACTS / "lrm"  # pretrained latent proxy reward model
+# Generated (not committed) Parquet shards of toy scenes; `outputs/` is git-ignored.
+TOY_DATA_DIR = TOY_ROOT.parents[1] / "outputs" / "toy-data"
+TOY_REPORT_FILE = TOY_ARTIFACTS / "build_report.json"  # written by the build's verify stage
