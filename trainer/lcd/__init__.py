@@ -1,0 +1,78 @@
+"""Latent consistency distillation math: pure tensor functions, no Ray, no I/O.
+
+See REFERENCE sections 1 and 4 and the paper's eq. 5, 8, 9, 13 and Algorithms 2-3.
+"""
+
+from trainer.lcd.boundary import (
+    SIGMA_DATA,
+    TIMESTEP_SCALING,
+    boundary_scalings,
+    consistency_output,
+)
+from trainer.lcd.distill import LCDOutput, lcd_loss
+from trainer.lcd.ema import EMA_MU, ema_update_
+from trainer.lcd.guidance import (
+    W_EMBEDDING_DIM,
+    apply_guidance,
+    guidance_scale_embedding,
+    sample_guidance_scale,
+)
+from trainer.lcd.losses import HUBER_C, LOSSES, distance_loss, l2_loss, pseudo_huber_loss
+from trainer.lcd.predictions import (
+    PREDICTION_TYPES,
+    check_prediction_type,
+    from_x0_eps,
+    to_x0_eps,
+)
+from trainer.lcd.sampling import lcm_sample, lcm_sample_unet, lcm_timesteps
+from trainer.lcd.schedule import (
+    DDIMGrid,
+    add_noise,
+    alpha_sigma,
+    append_dims,
+    ddim_grid,
+    ddim_step,
+    sample_solver_indices,
+    scaled_linear_alphas_cumprod,
+    solver_timesteps,
+)
+from trainer.lcd.student import build_student_unet
+from trainer.lcd.teacher import guided_teacher_step
+
+__all__ = [
+    "EMA_MU",
+    "HUBER_C",
+    "LOSSES",
+    "PREDICTION_TYPES",
+    "SIGMA_DATA",
+    "TIMESTEP_SCALING",
+    "W_EMBEDDING_DIM",
+    "DDIMGrid",
+    "LCDOutput",
+    "add_noise",
+    "alpha_sigma",
+    "append_dims",
+    "apply_guidance",
+    "boundary_scalings",
+    "build_student_unet",
+    "check_prediction_type",
+    "consistency_output",
+    "ddim_grid",
+    "ddim_step",
+    "distance_loss",
+    "ema_update_",
+    "from_x0_eps",
+    "guidance_scale_embedding",
+    "guided_teacher_step",
+    "l2_loss",
+    "lcd_loss",
+    "lcm_sample",
+    "lcm_sample_unet",
+    "lcm_timesteps",
+    "pseudo_huber_loss",
+    "sample_guidance_scale",
+    "sample_solver_indices",
+    "scaled_linear_alphas_cumprod",
+    "solver_timesteps",
+    "to_x0_eps",
+]
