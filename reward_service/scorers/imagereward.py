@@ -1,0 +1,140 @@
+"""ImageReward v1.0 (BLIP ViT-L/16 + BERT with cross-attention + MLP head), REFERENCE s. 7-8.
+
+reward = (mlp(cls) - 0.16717362830052426) / 1.0333394966054072   (about -2..+2)
+preprocessing: shortest side -> 224 bicubic, center crop 224, OpenAI CLIP mean/std.
+
+The `image-reward` 1.5 package cannot live in the core environment: it pins timm==0.6.13
+(dragging open-clip-torch down), needs fairscale, an undeclared `clip` module
+(`clip-anytorch`) and `pkg_resources`, and its vendored BERT fails to import on transformers
+5. So the package is imported lazily, only inside a process built from
+`IMAGEREWARD_RUNTIME_ENV` (the reward service gives that Ray `runtime_env` to this one
+deployment), or inside any separate environment where `pip install image-reward==1.5` was run.
+
+The package's own `score()` goes through PIL and `no_grad`; here the same modules
+(`blip.visual_encoder`, `blip.text_encoder`, `mlp`) run on tensor-preprocessed pixels, so the
+reward keeps its gradient w.r.t. the images (the "score_gard" path of reward-guided training).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reward_service.scorers.base import Scorer, check_batch
+from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
+from reward_service.scorers.similarity import freeze, resolve_device
+
+INPUT_SIZE = 224
+TEXT_MAX_LENGTH = 35  # the package's tokenizer setting
+# Isolated environment for the ImageReward deployment (pins from REFERENCE section 7).
+IMAGEREWARD_RUNTIME_ENV: dict[str, Any] = {
+    "pip": {
+        "packages": [
+            "image-reward==1.5",
+            "transformers>=4.30,<5",
+            "clip-anytorch",
+            "setuptools<70",  # keeps pkg_resources, which `clip` imports
+        ],
+        "pip_check": False,
+    },
+    "env_vars": {"HF_HUB_OFFLINE": "1"},
+}
+INSTALL_HINT = (
+    "run this scorer in its own environment: the reward service gives its deployment the Ray "
+    "runtime_env reward_service.scorers.imagereward.IMAGEREWARD_RUNTIME_ENV, or run "
+    "`pip install image-reward==1.5 'transformers<5' clip-anytorch 'setuptools<70'` in an "
+    "isolated virtualenv (never in the core environment, REFERENCE section 7)"
+)
+
+
+def imagereward_runtime_env() -> dict[str, Any]:
+    """A fresh copy of the Ray `runtime_env` for the ImageReward deployment."""
+    return copy.deepcopy(IMAGEREWARD_RUNTIME_ENV)
+
+
+def import_imagereward():
+    """The `ImageReward` package, or an ImportError that says how to get it."""
+    try:
+        import ImageReward
+    except ImportError as err:  # missing, or broken by transformers 5 / missing pkg_resources
+        message = f"the image-reward package is not importable ({err}); {INSTALL_HINT}"
+        raise ImportError(message) from err
+    return ImageReward
+
+
+def load_imagereward(checkpoint: str, med_config: str | None, device: torch.device):
+    """`ImageReward.load` on local files only: the .pt checkpoint and its med_config.json.
+
+    BLIP's tokenizer (`bert-base-uncased`) must already be in the local HF cache.
+    """
+    if not Path(checkpoint).is_file():
+        raise ValueError(
+            f"ImageReward checkpoint {checkpoint!r} is not a file; download ImageReward.pt from "
+            "hub repo THUDM/ImageReward on a connected machine and give its path"
+        )
+    med_config = med_config or str(Path(checkpoint).with_name("med_config.json"))
+    if not Path(med_config).is_file():
+        raise ValueError(
+            f"ImageReward med_config {med_config!r} is not a file; put med_config.json (hub repo "
+            "THUDM/ImageReward) next to the checkpoint or set options.med_config"
+        )
+    package = import_imagereward()
+    return package.load(name=checkpoint, device=str(device), med_config=med_config)
+
+
+class ImageRewardScorer(Scorer):
+    """Frozen ImageReward on tensor-preprocessed images; differentiable inside its environment."""
+
+    differentiable = True
+    input_size = INPUT_SIZE
+
+    def __init__(self, name: str, model: torch.nn.Module, device: str = "auto") -> None:
+        self.name = name
+        self.device = resolve_device(device)
+        self.model = freeze(model).to(self.device)
+        self.recipe = PreprocessRecipe(size=INPUT_SIZE, mode="shortest-crop")
+        self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def from_checkpoint(
+        cls, name: str, checkpoint: str, med_config: str | None = None, device: str = "auto"
+    ) -> ImageRewardScorer:
+        model = load_imagereward(checkpoint, med_config, resolve_device(device))
+        return cls(name, model, device)
+
+    def _tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 35) input ids and attention mask, tokenized once per prompt."""
+        for prompt in prompts:
+            if prompt not in self._tokens:
+                tokens = self.model.blip.tokenizer(
+                    prompt,
+                    padding="max_length",
+                    truncation=True,
+                    max_length=TEXT_MAX_LENGTH,
+                    return_tensors="pt",
+                )
+                self._tokens[prompt] = (tokens.input_ids[0], tokens.attention_mask[0])
+        ids = torch.stack([self._tokens[p][0] for p in prompts]).to(self.device)
+        mask = torch.stack([self._tokens[p][1] for p in prompts]).to(self.device)
+        return ids, mask
+
+    def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N,) normalised ImageReward scores (graph kept)."""
+        check_batch(images, prompts)
+        pixels = preprocess(images.to(self.device, torch.float32), self.recipe)
+        image_embeds = self.model.blip.visual_encoder(pixels)  # (N, L, 1024)
+        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        ids, mask = self._tokenize(prompts)
+        text_output = self.model.blip.text_encoder(
+            ids,
+            attention_mask=mask,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=image_atts,
+            return_dict=True,
+        )
+        cls_features = text_output.last_hidden_state[:, 0, :].float()  # (N, 768)
+        rewards = self.model.mlp(cls_features).squeeze(-1)  # (N,)
+        return ((rewards - self.model.mean) / self.model.std).float()
