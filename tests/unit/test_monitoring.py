@@ -1,0 +1,181 @@
+"""metrics.jsonl across a resume, progress line, sample grids, run report."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import torch
+from PIL import Image
+
+from rglcd.tiny_models import tiny_sd_components, tiny_unet
+from trainer.export import build_lcm_pipeline
+from trainer.models import TeacherParts
+from trainer.monitoring import (
+    METRICS_FILE,
+    SKIPPED_REWARD_UPDATES,
+    MetricsFollower,
+    MetricsLogger,
+    ProgressLine,
+    format_postfix,
+    read_metrics,
+)
+from trainer.report import config_diff, summarize_metrics, write_run_report
+from trainer.sample_grid import sample_grid_images, save_sample_grid, step_labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest single-threaded on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _log_steps(logger: MetricsLogger, steps, run: str) -> None:
+    for step in steps:
+        logger.log(
+            step,
+            {"loss": torch.tensor(1.0 / (step + 1)), "run": run, SKIPPED_REWARD_UPDATES: step % 2},
+        )
+
+
+def test_resume_leaves_no_duplicate_steps(tmp_path):
+    with MetricsLogger(tmp_path, rank=0) as first:
+        _log_steps(first, range(10), "first")
+    with (tmp_path / METRICS_FILE).open("a") as handle:
+        handle.write('{"step": 10, "loss": 0.')  # torn line: the worker died mid-write
+
+    with MetricsLogger(tmp_path, rank=0, start_step=6) as resumed:  # checkpoint at step 6
+        _log_steps(resumed, range(6, 12), "resumed")
+
+    rows = read_metrics(tmp_path / METRICS_FILE)
+    assert [row["step"] for row in rows] == list(range(12))
+    assert {row["run"] for row in rows if row["step"] >= 6} == {"resumed"}
+    assert rows[3]["loss"] == pytest.approx(0.25)  # tensors were written as numbers
+    lines = (tmp_path / METRICS_FILE).read_text().splitlines()
+    assert all(json.loads(line) for line in lines), "a torn line survived the resume"
+
+
+def test_only_rank_zero_writes_and_outside_ray_it_says_why(tmp_path, caplog):
+    with MetricsLogger(tmp_path / "r1", rank=1) as other:
+        other.log(0, {"loss": 1.0})
+    assert not (tmp_path / "r1").exists()
+
+    with caplog.at_level(logging.INFO, logger="trainer.monitoring"):
+        logger = MetricsLogger(tmp_path / "r0", rank=0)
+    assert not logger.publishes_to_ray
+    assert "metrics.jsonl only" in caplog.text
+    logger.close()
+
+
+def test_progress_line_follows_the_metrics_file(tmp_path):
+    path = tmp_path / METRICS_FILE
+    stream = io.StringIO()
+    follower = MetricsFollower(path, ProgressLine(total_steps=20, file=stream), poll_s=60)
+    assert follower.poll() == 0  # no file yet
+    with MetricsLogger(tmp_path) as logger:
+        _log_steps(logger, range(5), "a")
+        assert follower.poll() == 5
+        assert follower.progress.step == 5
+        _log_steps(logger, range(5, 8), "a")
+    follower.stop()
+    assert follower.progress.step == 8
+    assert "loss=0.125" in stream.getvalue()
+    assert format_postfix({"loss": 0.5, "reward_mean": float("nan"), "x": 1}) == "loss=0.5"
+
+
+def test_sample_grid_png_has_cells_and_labels(tmp_path):
+    images = torch.zeros(2, 3, 3, 8, 8)
+    images[1, 2, 0] = 1.0  # row 1 ("prompt b"), column 2 ("4 steps") is pure red
+    path = save_sample_grid(
+        images, ["prompt a", "prompt b"], step_labels(), tmp_path / "g.png", cell_size=32
+    )
+    grid = Image.open(path).convert("RGB")
+    label_width, header, pad, cell = 220, 28, 4, 32
+    assert grid.size == (label_width + 3 * (cell + pad) + pad, header + 2 * (cell + pad) + pad)
+    red_center = (label_width + pad + 2 * (cell + pad) + cell // 2, header + pad + cell + pad + 16)
+    assert grid.getpixel(red_center) == (255, 0, 0)
+    assert grid.getpixel((red_center[0] - cell - pad, red_center[1])) == (0, 0, 0)
+    header_strip = grid.crop((label_width, 0, grid.size[0], header))
+    assert header_strip.getextrema()[0][0] < 128, "column labels were not drawn"
+    with pytest.raises(ValueError, match="one label per row"):
+        save_sample_grid(images, ["only one"], step_labels(), tmp_path / "bad.png")
+
+
+def test_sample_grid_images_match_the_exported_lcm_pipeline():
+    """Grid samples (trainer.lcd sampler) equal diffusers' LCM pipeline from the same noise."""
+    parts = tiny_sd_components("v_prediction")
+    teacher = TeacherParts(
+        unet=parts["unet"],
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        prediction_type="v_prediction",
+        alphas_cumprod=parts["noise_scheduler"].alphas_cumprod.float(),
+    )
+    target = tiny_unet(seed=5, time_cond_proj_dim=256)
+    prompts = ["a red circle", "a blue square"]
+    grid = sample_grid_images(target, teacher, prompts, steps=(1, 4), w=6.5, seed=3)
+    assert grid.shape == (2, 2, 3, 16, 16)
+
+    pipe = build_lcm_pipeline(target, parts)
+    pipe.set_progress_bar_config(disable=True)
+    noise = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(3))
+    for column, steps in enumerate((1, 4)):
+        expected = pipe(
+            prompts,
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            latents=noise,
+            generator=torch.Generator().manual_seed(4),
+            output_type="pt",
+        ).images
+        torch.testing.assert_close(grid[:, column], expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(grid[:, 0], grid[:, 1])
+
+
+def test_report_summarises_metrics_and_config_diff(tmp_path):
+    rows = [
+        {
+            "step": s,
+            "loss": 1.0 - 0.1 * s,
+            "lcd_loss": 0.5,
+            "reward_mean": 0.1 * s,
+            SKIPPED_REWARD_UPDATES: int(s in (2, 5, 6)),
+            "time_teacher": 0.2,
+            "time_data": 0.1,
+        }
+        for s in range(8)
+    ]
+    summary = summarize_metrics(rows, last_n=2)
+    assert summary["num_steps"] == 8 and summary["last_step"] == 7
+    assert summary["final"]["loss"] == pytest.approx((0.4 + 0.3) / 2)
+    assert summary["counters"][SKIPPED_REWARD_UPDATES] == 3
+    assert summary["timing_mean_s"] == pytest.approx({"teacher": 0.2, "data": 0.1})
+
+    defaults = {"lcd": {"lr": 1e-6, "max_steps": 100}, "reward": {"beta": 0.0}}
+    config = {"lcd": {"lr": 1e-6, "max_steps": 40}, "reward": {"beta": 5.0}}
+    assert config_diff(config, defaults) == [("lcd.max_steps", 100, 40), ("reward.beta", 0.0, 5.0)]
+
+    path = write_run_report(
+        tmp_path,
+        config,
+        summary,
+        defaults=defaults,
+        extra={"pipeline": tmp_path / "pipeline", "grids": ["a.png", "b.png"]},
+    )
+    text = path.read_text()
+    assert "| `lcd.max_steps` | 100 | 40 |" in text
+    assert "Skipped reward updates: 3" in text
+    assert "| `reward_mean` | 0.65 |" in text
+    assert f"`{tmp_path / 'pipeline'}`" in text and "  - `b.png`" in text
+
+    no_skips = summarize_metrics([{"step": 0, "loss": 1.0}])
+    assert (
+        "Skipped reward updates: not recorded"
+        in write_run_report(tmp_path, config, no_skips, defaults=defaults).read_text()
+    )

@@ -1,0 +1,420 @@
+"""Training checkpoints: atomic save, verified load, RNG streams, rotation, Ray Train glue.
+
+A checkpoint is one directory (issue 5, item 4)::
+
+    step_00000100/
+      modules/student/          diffusers folder (config.json + *.safetensors) for ModelMixin
+      modules/target/           ... the EMA target, same format
+      modules/<extra>.safetensors   any other nn.Module (e.g. the latent reward model)
+      optimizers/<name>.pt      state_dict() of anything stateful: optimizers, LR schedulers,
+                                grad scalers (loaded with ``weights_only=True``: no code runs)
+      rng_states.pt             python / numpy / torch / CUDA generator states, one per rank
+      train_state.json          step, data position, config snapshot, names of the parts
+      manifest.json             written LAST: format version, step, every file's size + sha256
+
+The directory is assembled under a hidden temporary name and renamed into place, so a crash
+mid-save leaves no half-written directory under the final name. ``load_checkpoint`` verifies
+the manifest before reading anything and raises ``CheckpointError`` for a partial (no
+manifest) or corrupt (missing file, wrong size, wrong hash) checkpoint; it never loads one
+silently. Ray is imported only by the two Ray Train helpers at the bottom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TRAIN_STATE_NAME = "train_state.json"
+RNG_NAME = "rng_states.pt"
+CHECKPOINT_PREFIX = "step_"
+_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+_HASH_CHUNK = 1 << 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is partial, corrupt or does not match the run that loads it."""
+
+
+@dataclass
+class DataPosition:
+    """Where the data stream stood when the checkpoint was taken."""
+
+    epoch: int = 0
+    batches_consumed: int = 0  # batches consumed within `epoch`
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue bit for bit.
+
+    `modules` holds nn.Modules by name ("student", "target"; later "lrm"); diffusers models
+    are saved with ``save_pretrained`` (safetensors), others as one safetensors file.
+    `stateful` holds objects with ``state_dict()`` / ``load_state_dict()`` by name
+    (optimizers, LR schedulers, grad scalers). `rng_states` has one entry per rank (see
+    ``gather_rng_states``); when empty at save time, this process's states are captured.
+    `config` is a JSON-able snapshot (a pydantic model is dumped with ``model_dump``).
+    """
+
+    step: int
+    modules: dict[str, nn.Module]
+    stateful: dict[str, Any] = field(default_factory=dict)
+    data_position: DataPosition = field(default_factory=DataPosition)
+    config: Any = None
+    rng_states: list[dict] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- RNG streams
+
+
+def capture_rng_states() -> dict:
+    """This process's generator states: python, numpy, torch CPU, torch CUDA (all devices)."""
+    bit_generator, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": bit_generator,
+            "keys": torch.from_numpy(keys.astype(np.int64)),  # uint32 fits losslessly
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_states(states: dict) -> None:
+    """Put back the generator states captured by ``capture_rng_states``."""
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    np_state = states["numpy"]
+    np.random.set_state(
+        (
+            np_state["bit_generator"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def gather_rng_states() -> list[dict]:
+    """One ``capture_rng_states()`` per rank, in rank order (collective under torch.distributed).
+
+    Every rank must call this when a process group is initialised; only rank 0 then writes.
+    """
+    local = capture_rng_states()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [local]
+    gathered: list[dict | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, local)
+    return gathered  # type: ignore[return-value]
+
+
+def rng_states_for_rank(state: TrainState, rank: int) -> dict:
+    """The RNG states a given rank should restore; the world size must match the saved one."""
+    if not 0 <= rank < len(state.rng_states):
+        raise CheckpointError(
+            f"The checkpoint holds RNG states for {len(state.rng_states)} rank(s) but rank {rank} "
+            "asked for its own: resume with the same number of workers as the saved run, or "
+            "start a fresh run."
+        )
+    return state.rng_states[rank]
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def checkpoint_name(step: int) -> str:
+    """Directory name of the checkpoint at `step` (sorts by step)."""
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
+
+
+def _config_snapshot(config: Any) -> Any:
+    if hasattr(config, "model_dump"):
+        return config.model_dump(mode="json")
+    return config
+
+
+def _is_diffusers_model(module: nn.Module) -> bool:
+    from diffusers import ModelMixin
+
+    return isinstance(module, ModelMixin)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (works unwrapped too: single-device runs)."""
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        return module.module
+    return module
+
+
+def _save_modules(modules: dict[str, nn.Module], root: Path) -> dict[str, str]:
+    formats = {}
+    for name, wrapped in modules.items():
+        module = _unwrap(wrapped)
+        if _is_diffusers_model(module):
+            module.save_pretrained(root / name, safe_serialization=True)
+            formats[name] = "diffusers"
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            save_model(module, str(root / f"{name}.safetensors"))
+            formats[name] = "safetensors"
+    return formats
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_entries(root: Path) -> list[dict]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+    return [
+        {"path": p.relative_to(root).as_posix(), "size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in files
+    ]
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_contents(root: Path, state: TrainState) -> None:
+    formats = _save_modules(state.modules, root / "modules")
+    (root / "optimizers").mkdir(parents=True, exist_ok=True)
+    for name, obj in state.stateful.items():
+        torch.save(obj.state_dict(), root / "optimizers" / f"{name}.pt")
+    torch.save(state.rng_states or [capture_rng_states()], root / RNG_NAME)
+    train_state = {
+        "format_version": FORMAT_VERSION,
+        "step": state.step,
+        "data_position": vars(state.data_position),
+        "config": _config_snapshot(state.config),
+        "modules": formats,
+        "stateful": sorted(state.stateful),
+    }
+    _write_json(root / TRAIN_STATE_NAME, train_state)
+    # The manifest comes last: its presence marks the checkpoint complete.
+    manifest = {"format_version": FORMAT_VERSION, "step": state.step, "files": _file_entries(root)}
+    _write_json(root / MANIFEST_NAME, manifest)
+
+
+def save_checkpoint(directory: str | Path, state: TrainState) -> Path:
+    """Write `state` to `directory` atomically (temporary sibling + rename); return the path.
+
+    An existing checkpoint at `directory` (e.g. the same step saved again after a resume) is
+    replaced only once the new one is complete.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_contents(tmp, state)
+        if directory.exists():
+            old = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+# ----------------------------------------------------------------------------- verify + load
+
+
+def _refuse(directory: Path, problem: str) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint {directory} is unusable: {problem}. It was not loaded. Delete this "
+        "checkpoint directory (an earlier one, if any, is used next) or point the run at "
+        "another checkpoint / output directory."
+    )
+
+
+def verify_checkpoint(directory: str | Path) -> dict:
+    """Check every file against the manifest; return the manifest or raise ``CheckpointError``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise _refuse(directory, "the directory does not exist")
+    manifest_path = directory / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise _refuse(
+            directory, f"{MANIFEST_NAME} is missing, so the save never finished (partial)"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _refuse(directory, f"{MANIFEST_NAME} is not valid JSON ({err})") from err
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise _refuse(
+            directory,
+            f"format version {manifest.get('format_version')!r} is not the supported "
+            f"{FORMAT_VERSION}",
+        )
+    for entry in manifest["files"]:
+        path = directory / entry["path"]
+        if not path.is_file():
+            raise _refuse(directory, f"file {entry['path']} listed in the manifest is missing")
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise _refuse(
+                directory,
+                f"file {entry['path']} has {size} bytes, the manifest says {entry['size']} "
+                "(truncated or overwritten)",
+            )
+        if _sha256(path) != entry["sha256"]:
+            raise _refuse(directory, f"file {entry['path']} fails its sha256 check (corrupt)")
+    return manifest
+
+
+def _load_module_weights(module: nn.Module, root: Path, name: str, fmt: str) -> None:
+    module = _unwrap(module)
+    if fmt == "safetensors":
+        load_model(module, str(root / f"{name}.safetensors"), strict=True)
+        return
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for shard in sorted((root / name).glob("*.safetensors")):
+        weights.update(load_file(shard))
+    module.load_state_dict(weights, strict=True)
+
+
+def _check_names(directory: Path, kind: str, saved: list[str], wanted: list[str]) -> None:
+    if sorted(saved) != sorted(wanted):
+        raise CheckpointError(
+            f"Checkpoint {directory} holds {kind} {sorted(saved)} but this run expects "
+            f"{sorted(wanted)}: resume with the configuration that wrote it, or start a fresh "
+            "run in another output directory."
+        )
+
+
+def load_checkpoint(
+    directory: str | Path, into: TrainState, *, rank: int = 0, restore_rng: bool = True
+) -> TrainState:
+    """Verify `directory`, then load it into the modules / stateful objects of `into`.
+
+    Returns `into` with step, data position, config snapshot and RNG states filled in. With
+    `restore_rng`, this rank's RNG streams are put back too (draws continue as after save).
+    Raises ``CheckpointError`` for a partial, corrupt or mismatching checkpoint.
+    """
+    directory = Path(directory)
+    verify_checkpoint(directory)
+    meta = json.loads((directory / TRAIN_STATE_NAME).read_text(encoding="utf-8"))
+    _check_names(directory, "modules", list(meta["modules"]), list(into.modules))
+    _check_names(directory, "optimizer/scheduler states", meta["stateful"], list(into.stateful))
+    for name, module in into.modules.items():
+        _load_module_weights(module, directory / "modules", name, meta["modules"][name])
+    for name, obj in into.stateful.items():
+        saved = torch.load(
+            directory / "optimizers" / f"{name}.pt", map_location="cpu", weights_only=True
+        )
+        obj.load_state_dict(saved)
+    into.step = meta["step"]
+    into.data_position = DataPosition(**meta["data_position"])
+    into.config = meta["config"]
+    into.rng_states = torch.load(directory / RNG_NAME, map_location="cpu", weights_only=True)
+    if restore_rng:
+        restore_rng_states(rng_states_for_rank(into, rank))
+    return into
+
+
+# ----------------------------------------------------------------------------- rotation
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Checkpoint directories (``step_XXXXXXXX``) under `root`, oldest step first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest checkpoint directory under `root` (not verified: ``load_checkpoint`` does)."""
+    checkpoints = list_checkpoints(root)
+    return checkpoints[-1] if checkpoints else None
+
+
+def rotate_checkpoints(root: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` checkpoints and stale temporary dirs; return deleted."""
+    if keep < 1:
+        raise ValueError(f"keep={keep} would delete every checkpoint; keep at least 1.")
+    root = Path(root)
+    doomed = list_checkpoints(root)[:-keep]
+    if root.is_dir():
+        doomed += [p for p in root.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+# ----------------------------------------------------------------------------- Ray Train
+
+
+def to_ray_checkpoint(directory: str | Path):
+    """A ``ray.train.Checkpoint`` for a directory written by ``save_checkpoint``."""
+    from ray.train import Checkpoint
+
+    verify_checkpoint(directory)
+    return Checkpoint.from_directory(str(directory))
+
+
+def report_train_state(state: TrainState, metrics: dict[str, Any], rank: int) -> None:
+    """``ray.train.report`` with a checkpoint of `state`; every rank must call it (a barrier).
+
+    RNG states of all ranks are gathered; rank 0 writes the checkpoint to a temporary
+    directory that Ray copies to the run's storage as ``step_XXXXXXXX``; other ranks report
+    the metrics alone.
+    """
+    import ray.train
+
+    state.rng_states = gather_rng_states()
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        name = checkpoint_name(state.step)
+        path = save_checkpoint(Path(scratch) / name, state)
+        checkpoint = ray.train.Checkpoint.from_directory(str(path))
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+
+@contextmanager
+def ray_checkpoint_directory(checkpoint) -> Iterator[Path]:
+    """Local directory of a ``ray.train.Checkpoint`` (e.g. ``ray.train.get_checkpoint()``)."""
+    with checkpoint.as_directory() as local:
+        yield Path(local)

@@ -1,0 +1,138 @@
+"""Export the distilled model as a diffusers pipeline folder (issue 5, item 6; REFERENCE s. 4).
+
+The folder holds the EMA target UNet, the teacher's VAE, text encoder and tokenizer, and an
+``LCMScheduler`` built from the teacher's scheduler config with the teacher's prediction
+type and ``original_inference_steps = N`` (the DDIM solver grid of training). Its pipeline
+class is ``LatentConsistencyModelPipeline``, so::
+
+    pipe = DiffusionPipeline.from_pretrained("<output_dir>/pipeline")
+    images = pipe(prompt, num_inference_steps=4, guidance_scale=8.5).images
+
+samples in 1-4 steps with no further code. That pipeline feeds ``w = guidance_scale - 1``
+through the UNet's ``time_cond_proj_dim`` guidance embedding (1000*w, sinusoidal, as in
+training) and runs no real CFG: one UNet call per step. The safety checker is left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diffusers import (
+    LatentConsistencyModelPipeline,
+    LCMScheduler,
+    UNet2DConditionModel,
+)
+
+TEACHER_PARTS = ("vae", "text_encoder", "tokenizer")
+
+
+def _teacher_parts(teacher: str | Path | dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """(vae, text_encoder, tokenizer) and the scheduler config, from a folder or a dict."""
+    if isinstance(teacher, dict):
+        missing = [k for k in TEACHER_PARTS if k not in teacher]
+        scheduler = teacher.get("scheduler") or teacher.get("noise_scheduler")
+        if missing or scheduler is None:
+            raise ValueError(
+                f"Teacher components lack {missing or ['scheduler']}; pass a dict with keys "
+                f"{TEACHER_PARTS + ('scheduler',)} or the teacher's pipeline folder."
+            )
+        return {k: teacher[k] for k in TEACHER_PARTS}, dict(scheduler.config)
+    folder = Path(teacher)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(
+            f"Teacher path {folder} is not a diffusers pipeline folder (no model_index.json); "
+            "point it at a saved Stable Diffusion pipeline."
+        )
+    # Load only what the export needs: the teacher UNet and safety checker stay on disk.
+    teacher_pipe = LatentConsistencyModelPipeline.from_pretrained(
+        folder,
+        unet=None,
+        scheduler=None,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    parts = {k: getattr(teacher_pipe, k) for k in TEACHER_PARTS}
+    return parts, dict(LCMScheduler.load_config(folder, subfolder="scheduler"))
+
+
+def lcm_scheduler_from_teacher(
+    teacher_scheduler_config: dict,
+    prediction_type: str | None = None,
+    original_inference_steps: int = 50,
+) -> LCMScheduler:
+    """An ``LCMScheduler`` on the teacher's noise schedule (REFERENCE s. 4).
+
+    The prediction type must be the teacher's (a default epsilon scheduler on a
+    v-prediction model gives garbage); passing a different one is an error.
+    """
+    teacher_type = teacher_scheduler_config.get("prediction_type", "epsilon")
+    if prediction_type is not None and prediction_type != teacher_type:
+        raise ValueError(
+            f"prediction_type={prediction_type!r} differs from the teacher scheduler's "
+            f"{teacher_type!r}; the exported scheduler must use the teacher's. Fix the "
+            "config (or pass prediction_type=None to take the teacher's)."
+        )
+    if original_inference_steps < 1:
+        raise ValueError(
+            f"original_inference_steps={original_inference_steps} must be the number of DDIM "
+            "solver steps N used in training (50 in the paper)."
+        )
+    config = {k: v for k, v in teacher_scheduler_config.items() if not k.startswith("_")}
+    return LCMScheduler.from_config(
+        config, prediction_type=teacher_type, original_inference_steps=original_inference_steps
+    )
+
+
+def build_lcm_pipeline(
+    target_unet: UNet2DConditionModel,
+    teacher: str | Path | dict[str, Any],
+    prediction_type: str | None = None,
+    original_inference_steps: int = 50,
+    vae: Any = None,
+) -> LatentConsistencyModelPipeline:
+    """The in-memory ``LatentConsistencyModelPipeline`` that ``export_pipeline`` saves."""
+    if getattr(target_unet.config, "time_cond_proj_dim", None) is None:
+        raise ValueError(
+            "The target UNet has no time_cond_proj_dim, so LatentConsistencyModelPipeline "
+            "cannot feed it the guidance embedding; export the student/target built with "
+            "time_cond_proj_dim (256 in the paper), not the teacher UNet."
+        )
+    parts, scheduler_config = _teacher_parts(teacher)
+    if vae is not None:  # the run replaced the teacher's VAE (config model.vae)
+        parts["vae"] = vae
+    scheduler = lcm_scheduler_from_teacher(
+        scheduler_config, prediction_type, original_inference_steps
+    )
+    return LatentConsistencyModelPipeline(
+        **parts,
+        unet=target_unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def export_pipeline(
+    target_unet: UNet2DConditionModel,
+    teacher: str | Path | dict[str, Any],
+    out_dir: str | Path,
+    prediction_type: str | None = None,
+    original_inference_steps: int = 50,
+    vae: Any = None,
+) -> Path:
+    """Save target UNet + teacher VAE / text encoder / tokenizer + LCMScheduler to `out_dir`.
+
+    `teacher` is the teacher's pipeline folder or a dict of its components (keys vae,
+    text_encoder, tokenizer, scheduler). `prediction_type` None takes the teacher's (config
+    "auto"); `vae` replaces the teacher's VAE when the run used another one. Returns
+    `out_dir`, loadable with ``DiffusionPipeline.from_pretrained(out_dir)`` (safetensors).
+    """
+    pipe = build_lcm_pipeline(
+        target_unet, teacher, prediction_type, original_inference_steps, vae=vae
+    )
+    out_dir = Path(out_dir)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir

@@ -1,0 +1,199 @@
+"""The run report, ``<output_dir>/report.md`` (issue 5, item 6).
+
+``summarize_metrics`` condenses ``metrics.jsonl`` (steps, final losses and reward means over
+the last steps, summed counters such as skipped reward updates, mean phase timings);
+``write_run_report`` renders it with the config's differences from the defaults and the
+paths of the exported pipeline, checkpoints and sample grids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from trainer.monitoring import COUNTER_KEYS, METRICS_FILE, SKIPPED_REWARD_UPDATES, read_metrics
+
+REPORT_FILE = "report.md"
+TIMING_PREFIX = "time_"
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def summarize_metrics(
+    rows: Sequence[Mapping[str, Any]], last_n: int = 10, counter_keys: Sequence[str] = COUNTER_KEYS
+) -> dict:
+    """Summary of per-step metric rows (each with a "step").
+
+    Returns ``{"num_steps", "first_step", "last_step", "final": {key: mean of the last
+    `last_n` values}, "counters": {key: sum}, "timing_mean_s": {phase: mean seconds}}``.
+    Counter keys never logged are absent from "counters" (reported as "not recorded").
+    """
+    rows = sorted(rows, key=lambda row: row["step"])
+    if not rows:
+        return {"num_steps": 0, "final": {}, "counters": {}, "timing_mean_s": {}}
+    series: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "step" and _numeric(value):
+                series.setdefault(key, []).append(float(value))
+    final = {
+        k: sum(v[-last_n:]) / len(v[-last_n:])
+        for k, v in series.items()
+        if k not in counter_keys and not k.startswith(TIMING_PREFIX)
+    }
+    return {
+        "num_steps": len(rows),
+        "first_step": rows[0]["step"],
+        "last_step": rows[-1]["step"],
+        "final": final,
+        "counters": {k: sum(series[k]) for k in counter_keys if k in series},
+        "timing_mean_s": {
+            k.removeprefix(TIMING_PREFIX): sum(v) / len(v)
+            for k, v in series.items()
+            if k.startswith(TIMING_PREFIX)
+        },
+    }
+
+
+def summarize_metrics_file(output_dir: str | Path, last_n: int = 10) -> dict:
+    """``summarize_metrics`` of ``<output_dir>/metrics.jsonl``."""
+    return summarize_metrics(read_metrics(Path(output_dir) / METRICS_FILE), last_n=last_n)
+
+
+def _dump(config: Any) -> dict:
+    if config is None:
+        return {}
+    if hasattr(config, "model_dump"):
+        return config.model_dump(mode="json")
+    return dict(config)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat |= _flatten(value, name + ".")
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_diff(config: Any, defaults: Any) -> list[tuple[str, Any, Any]]:
+    """``(dotted.key, default, value)`` for every leaf where `config` differs from `defaults`."""
+    ours, base = _flatten(_dump(config)), _flatten(_dump(defaults))
+    missing = object()
+    diff = []
+    for key in sorted(set(ours) | set(base)):
+        value, default = ours.get(key, missing), base.get(key, missing)
+        if value != default:
+            diff.append((key, None if default is missing else default, value))
+    return diff
+
+
+def _default_config(config: Any) -> Any:
+    """The config class's defaults, when every field has one."""
+    try:
+        return type(config)() if hasattr(config, "model_dump") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _config_section(config: Any, defaults: Any) -> list[str]:
+    defaults = defaults if defaults is not None else _default_config(config)
+    if defaults is None:
+        return [
+            "## Configuration",
+            "",
+            "Defaults unavailable; full configuration:",
+            "",
+            *_table(("key", "value"), list(_flatten(_dump(config)).items())),
+            "",
+        ]
+    diff = config_diff(config, defaults)
+    body = _table(("key", "default", "this run"), diff) if diff else ["All defaults."]
+    return ["## Configuration (differences from the defaults)", "", *body, ""]
+
+
+def _metrics_section(summary: Mapping[str, Any]) -> list[str]:
+    if not summary.get("num_steps"):
+        return ["## Training", "", "No metrics were recorded.", ""]
+    lines = [
+        "## Training",
+        "",
+        f"Steps logged: {summary['num_steps']} "
+        f"(step {summary['first_step']} to {summary['last_step']}).",
+        "",
+    ]
+    final = summary["final"]
+    losses = [(k, v) for k, v in final.items() if "loss" in k]
+    rewards = [(k, v) for k, v in final.items() if k.startswith("reward")]
+    others = [(k, v) for k, v in final.items() if (k, v) not in losses + rewards]
+    for title, rows in (("Losses", losses), ("Rewards", rewards), ("Other", others)):
+        if rows:
+            lines += [
+                f"### {title} (mean of the last steps)",
+                "",
+                *_table(("metric", "value"), rows),
+                "",
+            ]
+    skipped = summary["counters"].get(SKIPPED_REWARD_UPDATES)
+    lines += [f"Skipped reward updates: {'not recorded' if skipped is None else int(skipped)}", ""]
+    if summary["timing_mean_s"]:
+        timing = sorted(summary["timing_mean_s"].items())
+        lines += [
+            "### Step time per phase (mean seconds)",
+            "",
+            *_table(("phase", "seconds"), timing),
+            "",
+        ]
+    return lines
+
+
+def write_run_report(
+    output_dir: str | Path,
+    config: Any,
+    metrics_summary: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    defaults: Any = None,
+) -> Path:
+    """Write ``<output_dir>/report.md``; return its path.
+
+    `metrics_summary` defaults to ``summarize_metrics_file(output_dir)``. `extra` holds
+    anything else worth a line, e.g. ``{"pipeline": path, "checkpoints": path, "sample
+    grids": [paths], "wall time (s)": 512.3}``; sequences become bullet lists.
+    `defaults` is the default config (a pydantic config's class defaults if omitted).
+    """
+    output_dir = Path(output_dir)
+    summary = metrics_summary if metrics_summary is not None else summarize_metrics_file(output_dir)
+    lines = ["# RG-LCD run report", "", f"Output directory: `{output_dir}`", ""]
+    lines += _config_section(config, defaults)
+    lines += _metrics_section(summary)
+    if extra:
+        lines += ["## Outputs and timings", ""]
+        for key, value in extra.items():
+            if isinstance(value, list | tuple):
+                lines += [f"- {key}:", *[f"  - {_fmt(str(v))}" for v in value]]
+            else:
+                lines.append(f"- {key}: {_fmt(str(value) if isinstance(value, Path) else value)}")
+        lines.append("")
+    path = output_dir / REPORT_FILE
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
