@@ -1,0 +1,283 @@
+"""Pre-encode (image, caption) data into latent Parquet shards with the teacher's VAE, on Ray Data.
+
+    python orchestration/data_job.py --input /data/cc12m-wds --output /data/cc12m-latents-512 \
+        --teacher runwayml/stable-diffusion-v1-5 --resolution 512 [--min-size 64] \
+        [--num-gpus 1 --encoders 8 --batch-size 64]
+
+Then train with `data.train_path=/data/cc12m-latents-512` (the trainer reads these shards
+directly; no VAE encoding in the training loop). On a cluster, submit the same command with
+`ray job submit --working-dir . -- python orchestration/data_job.py ...` (docs/cluster.md).
+
+Input (`--input`: a folder, glob, file or URI such as s3://bucket/cc12m; pyarrow filesystems):
+  WebDataset tar shards (img2dataset layout): `<key>.jpg|jpeg|png|webp` + `<key>.txt` or
+    `<key>.json` with a "caption" field; or
+  Parquet with an image-bytes column (`--image-column`, default "image") and a caption column
+    (`--caption-column`, default "caption").
+Output (`--output`, local folder or URI): `latents-<hash>.parquet` shards (schema in
+orchestration/data/shards.py) and `manifest.json` (rows written, rows skipped by reason and
+which ones, resolution, VAE, scaling factor, latent shape, shard list).
+
+Stages: read -> decode + filter + resize/centre-crop (CPU tasks) -> VAE encode (class UDF, on
+GPUs with --num-gpus) -> write shards. Undecodable, tiny or caption-less samples are counted
+and listed, never fatal. Latents are posterior samples times the scaling factor (REFERENCE
+section 1, as the trainer encodes), seeded per sample; `--posterior mean` stores the mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyarrow import fs as pafs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orchestration.data.encode import LatentEncoder, load_vae, vae_downsampling  # noqa: E402
+from orchestration.data.samples import (  # noqa: E402
+    SkipSample,
+    prepare_sample,
+    webdataset_caption,
+    webdataset_image,
+)
+from orchestration.data.shards import (  # noqa: E402
+    build_manifest,
+    prepare_output,
+    resolve_uri,
+    write_manifest,
+    write_shard,
+)
+from trainer.data import content_key  # noqa: E402
+
+
+@dataclass
+class DataJobConfig:
+    """Settings of one pre-encoding run (the CLI flags)."""
+
+    input: str
+    output: str
+    teacher: str
+    resolution: int = 512
+    min_size: int = 64
+    format: str = "auto"  # auto | webdataset | parquet
+    image_column: str = "image"
+    caption_column: str = "caption"
+    vae_subfolder: str = "vae"
+    posterior: str = "sample"
+    vae_dtype: str = "float32"
+    latent_dtype: str = "float16"
+    seed: int = 0
+    batch_size: int = 32
+    rows_per_shard: int = 2048
+    encoders: int = 1
+    num_gpus: float = 0.0
+    cpus_per_encoder: float = 1.0
+    overwrite: bool = False
+
+    def check(self) -> None:
+        if self.resolution % 8 or self.resolution < 8:
+            raise ValueError(f"--resolution {self.resolution} must be a positive multiple of 8")
+        if self.min_size < 1:
+            raise ValueError(f"--min-size {self.min_size} must be >= 1")
+        if self.format not in ("auto", "webdataset", "parquet"):
+            raise ValueError(f"--format {self.format!r}: use auto, webdataset or parquet")
+
+    def input_format(self) -> str:
+        return self.format if self.format != "auto" else detect_format(self.input)
+
+
+def detect_format(uri: str) -> str:
+    """'webdataset' or 'parquet' from the input's name, or from the files of a folder."""
+    names = [uri.rstrip("/")]
+    filesystem, path = resolve_uri(uri)
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ValueError(f"--input {uri!r} does not exist; pass a folder, file or URI of shards")
+    if info.type == pafs.FileType.Directory:
+        names = [f.path for f in filesystem.get_file_info(pafs.FileSelector(path))]
+    kinds = {
+        "webdataset" if n.endswith(".tar") else "parquet"
+        for n in names
+        if n.endswith((".tar", ".parquet"))
+    }
+    if len(kinds) != 1:
+        raise ValueError(
+            f"--input {uri!r} holds {'both .tar and .parquet' if kinds else 'no .tar or .parquet'}"
+            " files; point it at one kind of shard, or pass --format webdataset|parquet"
+        )
+    return kinds.pop()
+
+
+def read_samples(cfg: DataJobConfig):
+    """A Ray Dataset of raw samples: key, image (bytes), caption (str or None)."""
+    import ray.data
+
+    if cfg.input_format() == "webdataset":
+        dataset = ray.data.read_webdataset(
+            cfg.input,
+            decoder=None,  # keep raw bytes: a broken image must be skipped, not crash the read
+            suffixes=["jpg", "jpeg", "png", "webp", "txt", "json"],
+            file_extensions=["tar"],
+        )
+        return dataset.map_batches(_from_webdataset, batch_format="pandas")
+    dataset = ray.data.read_parquet(
+        cfg.input, columns=[cfg.image_column, cfg.caption_column], include_paths=True
+    )
+    return dataset.map_batches(
+        _from_parquet,
+        fn_kwargs={"image_column": cfg.image_column, "caption_column": cfg.caption_column},
+        batch_format="pandas",
+    )
+
+
+def _from_webdataset(frame):
+    import pandas as pd
+
+    records = frame.to_dict("records")
+    return pd.DataFrame(
+        {
+            "key": [f"{r.get('__url__', '')}::{r['__key__']}" for r in records],
+            "image": [webdataset_image(r) for r in records],
+            "caption": [webdataset_caption(r) for r in records],
+        }
+    )
+
+
+def _from_parquet(frame, image_column: str, caption_column: str):
+    import pandas as pd
+
+    images = [v if isinstance(v, (bytes, bytearray)) else None for v in frame[image_column]]
+    # Parquet rows have no names: a row is known by its file and a hash of its image bytes.
+    keys = [
+        f"{path}::{content_key(image or b'', 'row'):016x}"
+        for path, image in zip(frame["path"], images, strict=True)
+    ]
+    captions = [
+        v.strip() if isinstance(v, str) and v.strip() else None for v in frame[caption_column]
+    ]
+    return pd.DataFrame({"key": keys, "image": images, "caption": captions})
+
+
+def prepare_batch(batch: dict[str, np.ndarray], resolution: int, min_size: int) -> dict:
+    """Decode, filter and crop a batch; unusable rows get a skip_reason and zero pixels."""
+    size = len(batch["key"])
+    pixels = np.zeros((size, resolution, resolution, 3), dtype=np.uint8)
+    keys = np.zeros(size, dtype=np.int64)
+    reasons, details = [""] * size, [""] * size
+    for i in range(size):
+        raw, caption = batch["image"][i], batch["caption"][i]
+        try:
+            pixels[i], keys[i] = prepare_sample(
+                raw if isinstance(raw, (bytes, bytearray)) else None,
+                caption if isinstance(caption, str) else None,
+                resolution,
+                min_size,
+            )
+        except SkipSample as skip:
+            reasons[i], details[i] = skip.reason, skip.detail
+    return {
+        "key": batch["key"],
+        "caption": np.array([str(c or "") for c in batch["caption"]], dtype=object),
+        "pixels": pixels,  # (B, R, R, 3) uint8
+        "sample_key": keys,
+        "skip_reason": np.array(reasons, dtype=object),
+        "skip_detail": np.array(details, dtype=object),
+    }
+
+
+def run_data_job(cfg: DataJobConfig) -> dict[str, Any]:
+    """Run the pipeline on the current Ray cluster; returns the manifest it wrote."""
+    cfg.check()
+    vae = load_vae(cfg.teacher, cfg.vae_subfolder)  # fail fast, before any Ray work
+    settings = {
+        "input": cfg.input,
+        "teacher": cfg.teacher,
+        "vae_subfolder": cfg.vae_subfolder,
+        "resolution": cfg.resolution,
+        "min_size": cfg.min_size,
+        "scaling_factor": float(vae.config.scaling_factor),
+        "vae_downsampling": vae_downsampling(vae),
+        "posterior": cfg.posterior,
+        "latent_dtype": cfg.latent_dtype,
+        "seed": cfg.seed,
+        "latent_format": "safetensors (1, C, h, w), scaled by scaling_factor",
+    }
+    del vae
+    prepare_output(cfg.output, cfg.overwrite)
+    encoded = (
+        read_samples(cfg)
+        .map_batches(
+            prepare_batch,
+            fn_kwargs={"resolution": cfg.resolution, "min_size": cfg.min_size},
+            batch_size=cfg.batch_size,
+        )
+        .map_batches(
+            LatentEncoder,
+            fn_constructor_kwargs={
+                "teacher": cfg.teacher,
+                "subfolder": cfg.vae_subfolder,
+                "seed": cfg.seed,
+                "device": "cuda" if cfg.num_gpus > 0 else "cpu",
+                "posterior": cfg.posterior,
+                "compute_dtype": cfg.vae_dtype,
+                "store_dtype": cfg.latent_dtype,
+            },
+            batch_size=cfg.batch_size,
+            concurrency=cfg.encoders,
+            num_gpus=cfg.num_gpus,
+            num_cpus=cfg.cpus_per_encoder,
+        )
+    )
+    stats = encoded.map_batches(
+        write_shard, fn_kwargs={"output": cfg.output}, batch_size=cfg.rows_per_shard
+    )
+    manifest = build_manifest(stats.take_all(), settings)
+    manifest["config"] = asdict(cfg)
+    write_manifest(cfg.output, manifest)
+    return manifest
+
+
+def parse_args(argv: list[str] | None = None) -> DataJobConfig:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = DataJobConfig(input="", output="", teacher="")
+    parser.add_argument("--input", required=True, help="Tar/Parquet folder, glob, file or URI.")
+    parser.add_argument("--output", required=True, help="Output folder or URI.")
+    parser.add_argument("--teacher", required=True, help="Pipeline folder or cached hub id.")
+    for name in ("resolution", "min_size", "seed", "batch_size", "rows_per_shard", "encoders"):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
+        )
+    for name in ("num_gpus", "cpus_per_encoder"):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
+        )
+    parser.add_argument("--format", choices=["auto", "webdataset", "parquet"], default="auto")
+    parser.add_argument("--image-column", default=defaults.image_column)
+    parser.add_argument("--caption-column", default=defaults.caption_column)
+    parser.add_argument("--vae-subfolder", default=defaults.vae_subfolder)
+    parser.add_argument("--posterior", choices=["sample", "mean"], default=defaults.posterior)
+    parser.add_argument(
+        "--vae-dtype", choices=["float32", "float16", "bfloat16"], default="float32"
+    )
+    parser.add_argument("--latent-dtype", choices=["float16", "float32"], default="float16")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an earlier run's output.")
+    return DataJobConfig(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    import ray
+
+    cfg = parse_args(argv)
+    ray.init()  # attaches to RAY_ADDRESS / a running cluster, else starts a local one
+    manifest = run_data_job(cfg)
+    print(
+        f"wrote {manifest['num_written']} latents in {len(manifest['shards'])} shard(s) to "
+        f"{cfg.output}; skipped {manifest['num_skipped']} {manifest['skipped_by_reason']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
