@@ -1,0 +1,123 @@
+"""Sampling images from a teacher or an LCM pipeline with shared initial noise (no Ray here).
+
+Every model sees the same initial latent for the same (seed, prompt index): the noise is
+drawn here from a generator seeded by that pair, not by the pipeline, so rows of the table
+and columns of the grids differ only by the model. An LCM pipeline's re-noising between steps
+(Algorithm 2) draws from a generator seeded the same way.
+
+- teacher (``StableDiffusionPipeline`` folder): DDIM or DPM-Solver++ (2nd order multistep) at
+  K steps with classifier-free guidance scale g (2 UNet calls per step);
+- LCM (``LatentConsistencyModelPipeline`` folder, e.g. from trainer/export.py): 1-8 steps,
+  ``guidance_scale`` = w + 1 fed as the UNet's guidance embedding, 1 UNet call per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    LCMScheduler,
+)
+
+from orchestration.evaluation.config import ModelSpec
+
+_CACHE: OrderedDict[tuple[str, str, str], DiffusionPipeline] = OrderedDict()
+_CACHE_SIZE = 3  # pipelines kept per process (a Ray worker serves many tasks)
+
+
+def sample_seed(seed: int, prompt_index: int) -> int:
+    """The generator seed of one (seed, prompt) item; the same for every model."""
+    return (seed * 1_000_003 + prompt_index) % (2**63 - 1)
+
+
+def load_pipeline(spec: ModelSpec, device: str = "cpu") -> DiffusionPipeline:
+    """Load `spec.path` offline and set the sampler it is evaluated with (cached per process)."""
+    key = (spec.path, spec.kind if spec.kind == "lcm" else spec.sampler, device)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    pipe = DiffusionPipeline.from_pretrained(spec.path, local_files_only=True)
+    config = pipe.scheduler.config
+    if spec.kind == "lcm":
+        if getattr(pipe.unet.config, "time_cond_proj_dim", None) is None:
+            raise ValueError(
+                f"model {spec.name!r} ({spec.path}) has no guidance-embedding UNet "
+                "(time_cond_proj_dim is None); use kind=teacher for a plain SD pipeline"
+            )
+        if not isinstance(pipe.scheduler, LCMScheduler):
+            pipe.scheduler = LCMScheduler.from_config(config)
+    elif spec.sampler == "ddim":
+        pipe.scheduler = DDIMScheduler.from_config(config)
+    else:
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", solver_order=2
+        )
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(device)
+    _CACHE[key] = pipe
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return pipe
+
+
+def latent_shape(pipe: DiffusionPipeline) -> tuple[int, int, int]:
+    """(C, h, w) of the pipeline's latents at its default resolution."""
+    size = pipe.unet.config.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return pipe.unet.config.in_channels, h, w
+
+
+def initial_latents(shape: tuple[int, int, int], seeds: list[int]) -> torch.Tensor:
+    """(B, C, h, w) standard normal latents, item i drawn from a generator seeded seeds[i]."""
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
+
+
+@torch.no_grad()
+def generate(
+    pipe: DiffusionPipeline, spec: ModelSpec, steps: int, prompts: list[str], seeds: list[int]
+) -> np.ndarray:
+    """(B, H, W, 3) uint8 images for `prompts`, item i from initial noise seeded seeds[i]."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+    device = pipe.unet.device
+    latents = initial_latents(latent_shape(pipe), seeds).to(device, pipe.unet.dtype)
+    # Re-noising of multistep LCM sampling: one generator per item, so batching changes nothing.
+    generators = [torch.Generator().manual_seed(s + 1) for s in seeds]
+    images = pipe(
+        prompt=list(prompts),
+        num_inference_steps=steps,
+        guidance_scale=spec.guidance,
+        latents=latents,
+        generator=generators,
+        output_type="pt",
+    ).images  # (B, 3, H, W) in [0, 1]
+    return to_uint8(images)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8, rounding to nearest."""
+    array = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return array.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+
+
+def timed_generate(
+    spec: ModelSpec, steps: int, prompts: list[str], seeds: list[int], device: str = "cpu"
+) -> tuple[np.ndarray, float]:
+    """Load (or reuse) the pipeline and generate; returns images and sampling seconds."""
+    pipe = load_pipeline(spec, device)
+    start = time.perf_counter()
+    images = generate(pipe, spec, steps, prompts, seeds)
+    return images, time.perf_counter() - start

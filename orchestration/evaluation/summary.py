@@ -1,0 +1,82 @@
+"""From generated images and per-item scores to the figures of the table (no Ray, no I/O).
+
+Items are laid out as in ray_tasks.generate_all: item k = s*P + p is prompt p with seed s.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from orchestration.evaluation.config import EvalConfig, row_label
+from orchestration.evaluation.image_metrics import FidScorer, hf_noise_ratio
+from orchestration.evaluation.prompts import PromptSet
+from orchestration.evaluation.report import RowResult
+from orchestration.evaluation.stats import nan_summary, win_rate
+
+Scores = dict[str, dict[str, np.ndarray]]  # row label -> scorer -> (S*P,) scores (NaN = missing)
+
+
+def score_summary(values: np.ndarray, item_groups: list[str]) -> dict:
+    """mean/std/n/missing over all items, plus the mean per prompt group."""
+    groups = np.asarray(item_groups)
+    summary = nan_summary(values)
+    summary["groups"] = {
+        g: nan_summary(values[groups == g])["mean"] for g in dict.fromkeys(item_groups)
+    }
+    return summary
+
+
+def summarise_rows(
+    cfg: EvalConfig,
+    prompt_set: PromptSet,
+    images: dict[str, tuple[np.ndarray, float]],
+    scores: Scores,
+    fid: FidScorer | None = None,
+    reference: np.ndarray | None = None,
+) -> list[RowResult]:
+    """One RowResult per (model, steps): mean scores (overall and per group), FID, HF ratio."""
+    item_groups = prompt_set.groups * len(cfg.seeds)
+    rows = []
+    for spec, steps in cfg.rows():
+        label = row_label(spec.name, steps)
+        row_images, seconds = images[label]
+        row = RowResult(
+            label=label,
+            model=spec.name,
+            kind=spec.kind,
+            sampler="lcm" if spec.kind == "lcm" else spec.sampler,
+            steps=steps,
+            unet_calls=spec.unet_calls(steps),
+            guidance_scale=spec.guidance,
+            seconds_per_image=seconds,
+        )
+        row.scores = {name: score_summary(v, item_groups) for name, v in scores[label].items()}
+        if fid is not None:
+            row.fid = fid(row_images)
+        if reference is not None and cfg.hf_noise.enabled:
+            row.hf_noise_ratio = hf_noise_ratio(row_images, reference, cfg.hf_noise.cutoff)
+        rows.append(row)
+    return rows
+
+
+def compute_win_rates(cfg: EvalConfig, scores: Scores) -> tuple[list[dict], list[str]]:
+    """Win rate of a over b for each configured pair, judged by `cfg.judge_name()`.
+
+    Returns (win rates, problems): a pair without any item scored on both sides is a problem
+    (e.g. the judge failed on every image), not a crash that loses the other figures.
+    """
+    judge = cfg.judge_name()
+    wr = cfg.win_rates
+    out, problems = [], []
+    for a, b in cfg.win_rate_pairs():
+        try:
+            result = win_rate(
+                a, b, scores[a][judge], scores[b][judge], judge,
+                method=wr.method, confidence=wr.confidence,
+                bootstrap_samples=wr.bootstrap_samples,
+            )
+        except ValueError as err:
+            problems.append(f"win rate {a} vs {b}: {err}")
+            continue
+        out.append(result.as_dict())
+    return out, problems
