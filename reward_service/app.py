@@ -1,0 +1,355 @@
+"""The reward service as a Ray Serve application: FastAPI ingress + batched scorers + VAEs.
+
+Run it with `python -m reward_service` (local) or `serve deploy orchestration/serve_config.yaml`
+(existing cluster; import path `reward_service.app:app_builder`). HTTP API (bodies in
+reward_service/schemas.py):
+
+  POST /score   {"model", "prompts", "images" | "latents"} -> {"model", "scores", "details"}
+  GET  /models  scorers (kind, differentiable, input size, batch settings) and VAEs
+  GET  /healthz liveness (no auth)
+
+Per-item failures are answered 200 with `scores[i] = null` and `details[i]["error"]`.
+Request-level errors are JSON `{"detail": "..."}`: 401 missing/wrong bearer token (only when
+`serve.auth_token_env` is set), 404 unknown model or VAE, 413 body, item count or image
+pixels over the limits, 422 malformed body / mismatched lengths / undecodable image / bad
+latents, 503 scorer queue full (Serve `BackPressureError`), 504 no answer within
+`serve.request_timeout_s`. Nothing on the HTTP path is unpickled: images are PNG/JPEG and
+latents safetensors/.npy (rglcd/codecs.py).
+"""
+
+import asyncio
+import hashlib
+import hmac
+import os
+import time
+from typing import Any
+
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from reward_service.config import ServeConfig
+from reward_service.deployments import ScorerDeployment, ScorerFactory, VaeDeployment
+from reward_service.metrics import IngressMetrics
+from reward_service.schemas import (
+    HealthResponse,
+    ModelInfo,
+    ModelsResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+from reward_service.scorers.base import ItemScore
+from rglcd import codecs
+from rglcd.configuration import load_config
+
+INGRESS_NAME = "ingress"
+
+fastapi_app = FastAPI(title="RG-LCD reward service", docs_url=None, redoc_url=None)
+
+
+def scorer_deployment_name(model: str) -> str:
+    return f"scorer-{model}"
+
+
+def vae_deployment_name(vae: str) -> str:
+    return f"vae-{vae}"
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _validation_message(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "body"
+        parts.append(f"{where}: {e['msg']}")
+    return "invalid request body: " + "; ".join(parts)
+
+
+def _response(model: str, items: list[ItemScore]) -> ScoreResponse:
+    details = [
+        {**item.details, "error": item.error} if item.error else dict(item.details)
+        for item in items
+    ]
+    return ScoreResponse(model=model, scores=[item.score for item in items], details=details)
+
+
+async def _await(response: Any) -> Any:
+    return await response
+
+
+# Everything the ingress uses must be defined above it: `serve.ingress` pickles the class.
+@serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+@serve.ingress(fastapi_app)
+class RewardIngress:
+    """HTTP front: auth, size limits, decoding, routing to scorer/VAE deployments."""
+
+    def __init__(
+        self,
+        config: dict,
+        scorers: dict[str, DeploymentHandle],
+        vaes: dict[str, DeploymentHandle],
+        token_sha256: str | None = None,
+    ) -> None:
+        self.config = ServeConfig.model_validate(config)
+        self.scorers = scorers
+        self.vaes = vaes
+        self._token_sha256 = token_sha256
+        self._vae_info: dict[str, dict] = {}
+        self._model_info: dict[str, dict] = {}
+        self._metrics = IngressMetrics()
+
+    # ---------------------------------------------------------------- routes
+
+    @fastapi_app.get("/healthz")
+    def healthz(self) -> HealthResponse:
+        return HealthResponse(status="ok", models=sorted(self.scorers))
+
+    @fastapi_app.get("/models")
+    async def models(self, request: Request) -> ModelsResponse:
+        self._check_auth(request)
+        infos = []
+        for spec in self.config.scorers:
+            if spec.name not in self._model_info:
+                self._model_info[spec.name] = await self.scorers[spec.name].info.remote()
+            info = self._model_info[spec.name]
+            infos.append(
+                ModelInfo(
+                    name=spec.name,
+                    kind=spec.kind,
+                    differentiable=info["differentiable"],
+                    input_size=info["input_size"],
+                    max_batch_size=spec.max_batch_size,
+                    batch_wait_timeout_s=spec.batch_wait_timeout_s,
+                    max_ongoing_requests=spec.ongoing_requests,
+                    max_queued_requests=spec.max_queued_requests,
+                    num_replicas=spec.num_replicas,
+                )
+            )
+        return ModelsResponse(models=infos, vaes=sorted(self.vaes))
+
+    @fastapi_app.post("/score")
+    async def score(self, request: Request) -> ScoreResponse:
+        start, model, status = time.perf_counter(), "?", 500
+        try:
+            self._check_auth(request)
+            body = await self._read_body(request)
+            try:
+                parsed = ScoreRequest.model_validate_json(body)
+            except ValidationError as err:
+                raise HTTPException(422, _validation_message(err)) from None
+            model = parsed.model if parsed.model in self.scorers else "?"
+            response = await self._score(parsed)
+            status = 200
+            return response
+        except HTTPException as err:
+            status = err.status_code
+            raise
+        finally:
+            self._metrics.observe(model, status, time.perf_counter() - start)
+
+    # ---------------------------------------------------------------- checks
+
+    def _check_auth(self, request: Request) -> None:
+        if self._token_sha256 is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = _token_digest(token.strip()) if scheme.lower() == "bearer" else ""
+        # Compare fixed-length digests in constant time (no length or prefix leak).
+        if not hmac.compare_digest(given.encode(), self._token_sha256.encode()):
+            raise HTTPException(
+                401,
+                "missing or wrong bearer token; send the header 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.config.max_request_bytes
+        too_large = f"request body is larger than the limit of {limit} bytes; send fewer items"
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise HTTPException(413, too_large)
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:  # Content-Length may be absent or wrong: count what arrives
+                raise HTTPException(413, too_large)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _check_model(self, model: str) -> DeploymentHandle:
+        if model not in self.scorers:
+            available = ", ".join(sorted(self.scorers))
+            raise HTTPException(404, f"unknown model {model!r}; available models: {available}")
+        return self.scorers[model]
+
+    def _check_count(self, count: int) -> None:
+        limit = self.config.max_items_per_request
+        if count > limit:
+            raise HTTPException(
+                413, f"request has {count} items, above the limit of {limit}; split it"
+            )
+
+    # ---------------------------------------------------------------- scoring
+
+    async def _score(self, req: ScoreRequest) -> ScoreResponse:
+        scorer = self._check_model(req.model)
+        self._check_count(len(req.prompts))
+        if req.images is not None:
+            jobs = await asyncio.to_thread(self._decode_images, req.images)
+        else:
+            images = await self._decode_latents(req)
+            jobs = [(list(range(len(req.prompts))), images)]
+        calls = [scorer.score.remote(images, [req.prompts[i] for i in idx]) for idx, images in jobs]
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(_await(call) for call in calls)),
+                timeout=self.config.request_timeout_s,
+            )
+        except BackPressureError as err:
+            raise HTTPException(
+                503, f"model {req.model!r} is overloaded ({err}); retry later",
+                headers={"Retry-After": "1"},
+            ) from None
+        except asyncio.TimeoutError:
+            for call in calls:
+                call.cancel()
+            raise HTTPException(
+                504, f"model {req.model!r} did not answer within {self.config.request_timeout_s} s"
+            ) from None
+        items: list[ItemScore | None] = [None] * len(req.prompts)
+        for (indices, _), result in zip(jobs, results, strict=True):
+            for i, item in zip(indices, result, strict=True):
+                items[i] = item
+        return _response(req.model, items)
+
+    def _decode_images(self, images: list[str]) -> list[tuple[list[int], torch.Tensor]]:
+        """base64 images -> jobs of equal-size uint8 batches ((n, 3, H, W)) with their indices."""
+        groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+        for i, data in enumerate(images):
+            try:
+                image = codecs.decode_image_uint8(
+                    codecs.b64decode(data, f"images[{i}]"),
+                    self.config.max_image_pixels,
+                    f"images[{i}]",
+                )
+            except codecs.PayloadTooLargeError as err:
+                raise HTTPException(413, str(err)) from None
+            except ValueError as err:
+                raise HTTPException(422, str(err)) from None
+            groups.setdefault(tuple(image.shape), []).append((i, image))
+        return [
+            ([i for i, _ in group], torch.stack([image for _, image in group]))
+            for group in groups.values()
+        ]
+
+    async def _decode_latents(self, req: ScoreRequest) -> torch.Tensor:
+        name = req.latents.vae
+        if name not in self.vaes:
+            available = ", ".join(sorted(self.vaes)) or "none configured"
+            raise HTTPException(404, f"unknown vae {name!r}; available VAEs: {available}")
+        try:
+            latents = await asyncio.to_thread(codecs.decode_latents_b64, req.latents.data)
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
+        if len(latents) != len(req.prompts):
+            raise HTTPException(
+                422, f"got {len(latents)} latents but {len(req.prompts)} prompts; "
+                "send one prompt per latent"
+            )
+        info = await self._vae(name)
+        if latents.shape[1] != info["latent_channels"]:
+            raise HTTPException(
+                422, f"latents have shape {list(latents.shape)} but vae {name!r} expects "
+                f"[N, {info['latent_channels']}, H, W]",
+            )
+        pixels = latents.shape[2] * latents.shape[3] * info["upsampling"] ** 2
+        if pixels > self.config.max_image_pixels:
+            raise HTTPException(
+                413, f"latents decode to {pixels} pixels per image, above the limit of "
+                f"{self.config.max_image_pixels}",
+            )
+        return await self.vaes[name].decode.remote(latents)
+
+    async def _vae(self, name: str) -> dict:
+        if name not in self._vae_info:
+            self._vae_info[name] = await self.vaes[name].info.remote()
+        return self._vae_info[name]
+
+
+def build_app(
+    config: ServeConfig, scorer_factory: ScorerFactory | None = None
+) -> serve.Application:
+    """The Serve application for `config` (`scorer_factory` replaces the registry, in tests)."""
+    token_sha256 = None
+    if config.auth_token_env:
+        token = os.environ.get(config.auth_token_env, "")
+        if not token:
+            raise ValueError(
+                f"serve.auth_token_env={config.auth_token_env!r} but that environment variable "
+                "is empty; export the token or unset serve.auth_token_env"
+            )
+        token_sha256 = _token_digest(token)  # only the digest reaches the cluster
+    scorers = {spec.name: _scorer_app(spec, scorer_factory) for spec in config.scorers}
+    vaes = {
+        name: VaeDeployment.options(
+            name=vae_deployment_name(name),
+            num_replicas=spec.num_replicas,
+            max_ongoing_requests=spec.max_ongoing_requests,
+            max_queued_requests=spec.max_queued_requests,
+            ray_actor_options={"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus},
+        ).bind(spec.model_dump())
+        for name, spec in config.vaes.items()
+    }
+    return RewardIngress.options(name=INGRESS_NAME).bind(
+        config.model_dump(), scorers, vaes, token_sha256
+    )
+
+
+def _scorer_app(spec, scorer_factory: ScorerFactory | None) -> serve.Application:
+    actor_options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    if scorer_factory is None:
+        from reward_service.scorers.registry import describe_scorer
+
+        if describe_scorer(spec).isolated_env:
+            from reward_service.scorers.imagereward import imagereward_runtime_env
+
+            actor_options["runtime_env"] = imagereward_runtime_env()
+    return ScorerDeployment.options(
+        name=scorer_deployment_name(spec.name),
+        num_replicas=spec.num_replicas,
+        max_ongoing_requests=spec.ongoing_requests,
+        max_queued_requests=spec.max_queued_requests,
+        ray_actor_options=actor_options,
+    ).bind(spec.model_dump(), scorer_factory)
+
+
+class ServeFile(BaseModel):
+    """A config file as the service reads it: only its `serve:` section (strict) matters, so
+    the trainer's full config file can be given too (its other sections are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+
+def load_serve_config(path: str | None = None, overrides: list[str] | tuple = ()) -> ServeConfig:
+    """ServeConfig from defaults, a YAML file's `serve:` section and `serve.key=value` overrides
+    (rglcd/configuration.py rules; every problem raises ConfigError, a ValueError)."""
+    return load_config(ServeFile, path, list(overrides)).serve
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """Serve config-file entry point (`import_path: reward_service.app:app_builder`).
+
+    `args` may hold `config_file` (YAML with a `serve:` section) and `overrides`
+    (list of `serve.key=value`).
+    """
+    args = dict(args or {})
+    unknown = sorted(set(args) - {"config_file", "overrides"})
+    if unknown:
+        raise ValueError(f"unknown app args {unknown}; allowed: config_file, overrides")
+    return build_app(load_serve_config(args.get("config_file"), args.get("overrides") or ()))

@@ -1,0 +1,76 @@
+"""Decoding latent score requests with a configured VAE (plain class; no Ray here).
+
+A latent request carries `z = vae.encode(x).latent_dist.sample() * scaling_factor`
+(REFERENCE section 1). The service turns it into the images the scorers expect with the same
+recipe as the RG-LCD direct path (REFERENCE section 2):
+`img = (vae.decode(z / scaling_factor).sample / 2 + 0.5).clamp(0, 1)`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from reward_service.config import VaeConfig
+from rglcd.codecs import check_latents
+
+if TYPE_CHECKING:  # diffusers costs ~10 s of CPU to import: only the VAE replica pays it
+    from diffusers import AutoencoderKL
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class LatentDecoder:
+    """Wraps one frozen `AutoencoderKL`; decodes (N, C, h, w) latents to (N, 3, H, W) in [0, 1]."""
+
+    def __init__(
+        self, vae: AutoencoderKL, scaling_factor: float | None = None, chunk_size: int = 16
+    ) -> None:
+        self.device = next(vae.parameters()).device
+        self.vae = vae.eval().requires_grad_(False)
+        self.scaling_factor = float(scaling_factor or vae.config.scaling_factor)
+        self.latent_channels = int(vae.config.latent_channels)
+        # Spatial upsampling of the decoder: 2 ** (number of blocks - 1), e.g. 8 for SD.
+        self.upsampling = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.chunk_size = chunk_size
+
+    @classmethod
+    def from_config(cls, spec: VaeConfig) -> LatentDecoder:
+        """Load the VAE offline from a pipeline folder (+ subfolder) or an AutoencoderKL folder."""
+        from diffusers import AutoencoderKL
+
+        kwargs = {"subfolder": spec.subfolder} if spec.subfolder else {}
+        try:
+            vae = AutoencoderKL.from_pretrained(spec.path, **kwargs)
+        except (OSError, ValueError) as err:
+            where = f"{spec.path}/{spec.subfolder}" if spec.subfolder else spec.path
+            raise ValueError(f"could not load the VAE from {where!r}: {err}") from err
+        vae = vae.to(_resolve_device(spec.device))
+        return cls(vae, spec.scaling_factor, spec.decode_chunk_size)
+
+    def info(self) -> dict:
+        return {
+            "latent_channels": self.latent_channels,
+            "upsampling": self.upsampling,
+            "scaling_factor": self.scaling_factor,
+        }
+
+    def output_pixels(self, latents_shape: tuple[int, ...]) -> int:
+        """Pixels of ONE decoded image for latents of this shape (for the service's size limit)."""
+        return latents_shape[-2] * latents_shape[-1] * self.upsampling**2
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) scaled latents -> (N, 3, h*f, w*f) float32 images in [0, 1] on CPU."""
+        latents = check_latents(latents, channels=self.latent_channels)
+        images = []
+        for chunk in latents.split(self.chunk_size):
+            chunk = chunk.to(self.device, dtype=self.vae.dtype) / self.scaling_factor
+            decoded = self.vae.decode(chunk).sample  # (n, 3, H, W) in about [-1, 1]
+            images.append((decoded.float() / 2 + 0.5).clamp(0, 1).cpu())
+        return torch.cat(images)
