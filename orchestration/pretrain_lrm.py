@@ -1,0 +1,252 @@
+"""Pretrain the latent proxy reward model (LRM) with a CLIP loss, as a Ray Train job.
+
+    python orchestration/pretrain_lrm.py                   # toy world -> rglcd/toy/artifacts/lrm
+    python orchestration/pretrain_lrm.py --steps 50 --output outputs/lrm-smoke
+    python orchestration/pretrain_lrm.py --num-workers 2 --text-blocks 1
+
+Each worker encodes its shard of the training images with the teacher's VAE
+(``latent_dist.sample() * scaling_factor``, the z0 of RG-LCD), builds the LRM from the
+pretrained CLIP's text tower and trains it contrastively on (latent, caption) pairs
+(``trainer/lrm/pretrain.py``). Rank 0 reports zero-shot caption-ranking accuracy (top-1/top-5
+over each split's distinct captions) on the "validation" split (seen caption combinations,
+new images) and the "heldout" split (compositions never seen in training; also ranked
+against all 448 captions of the toy grammar as "heldout_all"), and saves the LRM
+(fp16 safetensors + config + tokenizer + ``pretrain_metrics.json``) as the checkpoint, which
+is copied to ``--output`` at the end.
+
+Departures from the paper (appendix B): toy data instead of CC12M; retrieval over captions
+instead of ImageNet zero-shot classification; the text tower stays locked by default (the
+paper "retains the original pretrained text encoder"; ``--text-blocks N`` tunes its last N
+blocks lightly), so the latent tower learns into the pretrained CLIP's text space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from rglcd.toy.paths import (  # noqa: E402
+    TOY_DATA_DIR,
+    TOY_LRM_DIR,
+    TOY_MINICLIP_DIR,
+    TOY_PIPELINE_DIR,
+)
+
+EVAL_SPLITS = ("validation", "heldout")
+METRICS_FILE = "pretrain_metrics.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=128, help="per worker")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--text-blocks", type=int, default=0, help="last text blocks to tune")
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop early (recorded)")
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patch-size", type=int, default=2)
+    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--clip-dir", type=Path, default=TOY_MINICLIP_DIR)
+    p.add_argument("--pipeline-dir", type=Path, default=TOY_PIPELINE_DIR, help="teacher (VAE)")
+    p.add_argument("--vae-dir", type=Path, default=None,
+                   help="AutoencoderKL folder (default: <pipeline-dir>/vae)")
+    p.add_argument("--data-dir", type=Path, default=TOY_DATA_DIR)
+    p.add_argument("--n-train", type=int, default=40_000, help="toy shards (as built)")
+    p.add_argument("--n-eval", type=int, default=2_000, help="toy validation/heldout size")
+    p.add_argument("--output", type=Path, default=TOY_LRM_DIR)
+    p.add_argument("--storage-path", type=Path, default=REPO_ROOT / "outputs" / "ray_results")
+    p.add_argument("--name", default=None, help="Ray Train run name (default: timestamped)")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 2 or args.num_workers < 1:
+        p.error("--steps >= 1, --batch-size >= 2 and --num-workers >= 1 are required")
+    required = [("--clip-dir", args.clip_dir / "config.json")]
+    if args.vae_dir is None:
+        required.append(("--pipeline-dir", args.pipeline_dir / "vae" / "config.json"))
+    else:
+        required.append(("--vae-dir", args.vae_dir / "config.json"))
+    for flag, path in required:
+        if not path.exists():
+            p.error(f"{flag}: {path} is missing; build it with orchestration/build_toy_world.py")
+    return args
+
+
+def _load_split(config: dict, split: str, vae, tokenizer, rank=0, world=1, caption_bank=None):
+    from rglcd.toy.data import read_toy_images
+    from trainer.lrm.pretrain import prepare_split
+
+    images, captions = read_toy_images(config["data_dir"], split)
+    images, captions = images[rank::world], captions[rank::world]
+    return prepare_split(vae, tokenizer, images, captions, seed=config["seed"] + rank,
+                         caption_bank=caption_bank)
+
+
+def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
+    """validation / heldout ranked against their own distinct captions, and heldout against
+    every caption of the toy grammar (448, as the mini CLIP's build report does)."""
+    from rglcd.toy.scenes import all_captions
+
+    splits = {s: _load_split(config, s, vae, tokenizer) for s in EVAL_SPLITS}
+    splits["heldout_all"] = _load_split(config, "heldout", vae, tokenizer,
+                                        caption_bank=all_captions())
+    return splits
+
+
+def _build_model(config: dict, vae):
+    from trainer.lrm import LatentRewardModel, LatentTowerConfig, pretrain_groups, set_trainable
+
+    torch.manual_seed(config["seed"])  # identical initial weights on every rank
+    latent = LatentTowerConfig(
+        latent_channels=vae.config.latent_channels, patch_size=config["patch_size"],
+        width=config["width"], depth=config["depth"], heads=config["heads"],
+    )
+    model = LatentRewardModel.from_clip_dir(
+        config["clip_dir"], latent=latent, latent_scaling_factor=vae.config.scaling_factor
+    )
+    set_trainable(model, pretrain_groups(model, text_blocks=config["text_blocks"]))
+    return model
+
+
+def _report(model, eval_data: dict | None, history: list, config: dict, start: float) -> None:
+    """Every rank reports; rank 0 (the one with `eval_data`) evaluates and saves the checkpoint."""
+    import ray.train
+
+    from trainer.lrm.pretrain import evaluate_retrieval
+
+    metrics = {**history[-1], "steps_planned": config["steps"],
+               "seconds": round(time.monotonic() - start, 1)}
+    if eval_data is None:
+        ray.train.report(metrics)
+        return
+    for split, data in eval_data.items():
+        metrics.update({f"{split}_{k}": v for k, v in evaluate_retrieval(model, data).items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, dtype=torch.float16)
+        saved = {**metrics, "loss_history": history, "config": _portable(config)}
+        (Path(tmp) / METRICS_FILE).write_text(json.dumps(saved, indent=2), encoding="utf-8")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _portable(config: dict) -> dict:
+    """Paths inside the repository are saved relative to it, so the artifact is machine-neutral."""
+    root = Path(__file__).resolve().parent.parent
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, str) and value.startswith(str(root) + "/"):
+            value = str(Path(value).relative_to(root))
+        out[key] = value
+    return out
+
+
+def _out_of_time(deadline: float | None, world: int) -> bool:
+    """Rank 0's clock decides for everyone, so DDP ranks stop at the same step."""
+    flag = torch.tensor([deadline is not None and time.monotonic() > deadline])
+    if world > 1:
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train worker: encode shard, train contrastively, rank 0 evaluates and checkpoints."""
+    import ray.train
+    import ray.train.torch
+    from diffusers import AutoencoderKL
+
+    from trainer.lrm import build_optimizer
+    from trainer.lrm.pretrain import cache_caption_embeddings, contrastive_step, cosine_lr
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    vae_source = {"pretrained_model_name_or_path": config["vae_dir"]} if config["vae_dir"] else \
+        {"pretrained_model_name_or_path": config["pipeline_dir"], "subfolder": "vae"}
+    vae = AutoencoderKL.from_pretrained(**vae_source, torch_dtype=torch.float32).eval()
+    model = _build_model(config, vae)
+    train = _load_split(config, "train", vae, model.tokenizer, rank, world)
+    if config["text_blocks"] == 0:
+        cache_caption_embeddings(model, train)  # locked text tower: embed captions once
+    eval_data = _load_eval_splits(config, vae, model.tokenizer) if rank == 0 else {}
+    del vae
+    wrapped = ray.train.torch.prepare_model(model)  # DDP when world > 1; frozen text ignored
+    optimizer = build_optimizer(model, lr=config["lr"], weight_decay=config["weight_decay"])
+    generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
+    minutes = config["max_minutes"]
+    history, window, start = [], [], time.monotonic()
+    deadline = start + 60 * minutes if minutes else None
+    for step in range(1, config["steps"] + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step - 1, config["steps"], config["lr"], config["warmup_steps"])
+        batch = torch.randint(len(train), (config["batch_size"],), generator=generator)
+        window.append(contrastive_step(wrapped, optimizer, train, batch)["loss"])
+        last = step == config["steps"] or _out_of_time(deadline, world)
+        if last or step % config["eval_every"] == 0:
+            history.append({"step": step, "loss": sum(window) / len(window)})
+            window = []
+            _report(model, eval_data if rank == 0 else None, history, config, start)
+        if last:
+            break
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Launch the TorchTrainer, copy the final checkpoint to ``args.output``, return metrics."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from rglcd.toy.data import ensure_toy_dataset
+
+    for split in ("train", *EVAL_SPLITS):  # here, not in the workers: they would race
+        n = args.n_train if split == "train" else args.n_eval
+        ensure_toy_dataset(args.data_dir, split, n, args.seed)  # no-op when already built
+    if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one
+        ray.init(include_dashboard=False, log_to_driver=True,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+    config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=False),
+        run_config=RunConfig(
+            storage_path=str(args.storage_path.resolve()),
+            name=args.name or time.strftime("lrm-pretrain-%Y%m%d-%H%M%S"),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"LRM pretraining produced no checkpoint: {result.error}")
+    if args.output.exists():
+        shutil.rmtree(args.output)
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        shutil.copytree(checkpoint_dir, args.output)
+    return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    for key, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0"),
+                       ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(key, value)
+    args = parse_args(argv)
+    report = run(args)
+    summary = {k: v for k, v in report.items() if k != "loss_history"}
+    print(json.dumps(summary, indent=2))
+    print(f"LRM saved to {args.output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
