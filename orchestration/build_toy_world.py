@@ -1,0 +1,108 @@
+"""Rebuild every toy-world artifact from scratch: data -> mini CLIP -> VAE -> UNet -> verify.
+
+    python orchestration/build_toy_world.py                       # everything (~40 min, 2 CPUs)
+    python orchestration/build_toy_world.py --stages clip,vae,unet
+    python orchestration/build_toy_world.py --stages verify --verify-prompts 200
+
+Outputs (committed, fp16 safetensors): ``rglcd/toy/artifacts/miniclip`` (transformers
+CLIPModel + tokenizer), ``rglcd/toy/artifacts/pipeline`` (diffusers StableDiffusionPipeline
+folder) and ``rglcd/toy/artifacts/build_report.json``; the verify stage also writes
+``docs/toy_teacher_samples.png``. The data shards go to ``outputs/toy-data`` (not committed,
+regenerated deterministically). Every stage is seeded; wall-time budgets stop a stage early
+on a slow machine (the stop step is recorded in the report, so a budget-cut run is visible).
+
+Departures from SD: the text encoder is the contrastively trained mini CLIP's text tower,
+frozen as in SD; images are 32x32 and latents 4x8x8; see docs/toy-world.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from orchestration.toy_build.common import BuildSettings, seed_everything  # noqa: E402
+from rglcd.toy.paths import (  # noqa: E402
+    TOY_ARTIFACTS,
+    TOY_DATA_DIR,
+    TOY_MINICLIP_DIR,
+    TOY_PIPELINE_DIR,
+    TOY_REPORT_FILE,
+)
+
+STAGES = ("data", "clip", "vae", "unet", "verify")
+VAE_WORK_DIR = TOY_DATA_DIR.parent / "toy-vae"  # VAE between stages vae and unet (fp32)
+
+
+def run_stage(stage: str, settings: BuildSettings) -> dict:
+    """Run one stage and return its report entry."""
+    if stage == "data":
+        from orchestration.toy_build.common import load_split
+
+        return {s: len(load_split(settings, s)[1]) for s in ("train", "validation", "heldout")}
+    if stage == "clip":
+        from orchestration.toy_build.clip_stage import train_miniclip
+
+        report = train_miniclip(settings, TOY_MINICLIP_DIR)
+        print(f"mini CLIP artifact ready at {TOY_MINICLIP_DIR}", flush=True)
+        return report
+    if stage == "vae":
+        from orchestration.toy_build.vae_stage import train_vae
+
+        return train_vae(settings, VAE_WORK_DIR)
+    if stage == "unet":
+        from orchestration.toy_build.unet_stage import train_teacher
+
+        report = train_teacher(settings, VAE_WORK_DIR, TOY_MINICLIP_DIR, TOY_PIPELINE_DIR)
+        print(f"toy pipeline folder ready at {TOY_PIPELINE_DIR}", flush=True)
+        return report
+    from orchestration.toy_build.verify import verify_toy_world
+
+    return verify_toy_world(settings)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--threads", type=int, default=2)
+    for field in fields(BuildSettings):
+        if field.type in (bool, "bool"):
+            parser.add_argument("--" + field.name.replace("_", "-"), action="store_true")
+        elif field.name != "data_dir":
+            parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
+                                default=field.default)
+    parser.add_argument("--data-dir", type=Path, default=TOY_DATA_DIR)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {unknown}; choose from {STAGES}")
+    torch.set_num_threads(args.threads)
+    settings = BuildSettings(**{f.name: getattr(args, f.name) for f in fields(BuildSettings)})
+    TOY_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for stage in (s for s in STAGES if s in stages):
+        seed_everything(settings.seed)
+        start = time.monotonic()
+        entry = run_stage(stage, settings)
+        entry["seconds"] = round(time.monotonic() - start, 1)
+        # Re-read so stages run in separate processes do not drop each other's entries.
+        report = json.loads(TOY_REPORT_FILE.read_text()) if TOY_REPORT_FILE.exists() else {}
+        report[stage] = entry
+        TOY_REPORT_FILE.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"[{stage}] {json.dumps(entry, default=str)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
