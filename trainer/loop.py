@@ -1,0 +1,266 @@
+"""`train_loop_per_worker`: the recipe each Ray Train worker runs (Algorithm 3's outer loop).
+
+One iteration: next local batch -> task.step (loss) -> backward -> grad clip -> AdamW step ->
+EMA target update. Around it: resume from the last checkpoint, DDP when world_size > 1,
+metrics every `output.log_every` steps, a checkpoint every `output.checkpoint_every` steps
+and at the end (reported to Ray Train), sample grids, and on rank 0 the pipeline export and
+run report. The loop never spells out LCD: that lives in `trainer.task`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainer.checkpointing import (
+    TrainState,
+    checkpoint_name,
+    gather_rng_states,
+    load_checkpoint,
+    save_checkpoint,
+)
+from trainer.config import RGLCDConfig
+from trainer.data import local_batches
+from trainer.models import TeacherParts, load_teacher
+from trainer.monitoring import MetricsLogger
+from trainer.task import DirectReward, DistillationTask, LCDSettings, RewardHook
+
+PIPELINE_SUBDIR = "pipeline"
+SAMPLES_SUBDIR = "samples"
+
+
+def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | None:
+    """The reward term the config asks for (None = plain LCD)."""
+    if not cfg.reward.enabled:
+        return None
+    if cfg.reward.mode != "direct":
+        raise ValueError(
+            f"reward.mode={cfg.reward.mode!r} is not wired into the trainer; "
+            "use reward.mode=direct or reward.beta=0."
+        )
+    from reward_service.scorers.registry import build_scorer
+
+    spec = cfg.serve.scorer(cfg.reward.model).model_copy()
+    if spec.device == "auto":
+        spec.device = str(teacher.unet.device)
+    if cfg.model.gradient_checkpointing:
+        teacher.vae.enable_gradient_checkpointing()
+    return DirectReward(
+        build_scorer(spec), teacher.vae, cfg.reward.beta, cfg.reward.decode_chunk_size or 0
+    )
+
+
+def build_task(cfg: RGLCDConfig, device: torch.device) -> DistillationTask:
+    """Teacher from `model.teacher`, student/target from it, reward hook from `reward`."""
+    teacher = load_teacher(cfg.model.teacher, device, cfg.model.vae, cfg.model.revision)
+    if len(teacher.alphas_cumprod) != cfg.lcd.num_train_timesteps:
+        raise ValueError(
+            f"the teacher's schedule has {len(teacher.alphas_cumprod)} timesteps but "
+            f"lcd.num_train_timesteps={cfg.lcd.num_train_timesteps}; make them agree."
+        )
+    settings = LCDSettings(
+        num_ddim_timesteps=cfg.lcd.num_ddim_timesteps,
+        w_min=cfg.lcd.w_min,
+        w_max=cfg.lcd.w_max,
+        loss_type=cfg.lcd.loss,
+        huber_c=cfg.lcd.huber_c,
+        ema_decay=cfg.lcd.ema_decay,
+        w_embedding_dim=cfg.model.time_cond_proj_dim,
+        uncond_prompt=cfg.lcd.uncond_prompt,
+    )
+    torch.manual_seed(cfg.seed)  # the student's fresh cond_proj (same on every rank)
+    task = DistillationTask(teacher, settings, build_reward_hook(cfg, teacher), seed=cfg.seed)
+    if cfg.model.gradient_checkpointing:
+        task.student.enable_gradient_checkpointing()
+    return task
+
+
+def build_optimizer(cfg: RGLCDConfig, task: DistillationTask) -> torch.optim.Optimizer:
+    """AdamW with the reference betas/eps/weight decay and a constant learning rate."""
+    lcd = cfg.lcd
+    return torch.optim.AdamW(
+        task.trainable_parameters(),
+        lr=lcd.learning_rate,
+        betas=(lcd.adam_beta1, lcd.adam_beta2),
+        eps=lcd.adam_eps,
+        weight_decay=lcd.weight_decay,
+    )
+
+
+def train_state(cfg: RGLCDConfig, task: DistillationTask, optimizer) -> TrainState:
+    """What a checkpoint holds: student, target, optimizer (+ the reward hook's own state)."""
+    modules: dict[str, nn.Module] = {"student": task.student, "target": task.target}
+    stateful: dict[str, object] = {"optimizer": optimizer}
+    if task.reward is not None:
+        hook_modules, hook_stateful = task.reward.trainable_state()
+        modules |= hook_modules
+        stateful |= hook_stateful
+    return TrainState(step=0, modules=modules, stateful=stateful, config=cfg)
+
+
+def mean_over_workers(metrics: dict[str, float], world_size: int) -> dict[str, float]:
+    """Average each metric over ranks (collective; every rank calls it with the same keys)."""
+    if world_size == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(values)
+    return {k: v / world_size for k, v in zip(keys, values.tolist(), strict=True)}
+
+
+def autocast_context(cfg: RGLCDConfig, device: torch.device):
+    """bf16/fp16 autocast for the forward passes when model.mixed_precision asks for it."""
+    if cfg.model.mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.model.mixed_precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class Trainer:
+    """One worker's training state and the steps of its loop."""
+
+    def __init__(self, cfg: RGLCDConfig, rank: int, world_size: int, device: torch.device):
+        self.cfg, self.rank, self.world_size, self.device = cfg, rank, world_size, device
+        self.task = build_task(cfg, device)
+        self.optimizer = build_optimizer(cfg, self.task)
+        self.scaler = torch.amp.GradScaler(enabled=cfg.model.mixed_precision == "fp16")
+        self.state = train_state(cfg, self.task, self.optimizer)
+        self.output_dir = cfg.output_dir
+
+    def resume(self, checkpoint_dir: Path | None) -> None:
+        """Load a checkpoint (verified; a corrupt one raises) into the live state."""
+        if checkpoint_dir is not None:
+            load_checkpoint(checkpoint_dir, self.state, rank=self.rank)
+
+    def wrap_for_ddp(self) -> None:
+        """DDP only with several workers; single-worker runs keep the bare student."""
+        if self.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            ddp = nn.parallel.DistributedDataParallel(self.task.student, device_ids=device_ids)
+            self.task.wrap_student(ddp)
+
+    def train_step(self, batch, step: int) -> dict[str, float]:
+        """Forward (task), backward, clip, optimizer step, EMA; returns this rank's metrics."""
+        with autocast_context(self.cfg, self.device):
+            loss, metrics = self.task.step(batch, step)
+        start = time.perf_counter()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(
+            self.task.trainable_parameters(), self.cfg.lcd.max_grad_norm
+        )
+        metrics["time_backward"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics |= self.task.after_optimizer_step()
+        metrics["time_optimizer"] = time.perf_counter() - start
+        metrics["grad_norm"] = float(grad_norm)
+        return metrics
+
+    def save(self, directory: Path) -> Path | None:
+        """Collective RNG gather, then rank 0 writes the checkpoint; returns its path on rank 0."""
+        self.state.rng_states = gather_rng_states()
+        if self.rank != 0:
+            return None
+        return save_checkpoint(directory / checkpoint_name(self.state.step), self.state)
+
+    def write_samples(self, step: int) -> Path | None:
+        """Rank 0: PNG grid of 1/2/4-step samples of the EMA target for the validation prompts."""
+        if self.rank != 0 or not self.cfg.data.validation_prompts:
+            return None
+        from trainer.sample_grid import write_validation_grid
+
+        path = self.output_dir / SAMPLES_SUBDIR / f"step_{step:06d}.png"
+        return write_validation_grid(
+            self.task.target, self.task.teacher, self.cfg.data.validation_prompts, path,
+            seed=self.cfg.seed,
+        )
+
+    def export(self) -> Path:
+        """Rank 0: the target UNet + teacher parts + LCMScheduler as a pipeline folder."""
+        from trainer.export import export_pipeline
+
+        teacher = self.task.teacher
+        parts = {
+            "vae": teacher.vae,
+            "text_encoder": teacher.text_encoder,
+            "tokenizer": teacher.tokenizer,
+            "scheduler": teacher.scheduler,
+        }
+        return export_pipeline(
+            self.task.target, parts, self.output_dir / PIPELINE_SUBDIR,
+            original_inference_steps=self.cfg.lcd.num_ddim_timesteps,
+        )
+
+
+def _due(step: int, every: int, last: bool) -> bool:
+    return last or (every > 0 and step % every == 0)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Ray Train entry point; `loop_config["config"]` is the RGLCDConfig as a plain dict."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = RGLCDConfig.model_validate(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    trainer = Trainer(cfg, rank, world_size, ray.train.torch.get_device())
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trainer.resume(Path(directory))
+    elif loop_config.get("initial_checkpoint"):
+        trainer.resume(Path(loop_config["initial_checkpoint"]))
+    trainer.wrap_for_ddp()
+    run_steps(trainer, ray.train.get_dataset_shard("train"), _report_to_ray)
+
+
+def _report_to_ray(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+    import ray.train
+
+    checkpoint = None
+    if checkpoint_dir is not None:
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
+    ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def run_steps(trainer: Trainer, shard, report) -> None:
+    """The loop proper: from the resumed step to lcd.max_steps, then export on rank 0.
+
+    `report(metrics, checkpoint_dir_or_None)` is called on every rank at checkpoint steps.
+    """
+    cfg, state = trainer.cfg, trainer.state
+    batches = local_batches(
+        shard, cfg.lcd.global_batch_size, trainer.rank, trainer.world_size, cfg.seed,
+        start=state.data_position,
+    )
+    logger = MetricsLogger(trainer.output_dir, trainer.rank, cfg.run_name, state.step)
+    with logger, tempfile.TemporaryDirectory(prefix="rglcd-ckpt-") as scratch:
+        for step in range(state.step, cfg.lcd.max_steps):
+            last = step == cfg.lcd.max_steps - 1
+            start = time.perf_counter()
+            batch = next(batches)
+            data_seconds = time.perf_counter() - start
+            metrics = trainer.train_step(batch, step)
+            metrics["time_data"] = data_seconds
+            state.step, state.data_position = step + 1, batch.position
+            if _due(step, cfg.output.log_every, last):
+                logger.log(step, mean_over_workers(metrics, trainer.world_size))
+            if _due(step, cfg.output.sample_every, last) and step > 0:
+                trainer.write_samples(step + 1)
+            if _due(state.step, cfg.output.checkpoint_every, last):
+                saved = trainer.save(Path(scratch))
+                report({"step": state.step, "loss": metrics["loss"]}, saved)
+                if saved is not None:
+                    shutil.rmtree(saved)  # Ray Train has persisted its own copy
+    if trainer.rank == 0:
+        trainer.export()

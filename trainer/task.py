@@ -1,0 +1,236 @@
+"""The RG-LCD distillation task: student, frozen teacher, EMA target, text encoder, VAE, reward.
+
+`DistillationTask.step(batch, step)` is the forward half of one training step (Algorithm 3
+with its red reward term); the training loop backpropagates, clips, steps the optimizer and
+calls `update_target()`. Stages, numbered as in the paper:
+
+  1. per-sample draws: solver index n, guidance scale w ~ U[w_min, w_max], noise eps
+  2. z_s = alpha_{t_s} z0 + sigma_{t_s} eps                          (Algorithm 3, line 5)
+  3. text conditioning c (frozen text encoder); uncond = encoding of ""
+  4. online  = f_theta(z_s, w, c, t_s)         student, with grad    (eq. 5)
+  5. z_e     = DDIM step of the CFG teacher from z_s to t_e          (eq. 9, 13)
+  6. target  = f_theta-(z_e, w, c, t_e)        EMA target, no grad
+  7. L_LCD   = pseudo-Huber(online, target)                          (eq. 8)
+  8. L       = L_LCD - beta * mean(R(online, c))   via the reward hook (eq. 10-11)
+
+Randomness: each sample's (n, w, eps) comes from its own generator seeded by
+(seed, step, sample_key), so a run gives the same numbers whatever the number of workers.
+
+Reward hooks: `RewardHook.student_reward(context)` returns per-sample rewards that keep
+gradients w.r.t. `context.online`; `after_step(context)` lets a hook train itself (the latent
+proxy RM of Algorithm 4) on detached tensors. `DirectReward` decodes the online latents with
+gradient and scores them with an in-process scorer (REFERENCE section 2).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from trainer.data import LocalBatch, mix_seed
+from trainer.lcd import (
+    HUBER_C,
+    W_EMBEDDING_DIM,
+    add_noise,
+    build_student_unet,
+    consistency_output,
+    ddim_grid,
+    distance_loss,
+    ema_update_,
+    guidance_scale_embedding,
+    guided_teacher_step,
+    sample_guidance_scale,
+    sample_solver_indices,
+    solver_timesteps,
+)
+from trainer.models import TeacherParts, encode_prompts
+
+
+@dataclass(frozen=True)
+class LCDSettings:
+    """Hyper-parameters of the LCD loss (REFERENCE section 1 defaults)."""
+
+    num_ddim_timesteps: int = 50
+    w_min: float = 5.0
+    w_max: float = 15.0
+    loss_type: str = "huber"
+    huber_c: float = HUBER_C
+    ema_decay: float = 0.95
+    w_embedding_dim: int = W_EMBEDDING_DIM
+    uncond_prompt: str = ""  # CFG's unconditional branch: the encoded empty prompt, not zeros
+
+
+@dataclass
+class RewardContext:
+    """What a reward hook may look at during one step (Algorithm 4 needs all of it)."""
+
+    latents: torch.Tensor  # z0, clean scaled latents (B, C, h, w)
+    online: torch.Tensor  # f_theta(z_s, ...), with grad (the single-step generation)
+    target: torch.Tensor  # f_theta-(z_e, ...), no grad
+    captions: list[str]
+    step: int
+
+
+class RewardHook:
+    """The reward term of the student loss; subclasses implement `student_reward`."""
+
+    name = "reward"
+    beta: float = 0.0
+
+    def student_reward(self, context: RewardContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """(B,) rewards that keep gradients w.r.t. `context.online`, and extra metrics."""
+        raise NotImplementedError
+
+    def after_step(self, context: RewardContext) -> dict[str, float]:
+        """Hook-side training after the student's step (e.g. LRM finetuning); default none."""
+        return {}
+
+    def trainable_state(self) -> tuple[dict[str, nn.Module], dict[str, object]]:
+        """(modules, optimizers) a checkpoint must hold for this hook; default none."""
+        return {}, {}
+
+
+class DirectReward(RewardHook):
+    """Direct RG-LCD (eq. 10-11): decode the online latents WITH gradient, score in-process.
+
+    `img = (vae.decode(online / sf).sample / 2 + 0.5).clamp(0, 1)`; the scorer is frozen and
+    differentiable. `decode_chunk_size` decodes in chunks to bound peak memory (0: one go).
+    """
+
+    name = "direct"
+
+    def __init__(self, scorer, vae: nn.Module, beta: float, decode_chunk_size: int = 0) -> None:
+        if not getattr(scorer, "differentiable", False):
+            raise ValueError(
+                f"scorer {scorer.name!r} is not differentiable, so the direct reward cannot "
+                "backpropagate through it; pick a differentiable reward model or use the "
+                "latent proxy reward mode."
+            )
+        self.scorer = scorer
+        self.vae = vae
+        self.beta = beta
+        self.decode_chunk_size = decode_chunk_size
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, C, h, w) -> images (B, 3, H, W) in [0, 1], keeping gradients."""
+        scaled = latents / self.vae.config.scaling_factor
+        chunk = self.decode_chunk_size or scaled.shape[0]
+        images = [self.vae.decode(part).sample for part in scaled.split(chunk)]
+        return (torch.cat(images).float() / 2 + 0.5).clamp(0, 1)
+
+    def student_reward(self, context: RewardContext) -> tuple[torch.Tensor, dict[str, float]]:
+        images = self.decode(context.online)
+        return self.scorer(images, context.captions).float(), {}
+
+
+@dataclass
+class StepTimer:
+    """Wall-clock seconds per phase of a step (metrics `time_<phase>`)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    _last: float = field(default_factory=time.perf_counter)
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+
+
+class DistillationTask:
+    """Owns the student, the EMA target, the frozen teacher parts and the reward hook."""
+
+    def __init__(
+        self,
+        teacher: TeacherParts,
+        settings: LCDSettings,
+        reward: RewardHook | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.teacher = teacher
+        self.settings = settings
+        self.reward = reward if reward is not None and reward.beta != 0 else None
+        self.seed = seed
+        self.device = teacher.unet.device
+        self.student = build_student_unet(teacher.unet, settings.w_embedding_dim)
+        self.target = copy.deepcopy(self.student).requires_grad_(False).eval()
+        self.alphas_cumprod = teacher.alphas_cumprod.to(self.device)
+        self.grid = ddim_grid(self.alphas_cumprod, settings.num_ddim_timesteps)
+        self.uncond_embeds = encode_prompts(
+            teacher.text_encoder, teacher.tokenizer, [settings.uncond_prompt]
+        )
+        self._student_call: nn.Module = self.student
+        self._pending_context: RewardContext | None = None  # for the hook's after_step
+
+    def wrap_student(self, wrapper: nn.Module) -> None:
+        """Run the student's forward through `wrapper` (e.g. DDP); weights stay `self.student`."""
+        self._student_call = wrapper
+
+    def draw(self, sample_keys: torch.Tensor, step: int, latent_shape: torch.Size):
+        """Stage 1: per-sample (solver index (B,), w (B,), noise (B, C, h, w)) on the CPU."""
+        indices, scales, noises = [], [], []
+        for key in sample_keys.tolist():
+            generator = torch.Generator().manual_seed(mix_seed(self.seed, step, key))
+            indices.append(sample_solver_indices(1, self.grid, generator=generator).cpu())
+            scales.append(
+                sample_guidance_scale(1, self.settings.w_min, self.settings.w_max, generator)
+            )
+            noises.append(torch.randn(latent_shape, generator=generator))
+        return torch.cat(indices), torch.cat(scales), torch.stack(noises)
+
+    def step(self, batch: LocalBatch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one step on this worker's batch and its metrics (the caller backprops)."""
+        timer = StepTimer()
+        latents = batch.latents.to(self.device)
+        index, w, noise = self.draw(batch.sample_keys, step, latents.shape[1:])
+        index, w, noise = index.to(self.device), w.to(self.device), noise.to(latents)
+        t_start, t_end = solver_timesteps(self.grid, index)
+        z_start = add_noise(latents, noise, self.alphas_cumprod, t_start)  # stage 2
+        cond = encode_prompts(self.teacher.text_encoder, self.teacher.tokenizer, batch.captions)
+        w_embedding = guidance_scale_embedding(w, self.settings.w_embedding_dim).to(latents)
+        timer.lap("teacher")
+
+        online = self._consistency(self._student_call, z_start, t_start, w_embedding, cond)
+        timer.lap("student")
+
+        z_end = guided_teacher_step(
+            self.teacher.unet, z_start, t_start, self.grid.abar_prev[index], cond,
+            self.uncond_embeds, w, self.alphas_cumprod, self.teacher.prediction_type,
+        )  # stage 5
+        with torch.no_grad():
+            target = self._consistency(self.target, z_end, t_end, w_embedding, cond)
+        timer.lap("teacher")
+
+        lcd = distance_loss(online, target, self.settings.loss_type, self.settings.huber_c)
+        loss, metrics = lcd, {"lcd_loss": lcd.item()}
+        if self.reward is not None:
+            context = RewardContext(latents, online, target, batch.captions, step)
+            rewards, extra = self.reward.student_reward(context)
+            loss = lcd - self.reward.beta * rewards.mean()  # eq. 11
+            metrics |= {"reward_mean": rewards.mean().item(), **extra}
+            self._pending_context = replace(context, online=online.detach())
+            timer.lap("reward")
+        metrics["loss"] = loss.item()
+        metrics |= {f"time_{phase}": s for phase, s in timer.seconds.items()}
+        return loss, metrics
+
+    def _consistency(self, unet, z, t, w_embedding, cond) -> torch.Tensor:
+        """Stages 4/6: f(z, t) = c_skip z + c_out x0(unet(z, t, w, c))."""
+        out = unet(z, t, timestep_cond=w_embedding, encoder_hidden_states=cond).sample
+        return consistency_output(
+            out, z, t, self.alphas_cumprod, self.teacher.prediction_type
+        )
+
+    def after_optimizer_step(self) -> dict[str, float]:
+        """EMA target update (Algorithm 3, last line), then the reward hook's own training."""
+        ema_update_(self.target, self.student, self.settings.ema_decay)
+        if self._pending_context is None:
+            return {}
+        context, self._pending_context = self._pending_context, None
+        return self.reward.after_step(context)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.student.parameters() if p.requires_grad]
