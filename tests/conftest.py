@@ -23,6 +23,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    # Tiny models gain nothing from intra-op threads, and the Ray workers of the integration
+    # tests share the same cores: one thread per process avoids oversubscription stalls.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         parts = Path(str(item.fspath)).parts
