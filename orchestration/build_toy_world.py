@@ -41,8 +41,8 @@ STAGES = ("data", "clip", "vae", "unet", "verify")
 VAE_WORK_DIR = TOY_DATA_DIR.parent / "toy-vae"  # VAE between stages vae and unet (fp32)
 
 
-def run_stage(stage: str, settings: BuildSettings) -> dict:
-    """Run one stage and return its report entry."""
+def run_stage(stage: str, settings: BuildSettings, vae_dir: Path, pipeline_dir: Path) -> dict:
+    """Run one stage and return its report entry (VAE and pipeline go to the given folders)."""
     if stage == "data":
         from orchestration.toy_build.common import load_split
 
@@ -56,16 +56,16 @@ def run_stage(stage: str, settings: BuildSettings) -> dict:
     if stage == "vae":
         from orchestration.toy_build.vae_stage import train_vae
 
-        return train_vae(settings, VAE_WORK_DIR)
+        return train_vae(settings, vae_dir)
     if stage == "unet":
         from orchestration.toy_build.unet_stage import train_teacher
 
-        report = train_teacher(settings, VAE_WORK_DIR, TOY_MINICLIP_DIR, TOY_PIPELINE_DIR)
-        print(f"toy pipeline folder ready at {TOY_PIPELINE_DIR}", flush=True)
+        report = train_teacher(settings, vae_dir, TOY_MINICLIP_DIR, pipeline_dir)
+        print(f"toy pipeline folder ready at {pipeline_dir}", flush=True)
         return report
     from orchestration.toy_build.verify import verify_toy_world
 
-    return verify_toy_world(settings)
+    return verify_toy_world(settings, pipeline_dir)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
                                 default=field.default)
     parser.add_argument("--data-dir", type=Path, default=TOY_DATA_DIR)
+    parser.add_argument("--vae-dir", type=Path, default=VAE_WORK_DIR,
+                        help="fp32 VAE handed from stage vae to stage unet")
+    parser.add_argument("--pipeline-dir", type=Path, default=TOY_PIPELINE_DIR,
+                        help="pipeline folder written by unet and read by verify "
+                             "(a staging folder keeps the committed teacher until verified)")
+    parser.add_argument("--report-file", type=Path, default=TOY_REPORT_FILE)
     return parser.parse_args(argv)
 
 
@@ -95,12 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     for stage in (s for s in STAGES if s in stages):
         seed_everything(settings.seed)
         start = time.monotonic()
-        entry = run_stage(stage, settings)
+        entry = run_stage(stage, settings, args.vae_dir, args.pipeline_dir)
         entry["seconds"] = round(time.monotonic() - start, 1)
         # Re-read so stages run in separate processes do not drop each other's entries.
-        report = json.loads(TOY_REPORT_FILE.read_text()) if TOY_REPORT_FILE.exists() else {}
+        report_file = args.report_file
+        report = json.loads(report_file.read_text()) if report_file.exists() else {}
         report[stage] = entry
-        TOY_REPORT_FILE.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        report_file.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"[{stage}] {json.dumps(entry, default=str)}", flush=True)
 
 

@@ -29,9 +29,11 @@ class BuildSettings:
     vae_steps: int = 3_000
     vae_minutes: float = 10.0
     vae_resume: bool = False  # continue training the VAE saved by an earlier "vae" stage
+    vae_decoder_only: bool = False  # with vae_resume: encoder frozen, latent space unchanged
     unet_steps: int = 3_500
     unet_minutes: float = 24.0
     unet_images: int = 12_000  # latents precomputed for this many training images
+    unet_resume: bool = False  # continue the UNet of the pipeline folder (same latent space)
     verify_prompts: int = 200
 
 

@@ -9,6 +9,7 @@ frozen text embeddings never change, both are computed once before training.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -114,6 +115,11 @@ def save_pipeline(unet, vae, text_encoder, tokenizer, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     pipe.save_pretrained(out_dir, safe_serialization=True)
+    for config_file in out_dir.glob("*/config.json"):  # no machine paths in the artifact
+        config = json.loads(config_file.read_text())
+        if "_name_or_path" in config:
+            config["_name_or_path"] = f"toy-{config_file.parent.name}"
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def train_teacher(settings: BuildSettings, vae_dir: Path, miniclip_dir: Path,
@@ -127,11 +133,15 @@ def train_teacher(settings: BuildSettings, vae_dir: Path, miniclip_dir: Path,
     caption_rows = torch.tensor([vocab.index(c) + 1 for c in captions])
     moments = encode_latent_moments(vae, images)
     sf = vae.config.scaling_factor
-    unet = build_toy_unet(settings.seed).train()
+    if settings.unet_resume:  # the saved EMA weights; the latent space must be the same
+        unet = UNet2DConditionModel.from_pretrained(out_dir, subfolder="unet",
+                                                    dtype=torch.float32).train()
+    else:
+        unet = build_toy_unet(settings.seed).train()
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     scheduler = DDPMScheduler(**SD_SCHEDULE, prediction_type="epsilon", clip_sample=False)
     opt = torch.optim.AdamW(unet.parameters(), lr=LR, weight_decay=1e-2)
-    gen = torch.Generator().manual_seed(settings.seed + 2)
+    gen = torch.Generator().manual_seed(settings.seed + (12 if settings.unet_resume else 2))
     for step, progress, bar in budgeted_steps(settings.unet_steps, settings.unet_minutes,
                                               "toy UNet"):
         for group in opt.param_groups:
@@ -152,5 +162,6 @@ def train_teacher(settings: BuildSettings, vae_dir: Path, miniclip_dir: Path,
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     save_pipeline(ema, vae, text_encoder, tokenizer, out_dir)
-    return {"steps": step + 1, "final_loss": loss.item(),
+    return {"steps": step + 1, "batch": BATCH, "resumed": settings.unet_resume,
+            "final_loss": loss.item(),
             "unet_params": sum(p.numel() for p in unet.parameters())}

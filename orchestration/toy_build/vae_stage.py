@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL
 from orchestration.toy_build.common import BuildSettings, budgeted_steps, load_split, warmup_lr
 from rglcd.toy.judge import ToyJudge
 
-BATCH = 16
+BATCH = 32
 LR = 2e-3
 OBJECT_WEIGHT = 5.0
 KL_WEIGHT = 1e-6
@@ -30,8 +30,10 @@ def build_toy_vae(seed: int) -> AutoencoderKL:
     """KL autoencoder with 4x downsampling: (B, 3, 32, 32) <-> (B, 4, 8, 8).
 
     REFERENCE section 9 used blocks (32, 64, 64) (0.96M parameters); the full-resolution
-    convolutions dominate the cost, so halving the first block's width cuts a step ~3x, which
-    on two shared CPU cores decides whether the build fits its budget.
+    convolutions dominate the cost, so halving the first block's width cuts a step ~1.4-3x,
+    which on two shared CPU cores decides whether the build fits its budget. The committed
+    VAE has these sizes; its decoder was then fine-tuned with the encoder frozen
+    (``--vae-resume --vae-decoder-only``), which keeps the latent space of the UNet and LRM.
     """
     torch.manual_seed(seed)
     return AutoencoderKL(
@@ -57,7 +59,8 @@ def object_weights(images: torch.Tensor) -> torch.Tensor:
 def vae_loss(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
     """Object-weighted L1 + L2 reconstruction loss + KL_WEIGHT * KL, images in [0, 1]."""
     x = images * 2 - 1
-    posterior = vae.encode(x).latent_dist
+    with torch.set_grad_enabled(vae.encoder.training):  # no encoder graph when it is frozen
+        posterior = vae.encode(x).latent_dist
     recon = vae.decode(posterior.sample()).sample
     error = recon - x
     weights = object_weights(images)
@@ -88,14 +91,26 @@ def reconstruction_report(vae: AutoencoderKL, images: torch.Tensor, captions: li
     return {"psnr_db": round(psnr, 2), "judge_on_reconstructions": summary}
 
 
+def freeze_encoder(vae: AutoencoderKL) -> None:
+    """Decoder-only fine-tuning (as SD's ft-MSE VAE): the encoder, quant_conv and hence the
+    latent space and scaling factor stay fixed, so a UNet trained on them stays valid."""
+    for module in (vae.encoder, vae.quant_conv):
+        module.eval().requires_grad_(False)
+
+
 def train_vae(settings: BuildSettings, out_dir: Path) -> dict:
     """Train, set the measured scaling factor, save (fp32) to `out_dir`, report."""
+    if settings.vae_decoder_only and not settings.vae_resume:
+        raise ValueError("--vae-decoder-only fine-tunes a saved VAE; pass --vae-resume too")
     images, _ = load_split(settings, "train")
     if settings.vae_resume:
         vae = AutoencoderKL.from_pretrained(out_dir, dtype=torch.float32).train()
     else:
         vae = build_toy_vae(settings.seed).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=LR, weight_decay=0.0)
+    if settings.vae_decoder_only:
+        freeze_encoder(vae)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=LR, weight_decay=0.0)
     gen = torch.Generator().manual_seed(settings.seed + (11 if settings.vae_resume else 1))
     for step, progress, bar in budgeted_steps(settings.vae_steps, settings.vae_minutes, "toy VAE"):
         for group in opt.param_groups:
@@ -104,17 +119,21 @@ def train_vae(settings: BuildSettings, out_dir: Path) -> dict:
         loss = vae_loss(vae, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     vae.eval()
-    scaling_factor = measure_scaling_factor(vae, images[:2048])
-    vae.register_to_config(scaling_factor=scaling_factor)
+    scaling_factor = vae.config.scaling_factor
+    if not settings.vae_decoder_only:
+        scaling_factor = measure_scaling_factor(vae, images[:2048])
+        vae.register_to_config(scaling_factor=scaling_factor)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     vae.save_pretrained(out_dir, safe_serialization=True)
     val_images, val_captions = load_split(settings, "validation")
     report = reconstruction_report(vae, val_images[:500], val_captions[:500])
-    return {"steps": step + 1, "resumed": settings.vae_resume, "final_loss": loss.item(), "scaling_factor": scaling_factor,
+    return {"steps": step + 1, "batch": BATCH, "resumed": settings.vae_resume,
+            "decoder_only": settings.vae_decoder_only,
+            "final_loss": loss.item(), "scaling_factor": scaling_factor,
             "params": sum(p.numel() for p in vae.parameters()), **report}

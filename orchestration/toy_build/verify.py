@@ -27,9 +27,9 @@ STEP_COUNTS = (50, 4, 2)
 GUIDANCE = 7.5
 
 
-def load_teacher() -> StableDiffusionPipeline:
-    """The committed toy teacher in float32 (fp16 on disk), loaded offline."""
-    pipe = StableDiffusionPipeline.from_pretrained(TOY_PIPELINE_DIR, dtype=torch.float32)
+def load_teacher(pipeline_dir: Path = TOY_PIPELINE_DIR) -> StableDiffusionPipeline:
+    """The toy teacher in float32 (fp16 on disk), loaded offline."""
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -69,9 +69,10 @@ def draw_grid(rows: dict[str, torch.Tensor], prompts: list[str], path: Path,
     grid.save(path)
 
 
-def teacher_report(settings: BuildSettings, prompts: list[str]) -> tuple[dict, dict]:
-    pipe = load_teacher()
-    DiffusionPipeline.from_pretrained(TOY_PIPELINE_DIR)  # the generic loader must work too
+def teacher_report(settings: BuildSettings, prompts: list[str],
+                   pipeline_dir: Path) -> tuple[dict, dict]:
+    pipe = load_teacher(pipeline_dir)
+    DiffusionPipeline.from_pretrained(pipeline_dir)  # the generic loader must work too
     judge, report, samples = ToyJudge(), {}, {}
     for steps in STEP_COUNTS:
         start = time.monotonic()
@@ -82,12 +83,14 @@ def teacher_report(settings: BuildSettings, prompts: list[str]) -> tuple[dict, d
     return report, samples
 
 
-def verify_toy_world(settings: BuildSettings) -> dict:
+def verify_toy_world(settings: BuildSettings, pipeline_dir: Path = TOY_PIPELINE_DIR) -> dict:
     held_images, held_captions = load_split(settings, "heldout")
     train_images, _ = load_split(settings, "train")
     prompts = held_captions[: settings.verify_prompts]
-    report, samples = teacher_report(settings, prompts)
-    draw_grid({f"{s} steps": samples[s] for s in STEP_COUNTS}, prompts[:8], GRID_PATH)
+    report, samples = teacher_report(settings, prompts, pipeline_dir)
+    # A staging pipeline draws its grid beside itself, not over the committed figure.
+    grid_path = GRID_PATH if pipeline_dir == TOY_PIPELINE_DIR else pipeline_dir.parent / GRID_PATH.name
+    draw_grid({f"{s} steps": samples[s] for s in STEP_COUNTS}, prompts[:8], grid_path)
     model, tokenizer = load_miniclip(TOY_MINICLIP_DIR)
     report["miniclip_heldout_top1_of_448"] = caption_ranking_accuracy(
         model, tokenizer, held_images[:1000], held_captions[:1000], all_captions())
