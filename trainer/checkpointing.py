@@ -257,9 +257,9 @@ def save_checkpoint(directory: str | Path, state: TrainState) -> Path:
 
 def _refuse(directory: Path, problem: str) -> CheckpointError:
     return CheckpointError(
-        f"Checkpoint {directory} is unusable: {problem}. It was not loaded. Delete this "
-        "checkpoint directory (an earlier one, if any, is used next) or point the run at "
-        "another checkpoint / output directory."
+        f"Checkpoint {directory} is unusable: {problem}. It was not loaded. Start a fresh run "
+        "with another run_name / output.dir (Ray Train refuses a run directory whose snapshot "
+        "names a deleted checkpoint), or restore the checkpoint files from a copy."
     )
 
 

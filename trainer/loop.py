@@ -27,8 +27,9 @@ from trainer.checkpointing import (
 )
 from trainer.config import RGLCDConfig
 from trainer.data import local_batches
+from trainer.faults import maybe_fail
 from trainer.models import TeacherParts, load_teacher
-from trainer.monitoring import MetricsLogger
+from trainer.monitoring import COUNTER_KEYS, MetricsLogger
 from trainer.task import DirectReward, DistillationTask, LCDSettings, RewardHook
 
 PIPELINE_SUBDIR = "pipeline"
@@ -39,11 +40,10 @@ def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | N
     """The reward term the config asks for (None = plain LCD)."""
     if not cfg.reward.enabled:
         return None
-    if cfg.reward.mode != "direct":
-        raise ValueError(
-            f"reward.mode={cfg.reward.mode!r} is not wired into the trainer; "
-            "use reward.mode=direct or reward.beta=0."
-        )
+    if cfg.reward.mode == "lrm":  # latent proxy RM + asynchronous expert (Algorithm 4)
+        from trainer.lrm_hook import build_lrm_hook
+
+        return build_lrm_hook(cfg, teacher.unet.device)
     from reward_service.scorers.registry import build_scorer
 
     spec = cfg.serve.scorer(cfg.reward.model).model_copy()
@@ -205,6 +205,16 @@ def _due(step: int, every: int, last: bool) -> bool:
     return last or (every > 0 and step % every == 0)
 
 
+def _carry_counters(metrics: dict[str, float], carried: dict[str, float]) -> None:
+    """Per-step counts (e.g. skipped reward updates) add up over the steps that are not logged:
+    a logged row holds the count since the previous logged row, so the run report's sum is
+    the run's total whatever output.log_every is."""
+    for key in COUNTER_KEYS:
+        if key in metrics:
+            carried[key] = carried.get(key, 0.0) + metrics[key]
+            metrics[key] = carried[key]
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry point; `loop_config["config"]` is the RGLCDConfig as a plain dict."""
     import ray.train
@@ -244,17 +254,21 @@ def run_steps(trainer: Trainer, shard, report) -> None:
         start=state.data_position,
     )
     logger = MetricsLogger(trainer.output_dir, trainer.rank, cfg.run_name, state.step)
+    carried: dict[str, float] = {}  # counters of steps not logged yet
     with logger, tempfile.TemporaryDirectory(prefix="rglcd-ckpt-") as scratch:
         for step in range(state.step, cfg.lcd.max_steps):
+            maybe_fail(step, trainer.rank)  # testing hook, inert by default
             last = step == cfg.lcd.max_steps - 1
             start = time.perf_counter()
             batch = next(batches)
             data_seconds = time.perf_counter() - start
             metrics = trainer.train_step(batch, step)
             metrics["time_data"] = data_seconds
+            _carry_counters(metrics, carried)
             state.step, state.data_position = step + 1, batch.position
             if _due(step, cfg.output.log_every, last):
                 logger.log(step, mean_over_workers(metrics, trainer.world_size))
+                carried.clear()
             if _due(step, cfg.output.sample_every, last) and step > 0:
                 trainer.write_samples(step + 1)
             if _due(state.step, cfg.output.checkpoint_every, last):

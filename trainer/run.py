@@ -1,7 +1,9 @@
 """RG-LCD on Ray Train: distil a latent diffusion teacher into a 1-4 step consistency model.
 
-With no arguments it runs the embedded default, the toy world (a miniature SD on 32x32
-scenes), on this machine; with a config it runs the same code on real checkpoints and GPUs.
+With no arguments it runs the embedded default on this machine: the full method, RG-LCD +
+LRM, on the toy world (a miniature SD on 32x32 scenes), the latent proxy RM learning from the
+non-differentiable toy judge that the reward service (Ray Serve, deployed here if absent)
+serves; with a config it runs the same code on real checkpoints and GPUs.
 
     python trainer/run.py [--config configs/toy-direct-clip.yaml] [key.sub=value ...]
     ray job submit --working-dir . -- python trainer/run.py [--config FILE] [key.sub=value ...]
@@ -23,6 +25,10 @@ Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code:
     zeros; the EMA runs target <- mu target + (1 - mu) online (Algorithm 3, not eq. 6's text).
   * Every worker reads the same ordered data stream and keeps its slice of each global batch
     (deterministic sharding) instead of Ray Data's dynamic streaming split.
+  * With the LRM, the expert's scores arrive asynchronously: the LRM update for step t runs
+    when they arrive (at most lrm.max_staleness_steps later), not within step t as in
+    Algorithm 4; late or missing scores skip that update and are counted, never filled in
+    (trainer/lrm_hook.py).
 """
 
 from __future__ import annotations
@@ -94,11 +100,11 @@ def validate_before_ray(cfg: RGLCDConfig) -> None:
             )
     except ValueError as err:
         problems.append(str(err))
-    if cfg.reward.enabled and cfg.reward.mode == "lrm":
-        problems.append(
-            "reward.mode=lrm is not available in this trainer yet; use reward.mode=direct "
-            "with a differentiable reward.model, or reward.beta=0 (plain LCD)."
-        )
+    if cfg.uses_lrm:
+        try:  # any kind may be the expert; its options and checkpoint must still be valid
+            describe_scorer(cfg.serve.scorer(cfg.lrm.expert))
+        except ValueError as err:
+            problems.append(f"lrm.expert={cfg.lrm.expert!r}: {err}")
     elif cfg.reward.enabled:
         try:
             info = describe_scorer(cfg.serve.scorer(cfg.reward.model))
@@ -150,6 +156,7 @@ def connect_ray(cfg: RGLCDConfig) -> None:
     workers = max(cfg.scaling.num_workers, 1)
     # Logical CPUs: training workers + encoder actors + room for Ray Data's read tasks.
     needed = workers * cfg.scaling.cpus_per_worker + _encoder_actors(cfg) + READ_TASK_CPUS
+    needed += _reward_service_cpus(cfg)
     ray.init(
         num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
         include_dashboard=False,
@@ -161,24 +168,44 @@ def _encoder_actors(cfg: RGLCDConfig) -> int:
     return max(cfg.data.num_workers, 1)
 
 
-def ensure_reward_service(cfg: RGLCDConfig) -> None:
-    """Deploy the reward-service app unless it already runs (needed for served scorers only).
+def _reward_service_cpus(cfg: RGLCDConfig) -> float:
+    """Logical CPUs of the reward-service replicas the LRM mode deploys (ingress 0.25)."""
+    if not cfg.uses_lrm:
+        return 0.0
+    serve = cfg.serve
+    scorers = sum(s.num_cpus * s.num_replicas for s in serve.scorers)
+    return 0.25 + scorers + sum(v.num_cpus * v.num_replicas for v in serve.vaes.values())
 
-    Direct mode scores in-process, so only the latent-proxy mode (expert scores) needs it.
+
+def ensure_reward_service(cfg: RGLCDConfig) -> str | None:
+    """Deploy the reward-service app (serve.scorers + serve.vaes) unless it already runs; the
+    workers reach it by `serve.app_name`. Returns that name, or None when no service is needed.
+
+    Only the latent-proxy mode needs it (the expert's scores); direct mode scores in-process.
+    A running app must hold the expert scorer and its VAE (ValueError otherwise).
     """
     if not cfg.uses_lrm:
-        return
+        return None
     from ray import serve
 
-    from reward_service.app import build_app
+    from reward_service.app import build_app, scorer_deployment_name, vae_deployment_name
     from reward_service.client import wait_for_app
 
-    app = serve.status().applications.get(cfg.serve.app_name)
-    if app is not None and app.status == "RUNNING":
-        return
-    serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-    serve.run(build_app(cfg.serve), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
-    wait_for_app(cfg.serve.app_name)
+    name = cfg.serve.app_name
+    app = serve.status().applications.get(name)
+    if app is None or app.status != "RUNNING":
+        serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
+        serve.run(build_app(cfg.serve), name=name, route_prefix=cfg.serve.route_prefix)
+        wait_for_app(name)
+        app = serve.status().applications[name]
+    wanted = {scorer_deployment_name(cfg.lrm.expert), vae_deployment_name(cfg.expert_vae_name)}
+    missing = sorted(wanted - set(app.deployments))
+    if missing:
+        raise ValueError(
+            f"the running Serve app {name!r} has no deployment {missing}; delete it "
+            f"(`serve delete {name}`) or pick another serve.app_name"
+        )
+    return name
 
 
 def build_trainer(cfg: RGLCDConfig):
@@ -188,6 +215,7 @@ def build_trainer(cfg: RGLCDConfig):
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from trainer.data import build_train_dataset, parquet_files
+    from trainer.faults import worker_env
     from trainer.loop import train_loop_per_worker
 
     DataContext.get_current().enable_progress_bars = False  # the driver shows its own line
@@ -220,6 +248,7 @@ def build_trainer(cfg: RGLCDConfig):
             name=output_dir.name,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.output.keep_checkpoints),
+            worker_runtime_env=worker_env(),  # trainer/faults.py's test variables
         ),
         datasets={"train": dataset},
         # Unsplit + ordered: each worker slices the same global batches (trainer/data.py).
@@ -267,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prepare_toy_data(cfg)
     connect_ray(cfg)
-    ensure_reward_service(cfg)
+    try:
+        ensure_reward_service(cfg)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     fit(cfg)
     report = write_report(cfg, time.perf_counter() - start)
     print(f"RG-LCD run finished in {time.perf_counter() - start:.0f} s.")

@@ -158,7 +158,7 @@ def test_damaged_checkpoint_is_refused(saved, tmp_path, damage, expected):
     before = victim.modules["student"].conv_out.weight.clone()
     with pytest.raises(CheckpointError, match=expected) as info:
         load_checkpoint(broken, victim)
-    assert "Delete this checkpoint directory" in str(info.value)
+    assert "Start a fresh run with another run_name" in str(info.value)
     assert torch.equal(victim.modules["student"].conv_out.weight, before), "loaded partially"
 
 

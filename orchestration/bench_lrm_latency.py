@@ -1,0 +1,191 @@
+"""Benchmark: does the asynchronous expert hide its latency? RG-LCD + LRM steps/s with an
+expert that answers at once vs one that takes `--delay-ms` longer per scoring batch.
+
+    python orchestration/bench_lrm_latency.py [--steps 20] [--delay-ms 300] [--rounds 2] \
+        [key.sub=value ...]
+
+Two reward-service apps are deployed on a local Ray instance (or RAY_ADDRESS): the toy judge
+as is, and the toy judge behind `DelayedScorer`, which sleeps before each batch it scores
+(one request = one batch: max_batch_size is raised so a triplet request is never split). Each
+arm runs the real training step of the default recipe (`trainer.loop.Trainer.train_step`: toy
+student forward/backward, LRM reward, LRM updates from the expert's answers) in this
+process on toy batches; arms alternate `--rounds` times to even out machine noise. Prints
+steps/s per arm, their ratio, the largest staleness of an applied LRM update, and skipped
+triplets. The issue's target: <= 10% fewer steps/s at 300 ms, staleness within the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python orchestration/bench_lrm_latency.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from reward_service.scorers.base import Scorer  # noqa: E402
+
+WARMUP_STEPS = 3
+
+
+class DelayedScorer(Scorer):
+    """A scorer that answers `delay_s` later on the service path (an injected expert latency)."""
+
+    def __init__(self, inner: Scorer, delay_s: float) -> None:
+        self.inner, self.delay_s = inner, delay_s
+        self.name, self.input_size = inner.name, inner.input_size
+        self.differentiable = inner.differentiable
+
+    def __call__(self, images, prompts):
+        return self.inner(images, prompts)
+
+    def score_items(self, images, prompts):
+        time.sleep(self.delay_s)
+        return self.inner.score_items(images, prompts)
+
+
+@dataclass
+class DelayedScorerFactory:
+    """`build_app(..., scorer_factory=...)`: the registry's scorer behind DelayedScorer."""
+
+    delay_s: float
+
+    def __call__(self, spec) -> Scorer:
+        from reward_service.deployments import build_registered_scorer
+
+        return DelayedScorer(build_registered_scorer(spec), self.delay_s)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="Timed steps per arm and round.")
+    parser.add_argument("--delay-ms", type=float, default=300.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="Trainer config key.sub=value overrides.")
+    return parser.parse_args(argv)
+
+
+def bench_config(app: str, port: int, overrides):
+    from trainer.config import load_trainer_config
+
+    return load_trainer_config(
+        None,
+        [
+            f"serve.app_name={app}",
+            f"serve.route_prefix=/{app}",
+            f"serve.port={port}",
+            "lcd.max_steps=100000",  # no end-of-run drain inside the timed steps
+            *overrides,
+        ],
+    )
+
+
+def deploy(cfg, delay_s: float) -> None:
+    """The app of `cfg` with only the expert scorer (unsplit batches) behind the delay."""
+    from ray import serve
+
+    from reward_service.app import build_app
+    from reward_service.client import wait_for_app
+
+    serve_cfg = cfg.serve.model_copy(deep=True)
+    expert = serve_cfg.scorer(cfg.lrm.expert).model_copy(update={"max_batch_size": 512})
+    serve_cfg.scorers = [expert]
+    app = build_app(serve_cfg, scorer_factory=DelayedScorerFactory(delay_s))
+    serve.run(app, name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
+    wait_for_app(cfg.serve.app_name, timeout_s=300)
+
+
+def toy_batches(trainer, count: int, start: int):
+    """`count` LocalBatches of toy scenes encoded by the teacher's VAE (fixed seeds)."""
+    from rglcd.toy.data import ensure_toy_dataset, read_toy_images
+    from trainer.data import DataPosition, LocalBatch
+
+    cfg = trainer.cfg
+    ensure_toy_dataset(cfg.train_data_path, "train", 2048, seed=0)
+    images, captions = read_toy_images(cfg.train_data_path, "train")
+    batch, vae = cfg.per_worker_batch_size, trainer.task.teacher.vae
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for step in range(start, start + count):
+        rows = torch.randint(len(captions), (batch,), generator=generator)
+        pixels = torch.from_numpy(images[rows.numpy()]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+        keys = rows + 10_000 * step
+        yield LocalBatch(latents, [captions[i] for i in rows.tolist()], keys, DataPosition())
+
+
+def run_arm(trainer, steps: int, start: int) -> float:
+    """Seconds for `steps` consecutive training steps from an empty window; afterwards
+    (untimed) the window is drained, so this arm's requests do not load the next arm."""
+    batches = list(toy_batches(trainer, steps, start))
+    begin = time.perf_counter()
+    for offset, batch in enumerate(batches):
+        trainer.train_step(batch, start + offset)
+    seconds = time.perf_counter() - begin
+    trainer.task.reward.finish()
+    return seconds
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for Serve's HTTP proxy (never the shared default 8000)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv=None) -> int:
+    import ray
+    from ray import serve
+
+    from trainer.loop import Trainer
+    from trainer.run import connect_ray
+
+    args = parse_args(argv)
+    delays = {"0 ms": 0.0, f"{args.delay_ms:g} ms": args.delay_ms / 1000}
+    port = free_port()
+    configs = {
+        label: bench_config(f"bench-lrm-{i}", port, args.overrides)
+        for i, label in enumerate(delays)
+    }
+    connect_ray(next(iter(configs.values())))
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    trainers, seconds = {}, dict.fromkeys(delays, 0.0)
+    try:
+        for label, cfg in configs.items():
+            deploy(cfg, delays[label])
+            trainers[label] = Trainer(cfg, 0, 1, torch.device("cpu"))
+            run_arm(trainers[label], WARMUP_STEPS, 0)
+        for round_index in range(args.rounds):  # each arm's steps stay consecutive
+            start = WARMUP_STEPS + round_index * args.steps
+            for label, trainer in trainers.items():
+                seconds[label] += run_arm(trainer, args.steps, start)
+        report(trainers, seconds, args.steps * args.rounds)
+    finally:
+        for cfg in configs.values():
+            serve.delete(cfg.serve.app_name)
+        ray.shutdown()
+    return 0
+
+
+def report(trainers, seconds, steps: int) -> None:
+    rates = {label: steps / s for label, s in seconds.items()}
+    (fast_label, fast), (slow_label, slow) = rates.items()
+    window = next(iter(trainers.values())).cfg.lrm.max_staleness_steps
+    for label, trainer in trainers.items():
+        hook = trainer.task.reward
+        print(
+            f"expert delay {label:>7}: {rates[label]:.3f} steps/s over {steps} steps, "
+            f"LRM updates {hook.updates_applied}, max staleness {hook.max_staleness_seen} "
+            f"(window {window}), skipped triplets {hook.skipped_total}"
+        )
+    print(f"steps/s ratio {slow_label} / {fast_label}: {slow / fast:.3f} "
+          f"({100 * (1 - slow / fast):+.1f}% slower)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

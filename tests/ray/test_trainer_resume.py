@@ -1,0 +1,183 @@
+"""Resume, worker-failure recovery and corrupt-checkpoint refusal of the Ray Train run (issue 5).
+
+Every run distils the tiny teacher at 16x16, global batch 4, one worker, a checkpoint every
+2 steps. The uninterrupted 4-step run (`baseline`) is the reference: a run stopped after its
+step-2 checkpoint and continued, or one whose worker is killed at step 3 and restarted by
+Ray Train, must log exactly the same numbers (CPU, same seed). Whether a run continued from
+the checkpoint rather than from scratch is read from Ray Train's own checkpoint list: a run
+restarted from scratch would report the step-2 checkpoint a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rglcd.tiny_models import save_tiny_sd_pipeline
+from rglcd.toy.data import ensure_toy_dataset
+from trainer.config import load_trainer_config
+from trainer.faults import FAIL_AT_STEP, FAIL_MARKER
+from trainer.run import build_trainer
+
+STEPS = 4
+CHECKPOINT_EVERY = 2
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("trainer-resume")
+    teacher = save_tiny_sd_pipeline(root / "teacher")
+    ensure_toy_dataset(root / "data", "train", 24, seed=0)
+    return {"root": root, "teacher": teacher, "data": root / "data"}
+
+
+def config(inputs, run_name: str, max_steps: int = STEPS, *extra: str):
+    return load_trainer_config(
+        None,
+        [
+            f"model.teacher={inputs['teacher']}",
+            "model.resolution=16",
+            "reward.beta=0",  # plain LCD: the numbers must repeat bit for bit
+            f"data.train_path={inputs['data']}",
+            f"lcd.max_steps={max_steps}",
+            "lcd.global_batch_size=4",
+            f"output.root_dir={inputs['root'] / 'out'}",
+            f"run_name={run_name}",
+            "output.log_every=1",
+            "output.sample_every=0",
+            f"output.checkpoint_every={CHECKPOINT_EVERY}",
+            "output.keep_checkpoints=3",  # room to see a checkpoint reported twice
+            *extra,
+        ],
+    )
+
+
+def metrics_rows(cfg) -> list[dict]:
+    lines = (cfg.output_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def numbers(rows: list[dict]) -> list[dict]:
+    """The deterministic part of each row (timings vary from run to run)."""
+    return [{k: v for k, v in row.items() if not k.startswith("time_")} for row in rows]
+
+
+def checkpoints(result) -> list[tuple[int, str]]:
+    """(step, path) of every checkpoint Ray Train holds for the run, oldest first."""
+    return [(metrics["step"], ckpt.path) for ckpt, metrics in result.best_checkpoints]
+
+
+@pytest.fixture(scope="module")
+def baseline(ray_cluster, inputs):
+    cfg = config(inputs, "baseline")
+    result = build_trainer(cfg).fit()
+    rows = metrics_rows(cfg)
+    assert [r["step"] for r in rows] == list(range(STEPS))
+    assert [step for step, _ in checkpoints(result)] == [2, 4]
+    return cfg, rows
+
+
+def test_stopped_run_continues_from_its_checkpoint(ray_cluster, inputs, baseline):
+    _, reference = baseline
+    first_cfg = config(inputs, "resume", CHECKPOINT_EVERY)
+    first = build_trainer(first_cfg).fit()
+    first_rows = metrics_rows(first_cfg)
+    [(step, first_checkpoint)] = checkpoints(first)
+    assert step == CHECKPOINT_EVERY
+
+    cfg = config(inputs, "resume")  # same run name, longer run: resumes
+    result = build_trainer(cfg).fit()
+    rows = metrics_rows(cfg)
+
+    # Ray Train kept the first run's step-2 checkpoint and got only step 4 from the rerun,
+    # and steps 0-1 in metrics.jsonl are the first run's lines (timings included), untouched.
+    assert checkpoints(result) == [
+        (CHECKPOINT_EVERY, first_checkpoint),
+        (STEPS, result.checkpoint.path),
+    ]
+    assert rows[:CHECKPOINT_EVERY] == first_rows
+    assert [r["step"] for r in rows] == list(range(STEPS))
+    assert numbers(rows) == numbers(reference)  # bit for bit on CPU
+    assert rows[-1]["loss"] != rows[0]["loss"]
+    assert (cfg.output_dir / "pipeline" / "model_index.json").is_file()
+
+
+def test_killed_worker_restarts_from_last_checkpoint(ray_cluster, inputs, baseline, monkeypatch):
+    _, reference = baseline
+    marker = inputs["root"] / "killed-once.marker"
+    monkeypatch.setenv(FAIL_AT_STEP, "3")  # after the step-2 checkpoint, before step 3
+    monkeypatch.setenv(FAIL_MARKER, str(marker))
+    cfg = config(inputs, "killed", STEPS, "scaling.max_failures=1")
+    result = build_trainer(cfg).fit()
+
+    assert marker.is_file(), "the injected failure never fired"
+    assert result.error is None
+    # One step-2 checkpoint (first attempt) and one step-4 checkpoint (after the restart):
+    # a restart from scratch would have reported step 2 again.
+    assert [step for step, _ in checkpoints(result)] == [2, 4]
+    rows = metrics_rows(cfg)
+    assert [r["step"] for r in rows] == list(range(STEPS))  # step 2's first line replaced
+    assert numbers(rows) == numbers(reference)
+    assert (cfg.output_dir / "pipeline" / "model_index.json").is_file()
+
+
+def flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_checkpoint_is_refused_on_resume(ray_cluster, inputs, baseline):
+    import ray.train
+
+    baseline_cfg, _ = baseline
+    cfg = config(inputs, "corrupt", STEPS)
+    shutil.copytree(baseline_cfg.output_dir, cfg.output_dir)  # a finished run, renamed
+    latest = sorted(p for p in cfg.output_dir.glob("checkpoint_*") if p.is_dir())[-1]
+    weights = max(latest.rglob("*.safetensors"), key=lambda p: p.stat().st_size)
+    flip_one_byte(weights)
+    metrics_before = (cfg.output_dir / "metrics.jsonl").read_bytes()
+    export = cfg.output_dir / "pipeline" / "unet" / "config.json"
+    export_mtime = export.stat().st_mtime_ns
+
+    with pytest.raises(ray.train.TrainingFailedError) as failure:
+        build_trainer(cfg).fit()
+
+    message = str(failure.value)
+    assert "CheckpointError" in message
+    assert f"{weights.relative_to(latest).as_posix()} fails its sha256 check" in message
+    assert "It was not loaded" in message
+    # Not silently restarted from scratch either: nothing trained, logged or exported.
+    assert (cfg.output_dir / "metrics.jsonl").read_bytes() == metrics_before
+    assert export.stat().st_mtime_ns == export_mtime
+
+
+def test_fault_hook_is_inert_by_default_and_fires_once(tmp_path, monkeypatch):
+    """The injection hook itself (no Ray): nothing unless asked, then once per marker."""
+    from trainer.faults import FAIL_MODE, InjectedFault, maybe_fail, worker_env
+
+    for name in (FAIL_AT_STEP, FAIL_MARKER, FAIL_MODE):
+        monkeypatch.delenv(name, raising=False)
+    for step in range(5):
+        maybe_fail(step, rank=0)
+    assert worker_env() == {}
+
+    marker = tmp_path / "marker"
+    monkeypatch.setenv(FAIL_AT_STEP, "2")
+    monkeypatch.setenv(FAIL_MARKER, str(marker))
+    monkeypatch.setenv(FAIL_MODE, "raise")
+    assert worker_env()["env_vars"][FAIL_AT_STEP] == "2"
+    maybe_fail(1, rank=0)
+    maybe_fail(2, rank=1)  # another rank
+    assert not marker.exists()
+    with pytest.raises(InjectedFault, match="step 2 on rank 0"):
+        maybe_fail(2, rank=0)
+    assert marker.is_file()
+    maybe_fail(2, rank=0)  # the restarted worker runs through
+
+    monkeypatch.delenv(FAIL_MARKER)
+    with pytest.raises(ValueError, match=FAIL_MARKER):
+        maybe_fail(2, rank=0)
