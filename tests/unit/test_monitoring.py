@@ -60,7 +60,11 @@ def test_resume_leaves_no_duplicate_steps(tmp_path):
     assert all(json.loads(line) for line in lines), "a torn line survived the resume"
 
 
-def test_only_rank_zero_writes_and_outside_ray_it_says_why(tmp_path, caplog):
+def test_only_rank_zero_writes_and_outside_ray_it_says_why(tmp_path, caplog, monkeypatch):
+    import ray
+
+    # Outside Ray, whatever other test tiers left initialised in this pytest process.
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     with MetricsLogger(tmp_path / "r1", rank=1) as other:
         other.log(0, {"loss": 1.0})
     assert not (tmp_path / "r1").exists()
