@@ -27,15 +27,6 @@ from trainer.checkpointing import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest single-threaded on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _draws() -> tuple:
     return random.random(), float(np.random.rand()), torch.randn(3).tolist()
 

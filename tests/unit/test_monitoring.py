@@ -26,15 +26,6 @@ from trainer.report import config_diff, summarize_metrics, write_run_report
 from trainer.sample_grid import sample_grid_images, save_sample_grid, step_labels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest single-threaded on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _log_steps(logger: MetricsLogger, steps, run: str) -> None:
     for step in steps:
         logger.log(

@@ -41,14 +41,6 @@ def make_batch(size: int = 4, seed: int = 0) -> LocalBatch:
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest single-threaded; OpenMP spin-waits badly on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def toy_clip_dir(tmp_path_factory):
