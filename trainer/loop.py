@@ -28,11 +28,13 @@ from trainer.checkpointing import (
 from trainer.config import RGLCDConfig
 from trainer.data import local_batches
 from trainer.faults import maybe_fail
+from trainer.lcd import LoRASettings
 from trainer.models import TeacherParts, load_teacher
 from trainer.monitoring import COUNTER_KEYS, MetricsLogger
 from trainer.task import DirectReward, DistillationTask, LCDSettings, RewardHook
 
 PIPELINE_SUBDIR = "pipeline"
+LORA_SUBDIR = "lora"  # LCM-LoRA runs: pytorch_lora_weights.safetensors (load_lora_weights)
 SAMPLES_SUBDIR = "samples"
 
 
@@ -58,7 +60,8 @@ def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | N
 
 def build_task(cfg: RGLCDConfig, device: torch.device) -> DistillationTask:
     """Teacher from `model.teacher`, student/target from it, reward hook from `reward`."""
-    teacher = load_teacher(cfg.model.teacher, device, cfg.model.vae, cfg.model.revision)
+    model = cfg.model
+    teacher = load_teacher(model.teacher, device, model.vae, model.revision, model.family)
     if len(teacher.alphas_cumprod) != cfg.lcd.num_train_timesteps:
         raise ValueError(
             f"the teacher's schedule has {len(teacher.alphas_cumprod)} timesteps but "
@@ -73,12 +76,20 @@ def build_task(cfg: RGLCDConfig, device: torch.device) -> DistillationTask:
         ema_decay=cfg.lcd.ema_decay,
         w_embedding_dim=cfg.model.time_cond_proj_dim,
         uncond_prompt=cfg.lcd.uncond_prompt,
+        lora=lora_settings(cfg),
     )
     torch.manual_seed(cfg.seed)  # the student's fresh cond_proj (same on every rank)
     task = DistillationTask(teacher, settings, build_reward_hook(cfg, teacher), seed=cfg.seed)
     if cfg.model.gradient_checkpointing:
         task.student.enable_gradient_checkpointing()
     return task
+
+
+def lora_settings(cfg: RGLCDConfig) -> LoRASettings | None:
+    lora = cfg.model.lora
+    if lora is None:
+        return None
+    return LoRASettings(lora.rank, lora.alpha, tuple(lora.target_modules))
 
 
 def build_optimizer(cfg: RGLCDConfig, task: DistillationTask) -> torch.optim.Optimizer:
@@ -94,8 +105,14 @@ def build_optimizer(cfg: RGLCDConfig, task: DistillationTask) -> torch.optim.Opt
 
 
 def train_state(cfg: RGLCDConfig, task: DistillationTask, optimizer) -> TrainState:
-    """What a checkpoint holds: student, target, optimizer (+ the reward hook's own state)."""
-    modules: dict[str, nn.Module] = {"student": task.student, "target": task.target}
+    """What a checkpoint holds: student, target, optimizer (+ the reward hook's own state).
+
+    LCM-LoRA has no target, and its student is checkpointed as its adapters only (the frozen
+    base weights are the teacher's; trainer/checkpointing.py).
+    """
+    modules: dict[str, nn.Module] = {"student": task.student}
+    if task.target is not None:
+        modules["target"] = task.target
     stateful: dict[str, object] = {"optimizer": optimizer}
     if task.reward is not None:
         hook_modules, hook_stateful = task.reward.trainable_state()
@@ -173,21 +190,24 @@ class Trainer:
         return save_checkpoint(directory / checkpoint_name(self.state.step), self.state)
 
     def write_samples(self, step: int) -> Path | None:
-        """Rank 0: PNG grid of 1/2/4-step samples of the EMA target for the validation prompts."""
+        """Rank 0: PNG grid of 1/2/4-step samples of the EMA target (LCM-LoRA: the student)."""
         if self.rank != 0 or not self.cfg.data.validation_prompts:
             return None
         from trainer.sample_grid import write_validation_grid
 
         path = self.output_dir / SAMPLES_SUBDIR / f"step_{step:06d}.png"
         return write_validation_grid(
-            self.task.target, self.task.teacher, self.cfg.data.validation_prompts, path,
+            self.task.target_net, self.task.teacher, self.cfg.data.validation_prompts, path,
             seed=self.cfg.seed,
         )
 
     def export(self) -> Path:
-        """Rank 0: the target UNet + teacher parts + LCMScheduler as a pipeline folder."""
+        """Rank 0: the target UNet + teacher parts + LCMScheduler as a pipeline folder; LCM-LoRA:
+        the adapters (<output_dir>/lora) and, with model.lora.export_fused, a fused pipeline."""
         from trainer.export import export_pipeline
 
+        if self.task.is_lora:
+            return self.export_lora()
         teacher = self.task.teacher
         parts = {
             "vae": teacher.vae,
@@ -199,6 +219,27 @@ class Trainer:
             self.task.target, parts, self.output_dir / PIPELINE_SUBDIR,
             original_inference_steps=self.cfg.lcd.num_ddim_timesteps,
         )
+
+
+    def export_lora(self) -> Path:
+        """Adapters in diffusers' LoRA format; optionally the fused teacher pipeline too."""
+        from trainer.export import export_fused_lora_pipeline, export_lora_adapters
+        from trainer.models import resolve_teacher_source, teacher_subfolders
+
+        model = self.cfg.model
+        adapters = export_lora_adapters(
+            self.task.student, self.output_dir / LORA_SUBDIR, model.family
+        )
+        if model.lora.export_fused:
+            folder = resolve_teacher_source(
+                model.teacher, model.revision, teacher_subfolders(model.family)
+            )
+            export_fused_lora_pipeline(
+                adapters, folder, self.output_dir / PIPELINE_SUBDIR, model.family,
+                original_inference_steps=self.cfg.lcd.num_ddim_timesteps,
+                vae=self.task.teacher.vae if model.vae else None,
+            )
+        return adapters
 
 
 def _due(step: int, every: int, last: bool) -> bool:
@@ -264,6 +305,7 @@ def run_steps(trainer: Trainer, shard, report) -> None:
             data_seconds = time.perf_counter() - start
             metrics = trainer.train_step(batch, step)
             metrics["time_data"] = data_seconds
+            metrics["time_step"] = time.perf_counter() - start  # data + the whole train_step
             _carry_counters(metrics, carried)
             state.step, state.data_position = step + 1, batch.position
             if _due(step, cfg.output.log_every, last):

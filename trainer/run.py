@@ -53,11 +53,16 @@ TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
 READ_TASK_CPUS = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RECIPE = REPO_ROOT / "configs" / "toy.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="YAML recipe (only what differs).")
+    parser.add_argument(
+        "--config", default=str(DEFAULT_RECIPE),
+        help="YAML recipe (only what differs from trainer/config.py); default: the full "
+        "method on the toy world, configs/toy.yaml.",
+    )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
     return parser.parse_args(argv)
 
@@ -271,18 +276,44 @@ def fit(cfg: RGLCDConfig):
 
 
 def write_report(cfg: RGLCDConfig, seconds: float) -> Path:
+    from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
     from trainer.loop import PIPELINE_SUBDIR, SAMPLES_SUBDIR
+    from trainer.monitoring import METRICS_FILE, read_metrics
     from trainer.report import write_run_report
 
     output_dir = cfg.output_dir
     grids = sorted(str(p) for p in (output_dir / SAMPLES_SUBDIR).glob("*.png"))
+    rows = read_metrics(output_dir / METRICS_FILE) if (output_dir / METRICS_FILE).exists() else []
+    curves = plot_curves(rows, output_dir / CURVES_FILE)
     extra = {
         "pipeline": output_dir / PIPELINE_SUBDIR,
         "checkpoints": output_dir,
         "sample grids": grids,
+        "training curves": curves or "no metrics logged",
         "wall time (s)": round(seconds, 1),
     }
+    trend = agreement_trend(rows)
+    if trend is not None:
+        extra["LRM-expert agreement, first vs last third of updates"] = (
+            f"{trend[0]:.3f} -> {trend[1]:.3f}"
+        )
     return write_run_report(output_dir, cfg, extra=extra)
+
+
+def check_resume_checkpoint(cfg: RGLCDConfig) -> Path | None:
+    """Verify the checkpoint a rerun of this run name resumes from, on the driver.
+
+    Ray Train resumes from the newest ``checkpoint_<time>`` folder of the run's directory;
+    a corrupt or partial one raises CheckpointError here, before Ray starts (each worker
+    verifies again when it loads). Returns the verified folder, or None for a fresh run.
+    """
+    from trainer.checkpointing import verify_checkpoint
+
+    found = sorted(p for p in cfg.output_dir.glob("checkpoint_*") if p.is_dir())
+    if not found:
+        return None
+    verify_checkpoint(found[-1])
+    return found[-1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = absolute_paths(load_trainer_config(args.config, args.overrides))
         validate_before_ray(cfg)
     except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        check_resume_checkpoint(cfg)
+    except RuntimeError as err:  # CheckpointError: say so before any Ray work starts
         print(f"error: {err}", file=sys.stderr)
         return 2
     prepare_toy_data(cfg)

@@ -14,7 +14,9 @@ from rglcd.tiny_models import save_tiny_sd_pipeline
 from rglcd.toy.data import ensure_toy_dataset
 from tests.conftest import REPO_ROOT
 
-RUN = [sys.executable, str(REPO_ROOT / "trainer" / "run.py")]
+# Plain LCD (the default recipe adds the toy LRM, which needs the toy teacher's latents).
+RUN = [sys.executable, str(REPO_ROOT / "trainer" / "run.py"), "--config",
+       str(REPO_ROOT / "configs" / "toy-lcd.yaml")]
 
 
 def run_env() -> dict[str, str]:
@@ -78,3 +80,16 @@ def test_short_run_writes_pipeline_checkpoint_metrics_report(tmp_path):
     assert list((run_dir / "samples").glob("*.png"))
     checkpoints = [p for p in run_dir.glob("checkpoint_*") if (p / "manifest.json").is_file()]
     assert checkpoints, sorted(p.name for p in run_dir.iterdir())
+
+
+def test_corrupt_resume_checkpoint_is_refused_before_ray(tmp_path):
+    teacher = save_tiny_sd_pipeline(tmp_path / "teacher")
+    broken = tmp_path / "out" / "rerun" / "checkpoint_2026-01-01_00-00-00.000000"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{ truncated")
+    args = [f"model.teacher={teacher}", f"output.root_dir={tmp_path / 'out'}", "run_name=rerun"]
+    proc = subprocess.run(RUN + args, capture_output=True, text=True, env=run_env(), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "manifest.json is not valid JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr + proc.stdout

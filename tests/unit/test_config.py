@@ -193,7 +193,10 @@ def test_the_three_toy_recipes_mean_what_they_say():
     names = {p.name for p in CONFIGS}
     assert {"toy.yaml", "toy-lcd.yaml", "toy-direct-clip.yaml"} <= names
     root = CONFIGS[0].parent
-    assert diff_from_defaults(load(root / "toy.yaml")) == {}
+    default = load(root / "toy.yaml")  # what `python trainer/run.py` runs
+    assert default.uses_lrm and default.reward.beta > 0 and default.lrm.expert == "toy-judge"
+    same_method = load(root / "toy-lrm-toy-judge.yaml")
+    assert default.model_copy(update={"run_name": same_method.run_name}) == same_method
     assert not load(root / "toy-lcd.yaml").reward.enabled
     direct = load(root / "toy-direct-clip.yaml")
     assert (direct.reward.mode, direct.reward.model, direct.reward.beta) == (
@@ -315,3 +318,14 @@ def test_load_config_is_generic_over_models():
     }
     with pytest.raises(ConfigError, match=r"unknown key 'table\.new\.width'.*size"):
         load_config(_Generic, None, ["table.new.width=1"])
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted((CONFIGS[0].parent / "eval").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_evaluation_recipes_parse(recipe):
+    from orchestration.evaluation.config import EvalConfig
+    from rglcd.configuration import load_config
+
+    cfg = load_config(EvalConfig, recipe)
+    assert cfg.models and all(spec.steps for spec in cfg.models)
