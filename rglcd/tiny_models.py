@@ -1,4 +1,4 @@
-"""Tiny Stable-Diffusion-shaped models built in code, for tests and smoke runs.
+"""Tiny SD- and SDXL-shaped models built in code, for tests and smoke runs.
 
 Everything here builds in well under a second, downloads nothing and is deterministic for a
 given seed. The pieces have the same classes and interfaces as a real SD1.x/2.x teacher
@@ -7,12 +7,18 @@ given seed. The pieces have the same classes and interfaces as a real SD1.x/2.x 
 thousand parameters, so code written against them runs unchanged on real checkpoints.
 
 Sizes: 16x16 RGB images <-> 4x8x8 latents (VAE downsampling 2), text embeddings (B, 77, 32).
+The SDXL-shaped teacher (``StableDiffusionXLPipeline`` layout) has two text encoders of width
+32 (the second with a 32-dim projection), so its UNet cross-attends to (B, 77, 64) and takes
+SDXL's micro-conditioning (``addition_embed_type="text_time"``: pooled text + 6 time ids);
+its VAE has SDXL's scaling factor 0.13025 and its scheduler is an ``EulerDiscreteScheduler``,
+as SDXL base ships, so code that assumes SD's 0.18215 or a DDIM/PNDM config shows up in tests.
 
 Typical use::
 
     parts = tiny_sd_components(prediction_type="v_prediction", seed=0)
     unet, vae = parts["unet"], parts["vae"]
     save_tiny_sd_pipeline(tmp_path / "sd", prediction_type="epsilon")
+    save_tiny_sdxl_pipeline(tmp_path / "sdxl")
 """
 
 from __future__ import annotations
@@ -26,10 +32,19 @@ from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     DDPMScheduler,
+    EulerDiscreteScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 CROSS_ATTENTION_DIM = 32
@@ -37,6 +52,11 @@ LATENT_CHANNELS = 4
 LATENT_SIZE = 8
 IMAGE_SIZE = 16
 TOKENIZER_MAX_LENGTH = 77
+# SDXL shape: two text encoders side by side, 6 micro-conditioning ids embedded 8-wide each.
+SDXL_CROSS_ATTENTION_DIM = 2 * CROSS_ATTENTION_DIM
+SDXL_TIME_EMBED_DIM = 8
+SDXL_POOLED_DIM = CROSS_ATTENTION_DIM  # text_encoder_2's projection_dim
+SDXL_VAE_SCALING_FACTOR = 0.13025
 
 # SD1.x/2.x training schedule (REFERENCE section 1): scaled-linear betas, T = 1000.
 SD_SCHEDULE = {
@@ -73,10 +93,32 @@ def tiny_unet(seed: int = 0, time_cond_proj_dim: int | None = None) -> UNet2DCon
     ).eval()
 
 
-def tiny_vae(seed: int = 0) -> AutoencoderKL:
+def tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
+    """`tiny_unet` with SDXL's conditioning: (B, 77, 64) text, pooled (B, 32) + time ids (B, 6)."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=SDXL_CROSS_ATTENTION_DIM,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
+        projection_class_embeddings_input_dim=6 * SDXL_TIME_EMBED_DIM + SDXL_POOLED_DIM,
+    ).eval()
+
+
+def tiny_vae(seed: int = 0, scaling_factor: float = 0.18215) -> AutoencoderKL:
     """A 2-level KL autoencoder: (B, 3, 16, 16) images in [-1, 1] <-> (B, 4, 8, 8) latents."""
     torch.manual_seed(seed)
     return AutoencoderKL(
+        scaling_factor=scaling_factor,
         in_channels=3,
         out_channels=3,
         block_out_channels=(32, 64),
@@ -133,9 +175,16 @@ def tiny_tokenizer() -> CLIPTokenizer:
         return CLIPTokenizer.from_pretrained(tmp, model_max_length=TOKENIZER_MAX_LENGTH)
 
 
-def tiny_text_encoder(vocab_size: int, seed: int = 0) -> CLIPTextModel:
-    """A 2-layer CLIP text transformer with hidden size 32 (= the UNet's cross-attention dim)."""
+def tiny_text_encoder(
+    vocab_size: int, seed: int = 0, with_projection: bool = False
+) -> CLIPTextModel | CLIPTextModelWithProjection:
+    """A 2-layer CLIP text transformer with hidden size 32 (= the UNet's cross-attention dim).
+
+    `with_projection` gives SDXL's second encoder (``CLIPTextModelWithProjection``, whose
+    ``text_embeds`` are the pooled conditioning).
+    """
     torch.manual_seed(seed)
+    model_cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     config = CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=CROSS_ATTENTION_DIM,
@@ -149,13 +198,14 @@ def tiny_text_encoder(vocab_size: int, seed: int = 0) -> CLIPTextModel:
         eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,
     )
-    return CLIPTextModel(config).eval()
+    return model_cls(config).eval()
 
 
 def tiny_scheduler(
     kind: str = "ddim", prediction_type: str = "epsilon"
-) -> DDIMScheduler | DDPMScheduler:
-    """SD's scaled-linear schedule as a "ddim" (SD pipeline default settings) or "ddpm" scheduler."""
+) -> DDIMScheduler | DDPMScheduler | EulerDiscreteScheduler:
+    """SD's scaled-linear schedule as a "ddim" (SD pipeline settings), "ddpm" or "euler"
+    (SDXL base's sampler settings) scheduler."""
     _check_prediction_type(prediction_type)
     if kind == "ddim":
         return DDIMScheduler(
@@ -167,7 +217,12 @@ def tiny_scheduler(
         )
     if kind == "ddpm":
         return DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction_type, clip_sample=False)
-    raise ValueError(f"scheduler kind={kind!r} is unknown; use 'ddim' or 'ddpm'.")
+    if kind == "euler":
+        return EulerDiscreteScheduler(
+            **SD_SCHEDULE, prediction_type=prediction_type, timestep_spacing="leading",
+            steps_offset=1,
+        )
+    raise ValueError(f"scheduler kind={kind!r} is unknown; use 'ddim', 'ddpm' or 'euler'.")
 
 
 def tiny_sd_components(prediction_type: str = "epsilon", seed: int = 0) -> dict:
@@ -207,4 +262,58 @@ def save_tiny_sd_pipeline(
     """Save the tiny teacher as a pipeline folder that ``from_pretrained(path)`` loads offline."""
     path = Path(path)
     tiny_sd_pipeline(prediction_type=prediction_type, seed=seed).save_pretrained(path)
+    return path
+
+
+def tiny_sdxl_components(prediction_type: str = "epsilon", seed: int = 0) -> dict:
+    """All parts of a tiny SDXL teacher, keyed like ``StableDiffusionXLPipeline``'s arguments.
+
+    Keys: unet, vae, text_encoder (CLIPTextModel), text_encoder_2 (CLIPTextModelWithProjection),
+    tokenizer, tokenizer_2, scheduler (EulerDiscreteScheduler, as SDXL base ships), plus
+    noise_scheduler (the DDPM training schedule). Same seed -> identical weights.
+    """
+    _check_prediction_type(prediction_type)
+    tokenizer = tiny_tokenizer()
+    return {
+        "unet": tiny_sdxl_unet(seed=seed),
+        "vae": tiny_vae(seed=seed + 1, scaling_factor=SDXL_VAE_SCALING_FACTOR),
+        "text_encoder": tiny_text_encoder(len(tokenizer), seed=seed + 2),
+        "text_encoder_2": tiny_text_encoder(len(tokenizer), seed=seed + 3, with_projection=True),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tiny_tokenizer(),
+        "scheduler": tiny_scheduler("euler", prediction_type),
+        "noise_scheduler": tiny_scheduler("ddpm", prediction_type),
+    }
+
+
+def save_tiny_sdxl_pipeline(
+    path: str | Path, prediction_type: str = "epsilon", seed: int = 0
+) -> Path:
+    """Save the tiny SDXL teacher as a ``StableDiffusionXLPipeline`` folder (loads offline)."""
+    parts = tiny_sdxl_components(prediction_type=prediction_type, seed=seed)
+    parts.pop("noise_scheduler")
+    path = Path(path)
+    StableDiffusionXLPipeline(**parts).save_pretrained(path)
+    return path
+
+
+def save_tiny_clip_model(path: str | Path, image_size: int = IMAGE_SIZE, seed: int = 0) -> Path:
+    """A tiny transformers ``CLIPModel`` + tokenizer folder (a clipscore/pickscore checkpoint)."""
+    path = Path(path)
+    write_tiny_clip_vocab(path)
+    tokenizer = CLIPTokenizer.from_pretrained(path, model_max_length=TOKENIZER_MAX_LENGTH)
+    tokenizer.save_pretrained(path)
+    vocab = len(tokenizer)
+    text = dict(
+        vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=TOKENIZER_MAX_LENGTH,
+        bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
+    )
+    vision = dict(
+        image_size=image_size, patch_size=4, hidden_size=32, intermediate_size=37,
+        num_hidden_layers=2, num_attention_heads=4,
+    )
+    torch.manual_seed(seed)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=24)
+    CLIPModel(config).save_pretrained(path)
     return path

@@ -6,6 +6,8 @@ A checkpoint is one directory (issue 5, item 4)::
       modules/student/          diffusers folder (config.json + *.safetensors) for ModelMixin
       modules/target/           ... the EMA target, same format
       modules/<extra>.safetensors   any other nn.Module (e.g. the latent reward model)
+      modules/<name>.lora.safetensors  a UNet with LoRA adapters (LCM-LoRA student): the
+                                adapter weights only; its frozen base is the teacher's
       optimizers/<name>.pt      state_dict() of anything stateful: optimizers, LR schedulers,
                                 grad scalers (loaded with ``weights_only=True``: no code runs)
       rng_states.pt             python / numpy / torch / CUDA generator states, one per rank
@@ -171,11 +173,26 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module
 
 
+def _has_lora(module: nn.Module) -> bool:
+    from trainer.lcd.lora import has_lora_adapters
+
+    return has_lora_adapters(module)
+
+
 def _save_modules(modules: dict[str, nn.Module], root: Path) -> dict[str, str]:
     formats = {}
     for name, wrapped in modules.items():
         module = _unwrap(wrapped)
-        if _is_diffusers_model(module):
+        if _has_lora(module):  # adapters only: the base weights are the frozen teacher's
+            from safetensors.torch import save_file
+
+            from trainer.lcd.lora import lora_state_dict
+
+            root.mkdir(parents=True, exist_ok=True)
+            weights = {k: v.contiguous() for k, v in lora_state_dict(module).items()}
+            save_file(weights, str(root / f"{name}.lora.safetensors"))
+            formats[name] = "lora"
+        elif _is_diffusers_model(module):
             module.save_pretrained(root / name, safe_serialization=True)
             formats[name] = "diffusers"
         else:
@@ -299,10 +316,31 @@ def verify_checkpoint(directory: str | Path) -> dict:
     return manifest
 
 
+def _load_lora_weights(module: nn.Module, path: Path) -> None:
+    """Adapter weights into a UNet with the same adapters; any key mismatch is an error."""
+    from safetensors.torch import load_file
+
+    from trainer.lcd.lora import lora_state_dict
+
+    weights = load_file(str(path))
+    wanted = set(lora_state_dict(module)) if _has_lora(module) else set()
+    if set(weights) != wanted:
+        diff = sorted(set(weights) ^ wanted)[:3]
+        raise CheckpointError(
+            f"{path} holds LoRA adapters that do not match this run's (e.g. {diff}): resume "
+            "with the model.lora settings that wrote it, or start a fresh run."
+        )
+    result = module.load_state_dict(weights, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
+
+
 def _load_module_weights(module: nn.Module, root: Path, name: str, fmt: str) -> None:
     module = _unwrap(module)
     if fmt == "safetensors":
         load_model(module, str(root / f"{name}.safetensors"), strict=True)
+        return
+    if fmt == "lora":
+        _load_lora_weights(module, root / f"{name}.lora.safetensors")
         return
     from safetensors.torch import load_file
 

@@ -37,6 +37,37 @@ NON_DIFFERENTIABLE_KINDS = ("toy-judge", "vlm-judge")
 TOY_DATA_SUBDIR = "toy-data"
 _TOY_ARTIFACTS = (str(TOY_PIPELINE_DIR), str(TOY_LRM_DIR))
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+# = trainer.lcd.lora.ATTENTION_PROJECTIONS (not imported: loading a config stays torch-free)
+LORA_ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+class LoRAConfig(StrictModel):
+    """LCM-LoRA (Luo et al. 2023b; the paper's appendix D distils SDXL this way).
+
+    The student is the teacher UNet plus LoRA adapters (base weights frozen), with no
+    w-embedding (model.time_cond_proj_dim is unused: w only enters the teacher's CFG) and no
+    EMA target (lcd.ema_decay is unused: the target is the student itself under no_grad);
+    see trainer/lcd/lora.py. Allowed for both families: SD1.x/2.x LCM-LoRAs exist too.
+    The run exports adapters to <output_dir>/lora, loadable with `pipe.load_lora_weights`.
+    """
+
+    rank: int = Field(64, ge=1, description="LoRA rank r (LCM-LoRA: 64).")
+    alpha: float = Field(
+        64.0, gt=0, description="lora_alpha; the adapter update is scaled by alpha / rank."
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(LORA_ATTENTION_PROJECTIONS),
+        min_length=1,
+        description="UNet module names (suffixes) that get adapters. Default: the attention "
+        "projections. diffusers' LCM-LoRA scripts also adapt proj_in, proj_out, ff.net.0.proj, "
+        "ff.net.2, conv1, conv2, conv_shortcut, downsamplers.0.conv, upsamplers.0.conv and "
+        "time_emb_proj.",
+    )
+    export_fused: bool = Field(
+        False,
+        description="Also write <output_dir>/pipeline: the teacher pipeline with the adapters "
+        "fused into its UNet and an LCMScheduler (a full copy of the teacher's weights).",
+    )
 
 
 class ModelConfig(StrictModel):
@@ -48,6 +79,17 @@ class ModelConfig(StrictModel):
         "the committed toy pipeline. Write relative local paths as ./path (see is_local_path).",
     )
     revision: str | None = Field(None, description="Hub revision of the teacher.")
+    family: Literal["sd", "sdxl"] = Field(
+        "sd",
+        description="'sd': SD1.x/2.x StableDiffusionPipeline folder (one text encoder). "
+        "'sdxl': StableDiffusionXLPipeline folder (two text encoders, pooled text + time-id "
+        "conditioning); needs model.lora (the paper distils SDXL as LCM-LoRA).",
+    )
+    lora: LoRAConfig | None = Field(
+        None,
+        description="null: full-UNet LCD with a w-embedding and an EMA target. A mapping (e.g. "
+        "model.lora.rank=64): LCM-LoRA, see LoRAConfig.",
+    )
     vae: str | None = Field(
         None, description="AutoencoderKL folder or hub id replacing the teacher's VAE."
     )
@@ -63,6 +105,12 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
+        if self.family == "sdxl" and self.lora is None:
+            raise ValueError(
+                "model.family=sdxl needs model.lora (e.g. model.lora.rank=64): SDXL is "
+                "distilled as LCM-LoRA (paper appendix D); full-UNet SDXL distillation with an "
+                "EMA target is not supported"
+            )
         if self.time_cond_proj_dim % 2:
             raise ValueError(
                 f"model.time_cond_proj_dim={self.time_cond_proj_dim} must be even "

@@ -11,6 +11,19 @@ class is ``LatentConsistencyModelPipeline``, so::
 samples in 1-4 steps with no further code. That pipeline feeds ``w = guidance_scale - 1``
 through the UNet's ``time_cond_proj_dim`` guidance embedding (1000*w, sinusoidal, as in
 training) and runs no real CFG: one UNet call per step. The safety checker is left out.
+
+LCM-LoRA runs (trainer/lcd/lora.py) export the adapters instead, in the file diffusers'
+``load_lora_weights`` reads (``pytorch_lora_weights.safetensors``, with the peft LoraConfig
+as metadata so alpha != rank round-trips)::
+
+    pipe = StableDiffusionXLPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0")
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_lora_weights("<output_dir>/lora")
+    images = pipe(prompt, num_inference_steps=4, guidance_scale=1.0).images
+
+and, on request, the teacher pipeline with the adapters fused into its UNet and an
+``LCMScheduler`` (`export_fused_lora_pipeline`). Such a UNet has no guidance embedding:
+guidance_scale 1 runs no CFG (one UNet call per step), as with the published LCM-LoRAs.
 """
 
 from __future__ import annotations
@@ -21,10 +34,14 @@ from typing import Any
 from diffusers import (
     LatentConsistencyModelPipeline,
     LCMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 
 TEACHER_PARTS = ("vae", "text_encoder", "tokenizer")
+LORA_PIPELINES = {"sd": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default file name
 
 
 def _teacher_parts(teacher: str | Path | dict[str, Any]) -> tuple[dict[str, Any], dict]:
@@ -132,6 +149,74 @@ def export_pipeline(
     """
     pipe = build_lcm_pipeline(
         target_unet, teacher, prediction_type, original_inference_steps, vae=vae
+    )
+    out_dir = Path(out_dir)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+def _lora_pipeline_class(family: str):
+    if family not in LORA_PIPELINES:
+        raise ValueError(f"family={family!r} is unknown; use one of {sorted(LORA_PIPELINES)}.")
+    return LORA_PIPELINES[family]
+
+
+def export_lora_adapters(unet: UNet2DConditionModel, out_dir: str | Path, family: str) -> Path:
+    """Save `unet`'s LoRA adapters where ``pipe.load_lora_weights(out_dir)`` finds them.
+
+    peft state dict -> diffusers key format, written by the family's pipeline class
+    (``StableDiffusionXLPipeline.save_lora_weights`` for SDXL) with the LoraConfig as
+    metadata. Returns `out_dir`.
+    """
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    from trainer.lcd.lora import ADAPTER_NAME, has_lora_adapters
+
+    if not has_lora_adapters(unet):
+        raise ValueError(
+            "The UNet has no LoRA adapters; export_lora_adapters is for LCM-LoRA runs "
+            "(model.lora set). Export a full student with export_pipeline."
+        )
+    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+    out_dir = Path(out_dir)
+    _lora_pipeline_class(family).save_lora_weights(
+        out_dir,
+        unet_lora_layers=convert_state_dict_to_diffusers(state),
+        unet_lora_adapter_metadata=unet.peft_config[ADAPTER_NAME].to_dict(),
+        safe_serialization=True,
+    )
+    return out_dir
+
+
+def export_fused_lora_pipeline(
+    adapter_dir: str | Path,
+    teacher_folder: str | Path,
+    out_dir: str | Path,
+    family: str,
+    original_inference_steps: int = 50,
+    vae: Any = None,
+) -> Path:
+    """The teacher pipeline with the adapters at `adapter_dir` fused into its UNet, saved with
+    an ``LCMScheduler`` (teacher's schedule and prediction type) to `out_dir`.
+
+    Goes through diffusers' own path (``load_lora_weights`` -> ``fuse_lora`` ->
+    ``unload_lora_weights``), so it also checks that the exported adapters load. `vae`
+    replaces the teacher's VAE when the run used another one. Loads a full copy of the
+    teacher on the CPU (SDXL: ~14 GB in float32).
+    """
+    pipeline_cls = _lora_pipeline_class(family)
+    extra = {"vae": vae} if vae is not None else {}
+    if family == "sd":
+        extra |= {"safety_checker": None, "feature_extractor": None,
+                  "requires_safety_checker": False}
+    pipe = pipeline_cls.from_pretrained(teacher_folder, local_files_only=True, **extra)
+    pipe.load_lora_weights(adapter_dir)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()  # the fused weights stay; the peft layers go
+    pipe.scheduler = lcm_scheduler_from_teacher(
+        dict(pipe.scheduler.config), original_inference_steps=original_inference_steps
     )
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, safe_serialization=True)

@@ -224,16 +224,14 @@ class Trainer:
     def export_lora(self) -> Path:
         """Adapters in diffusers' LoRA format; optionally the fused teacher pipeline too."""
         from trainer.export import export_fused_lora_pipeline, export_lora_adapters
-        from trainer.models import resolve_teacher_source, teacher_subfolders
+        from trainer.models import teacher_folder
 
         model = self.cfg.model
         adapters = export_lora_adapters(
             self.task.student, self.output_dir / LORA_SUBDIR, model.family
         )
         if model.lora.export_fused:
-            folder = resolve_teacher_source(
-                model.teacher, model.revision, teacher_subfolders(model.family)
-            )
+            folder = teacher_folder(model.teacher, model.revision, model.family)
             export_fused_lora_pipeline(
                 adapters, folder, self.output_dir / PIPELINE_SUBDIR, model.family,
                 original_inference_steps=self.cfg.lcd.num_ddim_timesteps,

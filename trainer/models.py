@@ -1,24 +1,31 @@
-"""Loading the frozen teacher's components (UNet, VAE, text encoder, tokenizer, schedule).
+"""Loading the frozen teacher's components (UNet, VAE, text encoder(s), tokenizer(s), schedule).
 
-The teacher is a diffusers Stable-Diffusion-layout folder (``unet/``, ``vae/``,
-``text_encoder/``, ``tokenizer/``, ``scheduler/``) given as a local path or a hub id that is
-already in the local Hugging Face cache: nothing is downloaded at run time
-(``local_files_only=True``). `check_teacher_source` runs on the driver before any Ray work so
-a wrong path fails fast; `load_teacher` runs inside each training worker.
+The teacher is a diffusers pipeline folder given as a local path or a hub id that is already
+in the local Hugging Face cache: nothing is downloaded at run time (``local_files_only=True``).
+Family "sd" (SD1.x/2.x, ``StableDiffusionPipeline``): ``unet/``, ``vae/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``. Family "sdxl" (``StableDiffusionXLPipeline``) adds
+``text_encoder_2/`` (``CLIPTextModelWithProjection``) and ``tokenizer_2/``; its UNet takes
+SDXL's micro-conditioning (``addition_embed_type="text_time"``), which is how a folder's
+family is recognised (`check_family`). `check_teacher_source` runs on the driver before any
+Ray work so a wrong path fails fast; `load_teacher` runs inside each training worker.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from trainer.lcd.predictions import check_prediction_type
 
 TEACHER_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SDXL_SUBFOLDERS = TEACHER_SUBFOLDERS + ("text_encoder_2", "tokenizer_2")
+FAMILIES = ("sd", "sdxl")
+PIPELINE_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
 
 
 @dataclass
@@ -32,10 +39,24 @@ class TeacherParts:
     alphas_cumprod: torch.Tensor  # (T,) float32, from the teacher's training schedule
     prediction_type: str  # epsilon | v_prediction | sample (REFERENCE section 1)
     scheduler: DDPMScheduler | None = None  # the training schedule (export reads its config)
+    family: str = "sd"  # sd | sdxl (module docstring)
+    text_encoder_2: CLIPTextModelWithProjection | None = None  # SDXL only
+    tokenizer_2: CLIPTokenizer | None = None  # SDXL only
+    force_zeros_for_empty_prompt: bool = False  # SDXL pipelines: uncond = zeros (conditioning.py)
 
     @property
     def scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell (8 for SD/SDXL), as diffusers pipelines compute it."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        extra = [self.text_encoder_2] if self.text_encoder_2 is not None else []
+        return [self.unet, self.vae, self.text_encoder, *extra]
 
 
 def _local_folder(source: str) -> Path | None:
@@ -63,8 +84,8 @@ def resolve_teacher_source(
     if missing:
         raise ValueError(
             f"model.teacher={source!r} resolves to {folder}, which lacks the subfolders "
-            f"{missing}; point it at a diffusers StableDiffusionPipeline folder "
-            "(one written by save_pretrained)."
+            f"{missing}; point it at a diffusers pipeline folder of model.family's layout "
+            "(one written by StableDiffusion(XL)Pipeline.save_pretrained)."
         )
     return folder
 
@@ -82,12 +103,39 @@ def _cached_hub_snapshot(repo_id: str, revision: str | None = None) -> Path | No
         return None
 
 
-def check_teacher_source(source: str, revision: str | None = None) -> str:
-    """Driver-side validation (no model loading): the scheduler's prediction type.
+def teacher_subfolders(family: str) -> tuple[str, ...]:
+    if family not in FAMILIES:
+        raise ValueError(f"model.family={family!r} is unknown; use one of {FAMILIES}.")
+    return SDXL_SUBFOLDERS if family == "sdxl" else TEACHER_SUBFOLDERS
 
-    Reads only ``scheduler/scheduler_config.json``, so it costs milliseconds.
-    """
+
+def check_family(unet_config: dict, family: str, source: str) -> None:
+    """The UNet's conditioning must match model.family (SDXL: addition_embed_type text_time)."""
+    is_sdxl = unet_config.get("addition_embed_type") == "text_time"
+    if is_sdxl != (family == "sdxl"):
+        found = "sdxl" if is_sdxl else "sd"
+        raise ValueError(
+            f"model.teacher={source!r} is an {PIPELINE_CLASSES[found]} (its UNet has "
+            f"addition_embed_type={unet_config.get('addition_embed_type')!r}) but "
+            f"model.family={family!r}; set model.family={found}."
+        )
+
+
+def teacher_folder(source: str, revision: str | None = None, family: str = "sd") -> Path:
+    """The teacher's folder, checked to hold `family`'s layout (the family check comes first,
+    so an SD folder given as SDXL says "set model.family=sd", not "text_encoder_2 missing")."""
+    subfolders = teacher_subfolders(family)
     folder = resolve_teacher_source(source, revision)
+    check_family(UNet2DConditionModel.load_config(folder / "unet"), family, source)
+    return resolve_teacher_source(source, revision, subfolders)
+
+
+def check_teacher_source(source: str, revision: str | None = None, family: str = "sd") -> str:
+    """Driver-side validation (no model loading): family and the scheduler's prediction type.
+
+    Reads only the UNet's and the scheduler's JSON configs, so it costs milliseconds.
+    """
+    folder = teacher_folder(source, revision, family)
     config = DDPMScheduler.load_config(folder / "scheduler")
     prediction_type = config.get("prediction_type", "epsilon")
     check_prediction_type(prediction_type)
@@ -107,42 +155,63 @@ def load_vae(source: str, revision: str | None = None) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32)
 
 
+def _load_text_parts(folder: Path, family: str) -> dict:
+    """text_encoder + tokenizer (SDXL: also text_encoder_2, tokenizer_2, force_zeros flag)."""
+    parts: dict = {
+        "text_encoder": CLIPTextModel.from_pretrained(
+            folder / "text_encoder", local_files_only=True, dtype=torch.float32
+        ),
+        "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+    }
+    if family == "sdxl":
+        parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
+            folder / "text_encoder_2", local_files_only=True, dtype=torch.float32
+        )
+        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(
+            folder / "tokenizer_2", local_files_only=True
+        )
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        # StableDiffusionXLPipeline's default when the folder does not say (SDXL base: true)
+        force_zeros = index.get("force_zeros_for_empty_prompt", True)
+        parts["force_zeros_for_empty_prompt"] = bool(force_zeros)
+    return parts
+
+
 def load_teacher(
     source: str,
     device: torch.device | str = "cpu",
     vae: str | None = None,
     revision: str | None = None,
+    family: str = "sd",
 ) -> TeacherParts:
     """Load all teacher components from `source` (local folder or cached hub id), frozen.
 
-    `vae` replaces the teacher's VAE (a pipeline folder or an AutoencoderKL folder).
+    `vae` replaces the teacher's VAE (a pipeline folder or an AutoencoderKL folder); `family`
+    is model.family (module docstring).
     """
-    folder = resolve_teacher_source(source, revision)
+    folder = teacher_folder(source, revision, family)
     # float32 master weights whatever the folder stores (e.g. fp16 to save space);
     # model.mixed_precision autocasts the forward passes instead.
     unet = UNet2DConditionModel.from_pretrained(
         folder / "unet", local_files_only=True, torch_dtype=torch.float32
     )
     vae_model = load_vae(vae or source, None if vae else revision)
-    text_encoder = CLIPTextModel.from_pretrained(
-        folder / "text_encoder", local_files_only=True, dtype=torch.float32
-    )
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    # The training schedule, whatever sampler the folder ships (DDIM/PNDM/...): DDPMScheduler
-    # reads the same betas and prediction_type keys.
+    # The training schedule, whatever sampler the folder ships (DDIM/PNDM/Euler...):
+    # DDPMScheduler reads the same betas and prediction_type keys.
     scheduler = DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
     check_prediction_type(scheduler.config.prediction_type)
-    for module in (unet, vae_model, text_encoder):
-        module.requires_grad_(False).eval().to(device)
-    return TeacherParts(
+    teacher = TeacherParts(
         unet=unet,
         vae=vae_model,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
         alphas_cumprod=scheduler.alphas_cumprod.to(torch.float32),
         prediction_type=scheduler.config.prediction_type,
         scheduler=scheduler,
+        family=family,
+        **_load_text_parts(folder, family),
     )
+    for module in teacher.frozen_modules:
+        module.requires_grad_(False).eval().to(device)
+    return teacher
 
 
 @torch.no_grad()

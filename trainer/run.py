@@ -96,7 +96,9 @@ def validate_before_ray(cfg: RGLCDConfig) -> None:
 
     problems = []
     try:
-        teacher_type = check_teacher_source(cfg.model.teacher, cfg.model.revision)
+        teacher_type = check_teacher_source(
+            cfg.model.teacher, cfg.model.revision, cfg.model.family
+        )
         wanted = cfg.model.prediction_type
         if wanted not in ("auto", teacher_type):
             problems.append(
@@ -277,7 +279,7 @@ def fit(cfg: RGLCDConfig):
 
 def write_report(cfg: RGLCDConfig, seconds: float) -> Path:
     from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
-    from trainer.loop import PIPELINE_SUBDIR, SAMPLES_SUBDIR
+    from trainer.loop import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
     from trainer.monitoring import METRICS_FILE, read_metrics
     from trainer.report import write_run_report
 
@@ -285,8 +287,10 @@ def write_report(cfg: RGLCDConfig, seconds: float) -> Path:
     grids = sorted(str(p) for p in (output_dir / SAMPLES_SUBDIR).glob("*.png"))
     rows = read_metrics(output_dir / METRICS_FILE) if (output_dir / METRICS_FILE).exists() else []
     curves = plot_curves(rows, output_dir / CURVES_FILE)
+    lora = cfg.model.lora
     extra = {
-        "pipeline": output_dir / PIPELINE_SUBDIR,
+        "pipeline": output_dir / PIPELINE_SUBDIR if not lora or lora.export_fused else "none",
+        "lora adapters": output_dir / LORA_SUBDIR if lora else "none (full-UNet student)",
         "checkpoints": output_dir,
         "sample grids": grids,
         "training curves": curves or "no metrics logged",
@@ -340,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     fit(cfg)
     report = write_report(cfg, time.perf_counter() - start)
     print(f"RG-LCD run finished in {time.perf_counter() - start:.0f} s.")
-    print(f"Outputs: {cfg.output_dir} (pipeline/, report: {report.name})")
+    exported = "lora/" if cfg.model.lora else "pipeline/"
+    print(f"Outputs: {cfg.output_dir} ({exported}, report: {report.name})")
     return 0
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from trainer.conditioning import encode_text
 from trainer.lcd import lcm_sample_unet
-from trainer.models import encode_prompts
 
 GRID_STEPS = (1, 2, 4)
 DEFAULT_W = 7.5  # LCM-form guidance; a diffusers LCM pipeline's default guidance_scale 8.5 = w + 1
@@ -38,18 +38,21 @@ def sample_grid_images(
     """Images (R, C, 3, H, W) in [0, 1]: one row per prompt, one column per step count.
 
     `teacher` provides ``vae``, ``text_encoder``, ``tokenizer``, ``alphas_cumprod`` and
-    ``prediction_type`` (a ``trainer.models.TeacherParts``). `unet` is the EMA target (or
-    student) with the guidance embedding. Draws use their own generator: the training RNG
-    streams are left untouched.
+    ``prediction_type`` (a ``trainer.models.TeacherParts``; SDXL also the second encoder).
+    `unet` is the EMA target (or student) with the guidance embedding, or an LCM-LoRA UNet,
+    which takes no w and is sampled without CFG (a pipeline's guidance_scale 1). Draws use
+    their own generator: the training RNG streams are left untouched.
     """
     if not prompts:
         raise ValueError("No validation prompts given; configure at least one.")
     device = next(unet.parameters()).device
     dtype = next(unet.parameters()).dtype
-    embeds = encode_prompts(teacher.text_encoder, teacher.tokenizer, list(prompts)).to(
-        device, dtype
-    )
     size = unet.config.sample_size
+    image_size = (size * teacher.vae_scale_factor, size * teacher.vae_scale_factor)
+    cond = encode_text(teacher, list(prompts)).with_time_ids(image_size).to(device, dtype)
+    w_batch = None if unet.config.time_cond_proj_dim is None else torch.full(
+        (len(prompts),), float(w)
+    )
     shape = (len(prompts), unet.config.in_channels, size, size)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device, dtype)
     scaling = float(teacher.vae.config.scaling_factor)
@@ -59,12 +62,13 @@ def sample_grid_images(
         latents = lcm_sample_unet(
             unet,
             noise,
-            embeds,
-            torch.full((len(prompts),), float(w)),
+            cond.hidden_states,
+            w_batch,
             teacher.alphas_cumprod.to(device),
             num_steps=num_steps,
             prediction_type=teacher.prediction_type,
             generator=generator,
+            added_cond_kwargs=cond.added,
         )
         vae_dtype = next(teacher.vae.parameters()).dtype
         decoded = teacher.vae.decode(latents.to(vae_dtype) / scaling).sample

@@ -6,12 +6,24 @@ calls `update_target()`. Stages, numbered as in the paper:
 
   1. per-sample draws: solver index n, guidance scale w ~ U[w_min, w_max], noise eps
   2. z_s = alpha_{t_s} z0 + sigma_{t_s} eps                          (Algorithm 3, line 5)
-  3. text conditioning c (frozen text encoder); uncond = encoding of ""
+  3. text conditioning c (frozen text encoder(s), trainer/conditioning.py); uncond = the
+     encoding of "" (SD) or zeros (SDXL)
   4. online  = f_theta(z_s, w, c, t_s)         student, with grad    (eq. 5)
   5. z_e     = DDIM step of the CFG teacher from z_s to t_e          (eq. 9, 13)
   6. target  = f_theta-(z_e, w, c, t_e)        EMA target, no grad
   7. L_LCD   = pseudo-Huber(online, target)                          (eq. 8)
   8. L       = L_LCD - beta * mean(R(online, c))   via the reward hook (eq. 10-11)
+
+Two students (`LCDSettings.lora`):
+  full (default)  a copy of the teacher UNet plus a w-embedding input, trained whole; the
+                  target is its EMA (paper sections 3-4).
+  LCM-LoRA        LoRA adapters on the teacher UNet itself (trainer/lcd/lora.py; the paper's
+                  appendix D for SDXL): no w-embedding (w only enters the teacher's CFG),
+                  the teacher is the same UNet with its adapters off, and there is NO EMA
+                  target: stage 6 runs the student itself under no_grad (a stop-gradient),
+                  as in the LCM-LoRA training scripts. `target` is None then, and
+                  `teacher.unet` carries the adapters: teacher calls go through
+                  `task.teacher_unet`, which switches them off.
 
 Randomness: each sample's (n, w, eps) comes from its own generator seeded by
 (seed, step, sample_key), so a run gives the same numbers whatever the number of workers.
@@ -31,23 +43,27 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from trainer.conditioning import Conditioning, encode_text, encode_uncond, image_size_of
 from trainer.data import LocalBatch, mix_seed
 from trainer.lcd import (
     HUBER_C,
     W_EMBEDDING_DIM,
+    AdaptersDisabled,
+    LoRASettings,
+    add_lora_adapters,
     add_noise,
     build_student_unet,
     consistency_output,
     ddim_grid,
     distance_loss,
     ema_update_,
-    guidance_scale_embedding,
     guided_teacher_step,
     sample_guidance_scale,
     sample_solver_indices,
     solver_timesteps,
+    student_w_embedding,
 )
-from trainer.models import TeacherParts, encode_prompts
+from trainer.models import TeacherParts
 
 
 @dataclass(frozen=True)
@@ -60,8 +76,9 @@ class LCDSettings:
     loss_type: str = "huber"
     huber_c: float = HUBER_C
     ema_decay: float = 0.95
-    w_embedding_dim: int = W_EMBEDDING_DIM
-    uncond_prompt: str = ""  # CFG's unconditional branch: the encoded empty prompt, not zeros
+    w_embedding_dim: int = W_EMBEDDING_DIM  # unused by LCM-LoRA (no w-embedding)
+    uncond_prompt: str = ""  # CFG's unconditional branch (trainer/conditioning.py)
+    lora: LoRASettings | None = None  # None: full student + EMA; set: LCM-LoRA (module doc)
 
 
 @dataclass
@@ -140,6 +157,19 @@ class StepTimer:
         self._last = now
 
 
+def build_student_and_target(
+    teacher_unet: nn.Module, settings: LCDSettings
+) -> tuple[nn.Module, nn.Module | None]:
+    """Full LCD: (w-embedding student, its EMA target copy); LCM-LoRA: (adapted teacher, None).
+
+    LCM-LoRA injects the adapters into `teacher_unet` in place (it becomes the student).
+    """
+    if settings.lora is not None:
+        return add_lora_adapters(teacher_unet, settings.lora), None
+    student = build_student_unet(teacher_unet, settings.w_embedding_dim)
+    return student, copy.deepcopy(student).requires_grad_(False).eval()
+
+
 class DistillationTask:
     """Owns the student, the EMA target, the frozen teacher parts and the reward hook."""
 
@@ -155,15 +185,25 @@ class DistillationTask:
         self.reward = reward if reward is not None and reward.beta != 0 else None
         self.seed = seed
         self.device = teacher.unet.device
-        self.student = build_student_unet(teacher.unet, settings.w_embedding_dim)
-        self.target = copy.deepcopy(self.student).requires_grad_(False).eval()
+        self.student, self.target = build_student_and_target(teacher.unet, settings)
+        # LCM-LoRA: the teacher is the student's own UNet with its adapters switched off
+        self.teacher_unet = teacher.unet if self.target is not None else AdaptersDisabled(
+            self.student
+        )
         self.alphas_cumprod = teacher.alphas_cumprod.to(self.device)
         self.grid = ddim_grid(self.alphas_cumprod, settings.num_ddim_timesteps)
-        self.uncond_embeds = encode_prompts(
-            teacher.text_encoder, teacher.tokenizer, [settings.uncond_prompt]
-        )
+        self.uncond = encode_uncond(teacher, settings.uncond_prompt)  # one row
         self._student_call: nn.Module = self.student
         self._pending_context: RewardContext | None = None  # for the hook's after_step
+
+    @property
+    def is_lora(self) -> bool:
+        return self.target is None
+
+    @property
+    def target_net(self) -> nn.Module:
+        """The network of the consistency target: the EMA target, or (LCM-LoRA) the student."""
+        return self.student if self.target is None else self.target
 
     def wrap_student(self, wrapper: nn.Module) -> None:
         """Run the student's forward through `wrapper` (e.g. DDP); weights stay `self.student`."""
@@ -189,19 +229,22 @@ class DistillationTask:
         index, w, noise = index.to(self.device), w.to(self.device), noise.to(latents)
         t_start, t_end = solver_timesteps(self.grid, index)
         z_start = add_noise(latents, noise, self.alphas_cumprod, t_start)  # stage 2
-        cond = encode_prompts(self.teacher.text_encoder, self.teacher.tokenizer, batch.captions)
-        w_embedding = guidance_scale_embedding(w, self.settings.w_embedding_dim).to(latents)
+        image_size = image_size_of(latents, self.teacher)
+        cond = encode_text(self.teacher, batch.captions).with_time_ids(image_size)  # stage 3
+        uncond = self.uncond.with_time_ids(image_size)
+        w_embedding = student_w_embedding(self.student, w, latents)  # None for LCM-LoRA
         timer.lap("teacher")
 
         online = self._consistency(self._student_call, z_start, t_start, w_embedding, cond)
         timer.lap("student")
 
         z_end = guided_teacher_step(
-            self.teacher.unet, z_start, t_start, self.grid.abar_prev[index], cond,
-            self.uncond_embeds, w, self.alphas_cumprod, self.teacher.prediction_type,
+            self.teacher_unet, z_start, t_start, self.grid.abar_prev[index],
+            cond.hidden_states, uncond.hidden_states, w, self.alphas_cumprod,
+            self.teacher.prediction_type, cond.added, uncond.added,
         )  # stage 5
-        with torch.no_grad():
-            target = self._consistency(self.target, z_end, t_end, w_embedding, cond)
+        with torch.no_grad():  # stage 6 (LCM-LoRA: the student itself, stop-gradient)
+            target = self._consistency(self.target_net, z_end, t_end, w_embedding, cond)
         timer.lap("teacher")
 
         lcd = distance_loss(online, target, self.settings.loss_type, self.settings.huber_c)
@@ -217,16 +260,18 @@ class DistillationTask:
         metrics |= {f"time_{phase}": s for phase, s in timer.seconds.items()}
         return loss, metrics
 
-    def _consistency(self, unet, z, t, w_embedding, cond) -> torch.Tensor:
+    def _consistency(self, unet, z, t, w_embedding, cond: Conditioning) -> torch.Tensor:
         """Stages 4/6: f(z, t) = c_skip z + c_out x0(unet(z, t, w, c))."""
-        out = unet(z, t, timestep_cond=w_embedding, encoder_hidden_states=cond).sample
+        out = unet(z, t, timestep_cond=w_embedding, **cond.unet_kwargs()).sample
         return consistency_output(
             out, z, t, self.alphas_cumprod, self.teacher.prediction_type
         )
 
     def after_optimizer_step(self) -> dict[str, float]:
-        """EMA target update (Algorithm 3, last line), then the reward hook's own training."""
-        ema_update_(self.target, self.student, self.settings.ema_decay)
+        """EMA target update (Algorithm 3, last line; none for LCM-LoRA), then the reward
+        hook's own training."""
+        if self.target is not None:
+            ema_update_(self.target, self.student, self.settings.ema_decay)
         if self._pending_context is None:
             return {}
         context, self._pending_context = self._pending_context, None

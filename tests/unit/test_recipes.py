@@ -104,6 +104,21 @@ def test_real_recipe_follows_the_paper(teacher, variant, reward):
         assert scorer.num_gpus > 0  # the expert runs in the reward service, on a GPU
 
 
+def test_sdxl_recipe_is_lcm_lora():
+    """Paper appendix D: SDXL distilled as LCM-LoRA (rank 64, lr 1e-4 from diffusers' recipe)."""
+    cfg = load(CONFIG_DIR / "sdxl-lcm-lora.yaml")
+    model = cfg.model
+    assert (model.teacher, model.family, model.resolution) == (
+        "stabilityai/stable-diffusion-xl-base-1.0", "sdxl", 1024
+    )
+    assert model.lora is not None and (model.lora.rank, model.lora.alpha) == (64, 64.0)
+    assert model.lora.target_modules == ["to_q", "to_k", "to_v", "to_out.0"]
+    lcd = cfg.lcd
+    assert (lcd.learning_rate, lcd.w_min, lcd.w_max, lcd.max_steps) == (1e-4, 5.0, 15.0, 10_000)
+    assert cfg.reward.beta == 0 and cfg.per_worker_batch_size == 12
+    assert cfg.data.train_path.endswith("-1024")
+
+
 def test_placeholders_fail_loudly_until_replaced(tmp_path):
     recipe = CONFIG_DIR / "sd21v-rglcd-lrm-hps.yaml"
     with pytest.raises(ConfigError) as info:

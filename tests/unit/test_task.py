@@ -110,7 +110,7 @@ def test_step_equals_the_reference_lcd_loss():
     cond = encode_prompts(teacher.text_encoder, teacher.tokenizer, batch.captions)
     expected = lcd_loss(
         task.student, task.target, teacher.unet, batch.latents, noise, index, w, cond,
-        task.uncond_embeds, task.grid, task.alphas_cumprod, "v_prediction",
+        task.uncond.hidden_states, task.grid, task.alphas_cumprod, "v_prediction",
     )
     torch.testing.assert_close(loss, expected.loss, rtol=0, atol=0)
 

@@ -57,8 +57,11 @@ def test_schedulers_use_sd_schedule(prediction_type):
         assert torch.equal(sched.alphas_cumprod, scaled_linear_alphas_cumprod(1000, 0.00085, 0.012))
     with pytest.raises(ValueError, match="prediction_type"):
         tiny_scheduler("ddim", "flow")
+    euler = tiny_scheduler("euler", prediction_type)  # what the tiny SDXL teacher ships
+    assert euler.config.prediction_type == prediction_type
+    assert torch.equal(euler.alphas_cumprod, scaled_linear_alphas_cumprod(1000, 0.00085, 0.012))
     with pytest.raises(ValueError, match="kind"):
-        tiny_scheduler("euler", prediction_type)
+        tiny_scheduler("pndm", prediction_type)
 
 
 def test_saved_pipeline_loads_offline(tmp_path):

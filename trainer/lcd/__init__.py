@@ -1,5 +1,8 @@
 """Latent consistency distillation math: pure tensor functions, no Ray, no I/O.
 
+Plus the two student builders: full UNet with a w-embedding (student.py, EMA target in
+ema.py) and LCM-LoRA adapters on the frozen teacher (lora.py).
+
 See REFERENCE sections 1 and 4 and the paper's eq. 5, 8, 9, 13 and Algorithms 2-3.
 """
 
@@ -9,13 +12,23 @@ from trainer.lcd.boundary import (
     boundary_scalings,
     consistency_output,
 )
-from trainer.lcd.distill import LCDOutput, lcd_loss
+from trainer.lcd.distill import LCDOutput, lcd_loss, student_w_embedding
 from trainer.lcd.ema import EMA_MU, ema_update_
 from trainer.lcd.guidance import (
     W_EMBEDDING_DIM,
     apply_guidance,
     guidance_scale_embedding,
     sample_guidance_scale,
+)
+from trainer.lcd.lora import (
+    ATTENTION_PROJECTIONS,
+    AdaptersDisabled,
+    LoRASettings,
+    adapters_disabled,
+    add_lora_adapters,
+    has_lora_adapters,
+    lora_parameters,
+    lora_state_dict,
 )
 from trainer.lcd.losses import HUBER_C, LOSSES, distance_loss, l2_loss, pseudo_huber_loss
 from trainer.lcd.predictions import (
@@ -40,6 +53,7 @@ from trainer.lcd.student import build_student_unet
 from trainer.lcd.teacher import guided_teacher_step
 
 __all__ = [
+    "ATTENTION_PROJECTIONS",
     "EMA_MU",
     "HUBER_C",
     "LOSSES",
@@ -47,8 +61,12 @@ __all__ = [
     "SIGMA_DATA",
     "TIMESTEP_SCALING",
     "W_EMBEDDING_DIM",
+    "AdaptersDisabled",
     "DDIMGrid",
     "LCDOutput",
+    "LoRASettings",
+    "adapters_disabled",
+    "add_lora_adapters",
     "add_noise",
     "alpha_sigma",
     "append_dims",
@@ -64,15 +82,19 @@ __all__ = [
     "from_x0_eps",
     "guidance_scale_embedding",
     "guided_teacher_step",
+    "has_lora_adapters",
     "l2_loss",
     "lcd_loss",
     "lcm_sample",
     "lcm_sample_unet",
     "lcm_timesteps",
+    "lora_parameters",
+    "lora_state_dict",
     "pseudo_huber_loss",
     "sample_guidance_scale",
     "sample_solver_indices",
     "scaled_linear_alphas_cumprod",
     "solver_timesteps",
+    "student_w_embedding",
     "to_x0_eps",
 ]

@@ -41,22 +41,25 @@ def lcd_loss(
     prediction_type: str,
     loss_type: str = "huber",
     huber_c: float = HUBER_C,
+    cond_added: dict[str, torch.Tensor] | None = None,
+    uncond_added: dict[str, torch.Tensor] | None = None,
 ) -> LCDOutput:
     """L_LCD = d(f_theta(z_s, w, c, t_s), f_theta-(z_e, w, c, t_e)) (eq. 8).
 
     latents: clean (scaled) VAE latents z0 (B, C, H, W); noise: eps like latents;
     index: solver indices n (B,); w: LCM guidance scales (B,). Only `student` gets gradients:
-    the teacher step and the target run under no_grad.
+    the teacher step and the target run under no_grad. A student without
+    ``time_cond_proj_dim`` (LCM-LoRA, ``lora.py``) gets no w-embedding: w reaches only the
+    teacher's CFG. `cond_added` / `uncond_added`: SDXL's ``added_cond_kwargs``.
     """
     index = index.to(latents.device)
     t_start, t_end = solver_timesteps(grid, index)
     abar_end = grid.abar_prev[index.to(grid.abar_prev.device)]
     z_start = add_noise(latents, noise, alphas_cumprod, t_start)
-    w_embedding = guidance_scale_embedding(w, student.config.time_cond_proj_dim).to(latents)
+    w_embedding = student_w_embedding(student, w, latents)
+    conditioning = {"encoder_hidden_states": cond_embeds, "added_cond_kwargs": cond_added}
 
-    online_out = student(
-        z_start, t_start, timestep_cond=w_embedding, encoder_hidden_states=cond_embeds
-    ).sample
+    online_out = student(z_start, t_start, timestep_cond=w_embedding, **conditioning).sample
     online = consistency_output(online_out, z_start, t_start, alphas_cumprod, prediction_type)
 
     z_end = guided_teacher_step(
@@ -69,12 +72,20 @@ def lcd_loss(
         w,
         alphas_cumprod,
         prediction_type,
+        cond_added,
+        uncond_added,
     )
     with torch.no_grad():
-        target_out = target_unet(
-            z_end, t_end, timestep_cond=w_embedding, encoder_hidden_states=cond_embeds
-        ).sample
+        target_out = target_unet(z_end, t_end, timestep_cond=w_embedding, **conditioning).sample
         target = consistency_output(target_out, z_end, t_end, alphas_cumprod, prediction_type)
 
     loss = distance_loss(online, target, loss_type, huber_c)
     return LCDOutput(loss=loss, online=online, target=target, t_start=t_start, t_end=t_end)
+
+
+def student_w_embedding(
+    student: nn.Module, w: torch.Tensor, like: torch.Tensor
+) -> torch.Tensor | None:
+    """The (B, time_cond_proj_dim) guidance embedding the student takes, or None (LCM-LoRA)."""
+    dim = student.config.time_cond_proj_dim
+    return None if dim is None else guidance_scale_embedding(w, dim).to(like)

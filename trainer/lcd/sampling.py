@@ -87,28 +87,36 @@ def lcm_sample_unet(
     unet: nn.Module,
     latents: torch.Tensor,
     encoder_hidden_states: torch.Tensor,
-    w: torch.Tensor,
+    w: torch.Tensor | None,
     alphas_cumprod: torch.Tensor,
     num_steps: int = 4,
     prediction_type: str = "epsilon",
     generator: torch.Generator | None = None,
+    added_cond_kwargs: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Sample latents with an LCM UNet taking the w-embedding as ``timestep_cond``.
 
     `w` (B,) is in LCM form (a diffusers pipeline's ``guidance_scale`` is w + 1); no real CFG
-    is run, one UNet call per step. `encoder_hidden_states` is (B, L, D).
+    is run, one UNet call per step. `encoder_hidden_states` is (B, L, D). An LCM-LoRA UNet
+    takes no w-embedding: pass w=None (a pipeline's guidance_scale 1, no CFG).
+    `added_cond_kwargs`: SDXL's pooled text + time ids.
     """
     cond_dim = unet.config.time_cond_proj_dim
-    if cond_dim is None:
+    if (cond_dim is None) != (w is None):
         raise ValueError(
-            "this UNet takes no guidance embedding (time_cond_proj_dim is None); "
-            "sample with a student built by build_student_unet."
+            f"w={'None' if w is None else 'given'} but the UNet's time_cond_proj_dim is "
+            f"{cond_dim}: pass w exactly when the UNet takes a guidance embedding "
+            "(build_student_unet), w=None for an LCM-LoRA UNet."
         )
-    w_embedding = guidance_scale_embedding(w, cond_dim).to(latents)
+    w_embedding = None if w is None else guidance_scale_embedding(w, cond_dim).to(latents)
 
     def model_fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return unet(
-            z, t, timestep_cond=w_embedding, encoder_hidden_states=encoder_hidden_states
+            z,
+            t,
+            timestep_cond=w_embedding,
+            encoder_hidden_states=encoder_hidden_states,
+            added_cond_kwargs=added_cond_kwargs,
         ).sample
 
     return lcm_sample(

@@ -21,6 +21,28 @@ def _batched_embeds(embeds: torch.Tensor, batch_size: int, name: str) -> torch.T
     )
 
 
+def _cat_added(
+    cond: dict[str, torch.Tensor] | None,
+    uncond: dict[str, torch.Tensor] | None,
+    batch_size: int,
+    dtype: torch.dtype,
+) -> dict[str, torch.Tensor] | None:
+    """SDXL's added_cond_kwargs of the batched [cond; uncond] call (None for SD)."""
+    if cond is None and uncond is None:
+        return None
+    if cond is None or uncond is None or cond.keys() != uncond.keys():
+        raise ValueError("cond_added and uncond_added must both be given, with the same keys.")
+    return {
+        key: torch.cat(
+            [
+                _batched_embeds(cond[key], batch_size, f"cond_added[{key!r}]"),
+                _batched_embeds(uncond[key], batch_size, f"uncond_added[{key!r}]"),
+            ]
+        ).to(dtype)
+        for key in cond
+    }
+
+
 @torch.no_grad()
 def guided_teacher_step(
     teacher_unet: nn.Module,
@@ -32,11 +54,15 @@ def guided_teacher_step(
     w: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     prediction_type: str,
+    cond_added: dict[str, torch.Tensor] | None = None,
+    uncond_added: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """z_e = DDIM(x0_w, eps_w) from z_s with the frozen teacher and guidance w (no grad).
 
     Shapes: z_start (B, C, H, W); t_start, abar_end, w (B,); cond_embeds (B, L, D);
-    uncond_embeds (B or 1, L, D), the text encoding of the empty prompt (not zeros).
+    uncond_embeds (B or 1, L, D), the text encoding of the empty prompt (SD; not zeros).
+    SDXL teachers also take `cond_added` / `uncond_added`, their ``added_cond_kwargs``
+    (``text_embeds`` (B or 1, P), ``time_ids`` (B or 1, 6)).
     The teacher sees cond and uncond in one batched call; both outputs are converted to
     (x0, eps), guided as x_w = x_c + w (x_c - x_u), and moved by one DDIM step to abar_end.
     Because the DDIM step is linear in (x0, eps), this equals eq. 9:
@@ -50,6 +76,7 @@ def guided_teacher_step(
         torch.cat([z_start, z_start]).to(dtype),
         torch.cat([t_start, t_start]),
         encoder_hidden_states=torch.cat([cond_embeds, uncond_embeds]).to(dtype),
+        added_cond_kwargs=_cat_added(cond_added, uncond_added, batch, dtype),
     ).sample.to(z_start.dtype)
     out_cond, out_uncond = out.chunk(2)  # (B, C, H, W) each
     alpha, sigma = alpha_sigma(alphas_cumprod, t_start, z_start)
