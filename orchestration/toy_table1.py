@@ -6,7 +6,7 @@
    exported pipeline already exists, unless ``--retrain``) the four distilled models:
    LCM (configs/toy-lcd.yaml), RG-LCM toy-clip (configs/toy-direct-clip.yaml), RG-LCM
    toy-clip with a large beta (configs/toy-direct-clip-large-beta.yaml) and RG-LCM toy-judge
-   + LRM (configs/toy-lrm-toy-judge.yaml), into outputs/table1/<recipe>/.
+   + LRM (configs/toy.yaml, the default recipe), into outputs/table1/<recipe>/.
 2. Evaluates them with the toy teacher at 50 / 4 / 2 DDIM steps (configs/eval/toy-table1.yaml,
    orchestration/evaluate.py: same prompts and seeds, toy-judge and toy-clip through the
    reward service, FID in the mini-CLIP space, HF-noise ratio, win rates).
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS_DIR = REPO_ROOT / "outputs" / "table1"
 EVAL_CONFIG = REPO_ROOT / "configs" / "eval" / "toy-table1.yaml"
-RECIPES = ("toy-lcd", "toy-direct-clip", "toy-direct-clip-large-beta", "toy-lrm-toy-judge")
+RECIPES = ("toy-lcd", "toy-direct-clip", "toy-direct-clip-large-beta", "toy")
 COPIED = ("table.md", "results.json", "grid_seed0.png", "metrics_vs_steps.png")
 EXPERT = "toy-judge"
 

@@ -75,7 +75,7 @@ def _check_prediction_type(prediction_type: str) -> None:
         )
 
 
-def tiny_unet(seed: int = 0, time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
+def _tiny_unet(seed: int, **config) -> UNet2DConditionModel:
     """A 2-level conditional UNet (blocks 32/64, one layer each) on 4x8x8 latents."""
     torch.manual_seed(seed)
     return UNet2DConditionModel(
@@ -86,32 +86,29 @@ def tiny_unet(seed: int = 0, time_cond_proj_dim: int | None = None) -> UNet2DCon
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=CROSS_ATTENTION_DIM,
         attention_head_dim=8,
         norm_num_groups=32,
-        time_cond_proj_dim=time_cond_proj_dim,
+        **config,
     ).eval()
+
+
+def tiny_unet(seed: int = 0, time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
+    """A 2-level conditional UNet (blocks 32/64, one layer each) on 4x8x8 latents."""
+    return _tiny_unet(
+        seed, cross_attention_dim=CROSS_ATTENTION_DIM, time_cond_proj_dim=time_cond_proj_dim
+    )
 
 
 def tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
     """`tiny_unet` with SDXL's conditioning: (B, 77, 64) text, pooled (B, 32) + time ids (B, 6)."""
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=LATENT_SIZE,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    return _tiny_unet(
+        seed,
         cross_attention_dim=SDXL_CROSS_ATTENTION_DIM,
-        attention_head_dim=8,
-        norm_num_groups=32,
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=SDXL_TIME_EMBED_DIM,
         projection_class_embeddings_input_dim=6 * SDXL_TIME_EMBED_DIM + SDXL_POOLED_DIM,
-    ).eval()
+    )
 
 
 def tiny_vae(seed: int = 0, scaling_factor: float = 0.18215) -> AutoencoderKL:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from trainer.models import TeacherParts, encode_prompts
+from trainer.models import TeacherParts, encode_prompts, token_ids
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,7 @@ def encode_sdxl_prompts(
     """(hidden (B, 77, D1 + D2), pooled (B, P)) exactly as ``StableDiffusionXLPipeline``."""
     hidden, pooled = [], None
     for encoder, tokenizer in zip(text_encoders, tokenizers, strict=True):
-        ids = tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        out = encoder(ids.to(next(encoder.parameters()).device), output_hidden_states=True)
+        out = encoder(token_ids(tokenizer, prompts, encoder), output_hidden_states=True)
         if out[0].ndim == 2:  # CLIPTextModelWithProjection: text_embeds (the last one wins)
             pooled = out[0]
         hidden.append(out.hidden_states[-2])  # penultimate layer (SDXL's clip_skip=None)

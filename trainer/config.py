@@ -284,6 +284,13 @@ class ScalingConfig(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float | None = Field(None, ge=0, description="None = 1 if use_gpu else 0.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts; -1 = unlimited.")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="Torch intra-op threads per worker. Ray sets OMP_NUM_THREADS to the "
+        "worker's CPU reservation (1 by default), which leaves cores idle once the data is "
+        "encoded; 0 = auto: the node's cores / workers on the node, at least cpus_per_worker.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ScalingConfig:

@@ -10,6 +10,8 @@ run report. The loop never spells out LCD: that lives in `trainer.task`.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import shutil
 import tempfile
 import time
@@ -254,6 +256,13 @@ def _carry_counters(metrics: dict[str, float], carried: dict[str, float]) -> Non
             metrics[key] = carried[key]
 
 
+def worker_threads(scaling, node_cores: int, local_workers: int) -> int:
+    """scaling.torch_threads, or (0 = auto) the node's cores shared by its workers."""
+    if scaling.torch_threads:
+        return scaling.torch_threads
+    return max(math.ceil(scaling.cpus_per_worker), node_cores // max(local_workers, 1), 1)
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     """Ray Train entry point; `loop_config["config"]` is the RGLCDConfig as a plain dict."""
     import ray.train
@@ -262,6 +271,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     cfg = RGLCDConfig.model_validate(loop_config["config"])
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(
+        worker_threads(cfg.scaling, os.cpu_count() or 1, context.get_local_world_size())
+    )
     trainer = Trainer(cfg, rank, world_size, ray.train.torch.get_device())
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

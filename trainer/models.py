@@ -219,6 +219,11 @@ def encode_prompts(
     text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, prompts: list[str]
 ) -> torch.Tensor:
     """SD text conditioning: last hidden state of the padded prompts, (B, 77, D)."""
+    return text_encoder(token_ids(tokenizer, prompts, text_encoder))[0]
+
+
+def token_ids(tokenizer, prompts: list[str], encoder: torch.nn.Module) -> torch.Tensor:
+    """(B, max_length) ids padded and truncated as SD pipelines do, on `encoder`'s device."""
     ids = tokenizer(
         list(prompts),
         padding="max_length",
@@ -226,5 +231,4 @@ def encode_prompts(
         truncation=True,
         return_tensors="pt",
     ).input_ids
-    device = next(text_encoder.parameters()).device
-    return text_encoder(ids.to(device))[0]
+    return ids.to(next(encoder.parameters()).device)

@@ -329,3 +329,17 @@ def test_evaluation_recipes_parse(recipe):
 
     cfg = load_config(EvalConfig, recipe)
     assert cfg.models and all(spec.steps for spec in cfg.models)
+
+
+def test_worker_threads_share_the_node_and_respect_an_explicit_value():
+    from trainer.loop import worker_threads
+
+    scaling = load().scaling
+    assert scaling.torch_threads == 0  # auto
+    assert worker_threads(scaling, node_cores=2, local_workers=1) == 2
+    assert worker_threads(scaling, node_cores=16, local_workers=8) == 2
+    assert worker_threads(scaling, node_cores=2, local_workers=4) == 1
+    big = scaling.model_copy(update={"cpus_per_worker": 4.0})
+    assert worker_threads(big, node_cores=2, local_workers=1) == 4
+    fixed = scaling.model_copy(update={"torch_threads": 3})
+    assert worker_threads(fixed, node_cores=64, local_workers=1) == 3
