@@ -101,7 +101,12 @@ class ModelConfig(StrictModel):
     )
     resolution: int = Field(32, ge=8, description="Training image side in pixels (toy: 32).")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        False, description="Student UNet, and the VAE decoder on the direct reward path."
+    )
+    allow_tf32: bool = Field(
+        True, description="TF32 matmuls/convolutions on Ampere+ GPUs (no effect on CPU)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -170,6 +175,11 @@ class LCDConfig(StrictModel):
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_eps: float = Field(1e-8, gt=0)
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        "adamw",
+        description="'adamw8bit': bitsandbytes' 8-bit AdamW (optional dependency, CUDA only; "
+        "pip install bitsandbytes), ~4x less optimizer memory.",
+    )
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     max_steps: int = Field(300, ge=1, description="Optimizer steps (paper: 10k; toy: 300).")

@@ -94,10 +94,24 @@ def lora_settings(cfg: RGLCDConfig) -> LoRASettings | None:
     return LoRASettings(lora.rank, lora.alpha, tuple(lora.target_modules))
 
 
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """torch's AdamW, or bitsandbytes' AdamW8bit when installed (ValueError saying what to do)."""
+    if name == "adamw":
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError as err:
+        raise ValueError(
+            "lcd.optimizer=adamw8bit needs the optional bitsandbytes package (CUDA only): "
+            "pip install bitsandbytes, or set lcd.optimizer=adamw"
+        ) from err
+    return bitsandbytes.optim.AdamW8bit
+
+
 def build_optimizer(cfg: RGLCDConfig, task: DistillationTask) -> torch.optim.Optimizer:
     """AdamW with the reference betas/eps/weight decay and a constant learning rate."""
     lcd = cfg.lcd
-    return torch.optim.AdamW(
+    return optimizer_class(lcd.optimizer)(
         task.trainable_parameters(),
         lr=lcd.learning_rate,
         betas=(lcd.adam_beta1, lcd.adam_beta2),
@@ -274,6 +288,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.set_num_threads(
         worker_threads(cfg.scaling, os.cpu_count() or 1, context.get_local_world_size())
     )
+    torch.backends.cuda.matmul.allow_tf32 = cfg.model.allow_tf32
+    torch.backends.cudnn.allow_tf32 = cfg.model.allow_tf32
     trainer = Trainer(cfg, rank, world_size, ray.train.torch.get_device())
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

@@ -95,6 +95,13 @@ def validate_before_ray(cfg: RGLCDConfig) -> None:
     from trainer.models import check_teacher_source
 
     problems = []
+    if cfg.lcd.optimizer != "adamw":
+        from trainer.loop import optimizer_class
+
+        try:
+            optimizer_class(cfg.lcd.optimizer)
+        except ValueError as err:
+            problems.append(str(err))
     try:
         teacher_type = check_teacher_source(
             cfg.model.teacher, cfg.model.revision, cfg.model.family

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict
 
@@ -343,3 +344,15 @@ def test_worker_threads_share_the_node_and_respect_an_explicit_value():
     assert worker_threads(big, node_cores=2, local_workers=1) == 4
     fixed = scaling.model_copy(update={"torch_threads": 3})
     assert worker_threads(fixed, node_cores=64, local_workers=1) == 3
+
+
+def test_optional_8bit_adam_says_how_to_get_it_when_absent():
+    import importlib.util
+
+    from trainer.loop import optimizer_class
+
+    assert optimizer_class("adamw") is torch.optim.AdamW
+    if importlib.util.find_spec("bitsandbytes") is None:
+        with pytest.raises(ValueError, match="pip install bitsandbytes, or set lcd.optimizer"):
+            optimizer_class("adamw8bit")
+    assert load(overrides=["lcd.optimizer=adamw8bit"]).lcd.optimizer == "adamw8bit"
