@@ -6,8 +6,9 @@ only what differs. Load with::
 
     cfg = load_trainer_config("configs/toy-direct-clip.yaml", ["lcd.max_steps=50"])
 
-Which reward guides the student (paper eq. 11 and section 4.2); the default is plain LCD,
-and `configs/toy-lrm-toy-judge.yaml` runs the full method (RG-LCD + LRM, toy-judge expert):
+Which reward guides the student (paper eq. 11 and section 4.2); the defaults here are plain
+LCD, and `configs/toy.yaml` (what `python trainer/run.py` runs with no --config) the full
+method (RG-LCD + LRM, toy-judge expert):
   reward.beta == 0           plain LCD (Algorithm 3 without the reward term); no scorer is used,
                              reward.model must stay null.
   reward.mode == "direct"    L = L_LCD - beta * R(D(f_theta), c): `reward.model` names a
@@ -30,6 +31,7 @@ from pydantic import Field, model_validator
 from reward_service.config import ServeConfig, StrictModel
 from rglcd.configuration import ConfigError, load_config
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
+from trainer.reward_config import LRMConfig, RewardConfig
 
 # Scorer kinds whose scores carry no gradient w.r.t. the pixels (rule-based toy judge, remote
 # VLM): usable as the LRM expert, never as the direct reward.
@@ -198,92 +200,6 @@ class LCDConfig(StrictModel):
                 f"lcd.num_train_timesteps ({self.num_train_timesteps})"
             )
         return self
-
-
-class RewardConfig(StrictModel):
-    """The reward term of eq. 11; see the module docstring for how the modes differ."""
-
-    model: str | None = Field(
-        None,
-        description="mode 'direct': name of a differentiable scorer in serve.scorers (e.g. "
-        "'toy-clip'). Must be null in mode 'lrm' (the expert is lrm.expert) and when beta=0.",
-    )
-    beta: float = Field(
-        0.0,
-        ge=0,
-        description="Reward scale; 0 = plain LCD. Paper Table 2: CLIPScore/PickScore 5, "
-        "HPSv2.1/ImageReward 1. With the toy LRM (cosine in [-1, 1]) use 1: on the toy "
-        "student at init the gradient of mean R^L is 1.2-2.3x that of L_LCD (measured over 3 "
-        "batches of 32); the direct CLIP value 5 would make the reward ~10x LCD.",
-    )
-    mode: Literal["direct", "lrm"] = Field(
-        "lrm",
-        description="'direct': decode the online output and score it with reward.model, with "
-        "gradient. 'lrm': score the latent with the latent proxy RM (no decode on the student "
-        "path); the LRM learns from lrm.expert.",
-    )
-    decode_chunk_size: int | None = Field(
-        None,
-        ge=1,
-        description="Decode this many latents at a time (direct: with gradient; lrm: for the "
-        "expert). None = the whole batch at once.",
-    )
-
-    @property
-    def enabled(self) -> bool:
-        return self.beta > 0
-
-
-class LRMConfig(StrictModel):
-    """Latent proxy reward model and its online finetuning (section 4.2, Algorithm 4)."""
-
-    checkpoint: str = Field(str(TOY_LRM_DIR), description="Pretrained LRM folder.")
-    expert: str = Field("toy-judge", description="Expert scorer in serve.scorers (any kind).")
-    expert_vae: str | None = Field(
-        None,
-        description="VAE in serve.vaes that decodes the triplet latents for the expert; it "
-        "must be the teacher's VAE. None = the only entry of serve.vaes.",
-    )
-    batch_size: int = Field(
-        16, ge=1, description="Triplets per LRM update, taken from each worker's batch."
-    )
-    learning_rate: float = Field(
-        3.3e-6,
-        gt=0,
-        description="Paper appendix A (after HPSv2), for 10k updates of a CLIP-H-sized LRM. "
-        "The toy LRM recipes use 1e-4: ~300 updates of a 0.6M-parameter LRM, the same "
-        "~30-100x step-budget scaling as lcd.learning_rate; 3.3e-6 leaves it where it started.",
-    )
-    tau_l: float = Field(
-        0.01,
-        gt=0,
-        description="LRM temperature of P (eq. 12). 0.01 = the reference code's 1/exp(logit "
-        "scale) for a trained CLIP, for cosine-scale LRM scores.",
-    )
-    tau_e: float = Field(
-        0.01,
-        gt=0,
-        description="Expert temperature of Q (eq. 12); match it to the expert's score scale. "
-        "A small value turns Q into 'prefer the better one' (pairwise experts).",
-    )
-    max_staleness_steps: int = Field(
-        4,
-        ge=0,
-        description="Expert scores arrive asynchronously; use a triplet for an LRM update at "
-        "most this many student steps after it was made, then drop it (counted in "
-        "reward_updates_skipped). At most this + 1 requests are in flight per worker. "
-        "0 = wait for each step's scores in that step (synchronous).",
-    )
-    request_timeout_s: float = Field(30.0, gt=0, description="Per expert-scoring request.")
-    real_image_preference: bool = Field(
-        False,
-        description="In pairs with the real latent z0, use Q=[0.5, 0.5] when the expert prefers "
-        "the generated one (reference flag smooth_gt_label).",
-    )
-    trainable_latent_blocks: int = Field(2, ge=0, description="Last blocks of the latent tower.")
-    trainable_text_blocks: int = Field(
-        5, ge=0, description="Last blocks of the text tower (more than it has = all of them)."
-    )
 
 
 class ScalingConfig(StrictModel):

@@ -69,12 +69,15 @@ class ControlledExpert:
         ]
         return ScoreResult(model=model, items=items)
 
-    def release(self, index: int, missing=(), error: Exception | None = None) -> None:
-        for _ in range(5000):  # the call starts on the queue's event-loop thread
-            if len(self.calls) > index:
-                break
+    def started(self, index: int, timeout_s: float = 10.0) -> Call:
+        """Call `index`, once the queue's event-loop thread has started it."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.calls) <= index and time.monotonic() < deadline:
             time.sleep(0.001)
-        call = self.calls[index]
+        return self.calls[index]
+
+    def release(self, index: int, missing=(), error: Exception | None = None) -> None:
+        call = self.started(index)
         call.missing, call.error = tuple(missing), error
         call.released.set()
 
@@ -119,8 +122,9 @@ def test_in_order_arrivals_update_the_trainable_lrm_parts_only():
     first = hook.after_step(context(0))  # sent, not answered: nothing to learn yet
     assert first["lrm_updates"] == 0 and first["reward_inflight"] == 1
     assert "lrm_loss" not in first and not changed(before, hook)
-    assert len(expert.calls[0].prompts) == 6  # 2 triplets x (z0, z1, z2), item-major
-    torch.testing.assert_close(expert.calls[0].latents[1], context(0).online[0])
+    call = expert.started(0)  # submitted without waiting: the call starts on another thread
+    assert len(call.prompts) == 6  # 2 triplets x (z0, z1, z2), item-major
+    torch.testing.assert_close(call.latents[1], context(0).online[0])
 
     expert.release(0)
     settle(hook.queue, [0])
