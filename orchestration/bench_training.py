@@ -15,6 +15,9 @@ run's ``metrics.jsonl`` it prints, over the steps after ``--warmup``:
   wall                    the whole command, Ray start-up and export included
 
 Overrides after the options apply to every variant (e.g. ``lcd.global_batch_size=16``).
+``--from-runs DIR [DIR ...]`` reads finished runs' ``metrics.jsonl`` instead of training
+(e.g. the miniature Table 1's runs under outputs/table1/; their logged steps are a sample
+of every ``output.log_every``-th step).
 The variants' recipes are configs/toy-lcd.yaml, configs/toy-direct-clip.yaml and
 configs/toy-lrm-toy-judge.yaml.
 """
@@ -48,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="Training steps per variant.")
     parser.add_argument("--warmup", type=int, default=5, help="First steps left out of rates.")
     parser.add_argument("--only", default=None, help="Comma-separated variant recipe files.")
+    parser.add_argument("--from-runs", nargs="+", type=Path, default=None,
+                        help="Output folders of finished runs to summarise instead.")
     parser.add_argument("overrides", nargs="*", help="Trainer config key.sub=value overrides.")
     return parser.parse_args(argv)
 
@@ -85,6 +90,21 @@ def step_figures(rows: list[dict], warmup: int) -> dict[str, float]:
     }
 
 
+def print_row(name: str, fig: dict, batch: int, wall: float | None) -> None:
+    wall_text = f"{wall:>7.0f}" if wall is not None else f"{'-':>7}"
+    print(f"{name:<28} {fig['steps_per_s']:>8.3f} {fig['steps_per_s'] * batch:>10.1f} "
+          f"{fig['median_step_s']:>9.3f} {fig['not_compute_fraction']:>11.1%} "
+          f"{fig['data_fraction']:>6.1%} {fig['reward_wait_fraction']:>6.1%} {wall_text}",
+          flush=True)
+
+
+def summarise_runs(folders: list[Path], warmup: int, batch: int) -> None:
+    """One row per finished run folder, all with global batch `batch`."""
+    for folder in folders:
+        fig = step_figures(read_metrics(folder / METRICS_FILE), warmup)
+        print_row(folder.name, fig, batch, None)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from trainer.config import load_trainer_config
@@ -92,6 +112,10 @@ def main(argv=None) -> int:
     chosen = args.only.split(",") if args.only else list(VARIANTS.values())
     print(f"{'variant':<28} {'steps/s':>8} {'samples/s':>10} {'median s':>9} "
           f"{'not-compute':>11} {'data':>6} {'rwait':>6} {'wall s':>7}")
+    if args.from_runs:  # batch: the defaults plus the overrides given here
+        batch = load_trainer_config(None, args.overrides, check_paths=False)
+        summarise_runs(args.from_runs, args.warmup, batch.lcd.global_batch_size)
+        return 0
     with tempfile.TemporaryDirectory(prefix="rglcd-bench-") as scratch:
         for name, recipe in VARIANTS.items():
             if recipe not in chosen:
@@ -101,10 +125,7 @@ def main(argv=None) -> int:
             out_dir = Path(scratch) / Path(recipe).stem
             wall = run_variant(recipe, args.steps, out_dir, args.overrides)
             fig = step_figures(read_metrics(out_dir / METRICS_FILE), args.warmup)
-            print(f"{name:<28} {fig['steps_per_s']:>8.3f} {fig['steps_per_s'] * batch:>10.1f} "
-                  f"{fig['median_step_s']:>9.3f} {fig['not_compute_fraction']:>11.1%} "
-                  f"{fig['data_fraction']:>6.1%} {fig['reward_wait_fraction']:>6.1%} "
-                  f"{wall:>7.0f}", flush=True)
+            print_row(name, fig, batch, wall)
     print("steps/s and samples/s over steps after the warm-up; not-compute = data wait + "
           "expert-reward wait + overhead, as a fraction of step time; wall = whole command.")
     return 0

@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS_DIR = REPO_ROOT / "outputs" / "table1"
 EVAL_CONFIG = REPO_ROOT / "configs" / "eval" / "toy-table1.yaml"
 RECIPES = ("toy-lcd", "toy-direct-clip", "toy-direct-clip-large-beta", "toy")
-COPIED = ("table.md", "results.json", "grid_seed0.png", "metrics_vs_steps.png")
+COPIED = ("table.md", "results.json", "metrics_vs_steps.png")
 EXPERT = "toy-judge"
 
 
@@ -106,13 +106,13 @@ def claims(results: dict) -> list[tuple[str, str, bool]]:
 
 def write_docs(eval_dir: Path, docs_dir: Path) -> Path:
     docs_dir.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
-        shutil.copy2(eval_dir / name, docs_dir / name)
+    for path in [*(eval_dir / name for name in COPIED), *eval_dir.glob("grid_seed*.png")]:
+        shutil.copy2(path, docs_dir / path.name)
     results = json.loads((eval_dir / "results.json").read_text())
     lines = ["# Does the miniature reproduce the paper's directions?", "",
              "Written by `python orchestration/toy_table1.py` from `results.json` "
-             f"({results['meta']['num_prompts']} held-out prompts x "
-             f"{len(results['meta']['seeds'])} seeds; expert = {EXPERT} overall, 0-10).", "",
+             f"({results['num_prompts']} held-out prompts x {len(results['seeds'])} seeds; "
+             f"expert = {EXPERT} overall, 0-10).", "",
              "| claim | figures | reproduced |", "|---|---|---|"]
     for claim, figures, holds in claims(results):
         lines.append(f"| {claim} | {figures} | {'yes' if holds else '**no**'} |")

@@ -42,7 +42,10 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu") -> DiffusionPipeline:
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    pipe = DiffusionPipeline.from_pretrained(spec.path, local_files_only=True)
+    # Weights keep their stored dtype unless told; fp16 (the committed toy teacher) cannot
+    # run on a CPU, so CPU evaluation loads float32.
+    dtype = torch.float32 if device == "cpu" else None
+    pipe = DiffusionPipeline.from_pretrained(spec.path, local_files_only=True, dtype=dtype)
     config = pipe.scheduler.config
     if spec.kind == "lcm":
         if getattr(pipe.unet.config, "time_cond_proj_dim", None) is None:
