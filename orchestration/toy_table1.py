@@ -108,6 +108,8 @@ def write_docs(eval_dir: Path, docs_dir: Path) -> Path:
     docs_dir.mkdir(parents=True, exist_ok=True)
     for path in [*(eval_dir / name for name in COPIED), *eval_dir.glob("grid_seed*.png")]:
         shutil.copy2(path, docs_dir / path.name)
+    committed = docs_dir / "results.json"  # repository-relative paths, not this machine's
+    committed.write_text(committed.read_text().replace(f"{REPO_ROOT}/", ""), encoding="utf-8")
     results = json.loads((eval_dir / "results.json").read_text())
     lines = ["# Does the miniature reproduce the paper's directions?", "",
              "Written by `python orchestration/toy_table1.py` from `results.json` "
