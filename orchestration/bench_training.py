@@ -19,7 +19,7 @@ Overrides after the options apply to every variant (e.g. ``lcd.global_batch_size
 (e.g. the miniature Table 1's runs under outputs/table1/; their logged steps are a sample
 of every ``output.log_every``-th step).
 The variants' recipes are configs/toy-lcd.yaml, configs/toy-direct-clip.yaml and
-configs/toy-lrm-toy-judge.yaml.
+configs/toy.yaml (the default: RG-LCD + LRM, toy-judge expert).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from trainer.monitoring import METRICS_FILE, read_metrics  # noqa: E402
 VARIANTS = {
     "plain LCD": "configs/toy-lcd.yaml",
     "RG-LCD direct (toy-clip)": "configs/toy-direct-clip.yaml",
-    "RG-LCD + LRM (toy-judge)": "configs/toy-lrm-toy-judge.yaml",
+    "RG-LCD + LRM (toy-judge)": "configs/toy.yaml",
 }
 COMPUTE_PHASES = ("time_teacher", "time_student", "time_reward", "time_backward",
                   "time_optimizer")

@@ -218,6 +218,15 @@ class ScalingConfig(StrictModel):
         "encoded; 0 = auto: the node's cores / workers on the node, at least cpus_per_worker.",
     )
 
+    overlap_teacher: bool = Field(
+        False,
+        description="CPU workers: run the frozen teacher's guided step and the target network "
+        "on a second thread while the student's forward runs on this one (same numbers, "
+        "another core busy). Pays off when torch_threads leaves cores idle; the toy default "
+        "sets torch_threads=1 and this to true. Ignored on GPU; not for LCM-LoRA (its teacher "
+        "is the student with its adapters switched off).",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> ScalingConfig:
         if self.gpus_per_worker and not self.use_gpu:
@@ -286,7 +295,7 @@ class RGLCDConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> RGLCDConfig:
-        problems = _batch_problems(self) + _reward_problems(self)
+        problems = _batch_problems(self) + _overlap_problems(self) + _reward_problems(self)
         if problems:
             raise ValueError("\n".join(problems))  # one line per problem (ConfigError bullets)
         return self
@@ -310,6 +319,16 @@ class RGLCDConfig(StrictModel):
                 text += " or build the toy world (python orchestration/build_toy_world.py)"
             problems.append(text)
         return problems
+
+
+def _overlap_problems(cfg: RGLCDConfig) -> list[str]:
+    if cfg.scaling.overlap_teacher and cfg.model.lora is not None:
+        return [
+            "scaling.overlap_teacher=true does not work with model.lora (the LoRA teacher is "
+            "the student with its adapters off, so the two cannot run at once); set "
+            "scaling.overlap_teacher=false"
+        ]
+    return []
 
 
 def _batch_problems(cfg: RGLCDConfig) -> list[str]:

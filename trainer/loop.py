@@ -81,7 +81,10 @@ def build_task(cfg: RGLCDConfig, device: torch.device) -> DistillationTask:
         lora=lora_settings(cfg),
     )
     torch.manual_seed(cfg.seed)  # the student's fresh cond_proj (same on every rank)
-    task = DistillationTask(teacher, settings, build_reward_hook(cfg, teacher), seed=cfg.seed)
+    task = DistillationTask(
+        teacher, settings, build_reward_hook(cfg, teacher), seed=cfg.seed,
+        overlap_teacher=cfg.scaling.overlap_teacher and device.type == "cpu",
+    )
     if cfg.model.gradient_checkpointing:
         task.student.enable_gradient_checkpointing()
     return task

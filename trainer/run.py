@@ -164,18 +164,39 @@ def connect_ray(cfg: RGLCDConfig) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
+    needed = logical_cpus_needed(cfg)
     if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
         ray.init()  # passing resources when attaching raises (REFERENCE section 6)
+        warn_if_too_few_cpus(ray.cluster_resources().get("CPU", 0.0), needed)
         return
-    workers = max(cfg.scaling.num_workers, 1)
-    # Logical CPUs: training workers + encoder actors + room for Ray Data's read tasks.
-    needed = workers * cfg.scaling.cpus_per_worker + _encoder_actors(cfg) + READ_TASK_CPUS
-    needed += _reward_service_cpus(cfg)
     ray.init(
         num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}},
     )
+
+
+def logical_cpus_needed(cfg: RGLCDConfig) -> float:
+    """Logical CPUs the run reserves: training workers, encoder actors, the reward-service
+    replicas it deploys, and room for Ray Data's read tasks."""
+    workers = max(cfg.scaling.num_workers, 1)
+    needed = workers * cfg.scaling.cpus_per_worker + _encoder_actors(cfg) + READ_TASK_CPUS
+    return needed + _reward_service_cpus(cfg)
+
+
+def warn_if_too_few_cpus(available: float, needed: float) -> None:
+    """A cluster with fewer logical CPUs than the run reserves waits forever unless it
+    autoscales: say so, and how to start a head node that fits (a warning, not an error,
+    because an autoscaling cluster adds the CPUs once asked)."""
+    if available < needed:
+        print(
+            f"warning: the Ray cluster has {available:g} logical CPUs but this run reserves "
+            f"{needed:g} (training workers, data encoders, reward-service replicas, read "
+            f"tasks); unless it autoscales the run will wait for them. On one machine start "
+            f"the head with `ray start --head --num-cpus={math.ceil(needed)}` (logical CPUs "
+            "may exceed the cores), or lower scaling.num_workers / serve.*.num_cpus.",
+            file=sys.stderr,
+        )
 
 
 def _encoder_actors(cfg: RGLCDConfig) -> int:

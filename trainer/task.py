@@ -25,6 +25,10 @@ Two students (`LCDSettings.lora`):
                   `teacher.unet` carries the adapters: teacher calls go through
                   `task.teacher_unet`, which switches them off.
 
+Overlap (`overlap_teacher`, CPU workers): stages 5-6 need no gradient and do not depend on
+stage 4, so they can run on a second thread while the student's forward runs on this one;
+each keeps its own single-threaded op stream on its own core (the same numbers either way).
+
 Randomness: each sample's (n, w, eps) comes from its own generator seeded by
 (seed, step, sample_key), so a run gives the same numbers whatever the number of workers.
 
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -157,6 +162,16 @@ class StepTimer:
         self._last = now
 
 
+def _teacher_thread() -> ThreadPoolExecutor:
+    """One helper thread with the caller's intra-op thread count (OpenMP's is per thread).
+
+    A daemon-like pool: it holds no state, and its thread ends with the process.
+    """
+    threads = torch.get_num_threads()
+    return ThreadPoolExecutor(1, "lcd-teacher", initializer=torch.set_num_threads,
+                              initargs=(threads,))
+
+
 def build_student_and_target(
     teacher_unet: nn.Module, settings: LCDSettings
 ) -> tuple[nn.Module, nn.Module | None]:
@@ -179,6 +194,7 @@ class DistillationTask:
         settings: LCDSettings,
         reward: RewardHook | None = None,
         seed: int = 0,
+        overlap_teacher: bool = False,
     ) -> None:
         self.teacher = teacher
         self.settings = settings
@@ -195,6 +211,12 @@ class DistillationTask:
         self.uncond = encode_uncond(teacher, settings.uncond_prompt)  # one row
         self._student_call: nn.Module = self.student
         self._pending_context: RewardContext | None = None  # for the hook's after_step
+        if overlap_teacher and self.target is None:
+            raise ValueError(
+                "overlap_teacher cannot run with LCM-LoRA: its teacher is the student with "
+                "the adapters switched off, so the two calls cannot overlap"
+            )
+        self._teacher_thread = _teacher_thread() if overlap_teacher else None
 
     @property
     def is_lora(self) -> bool:
@@ -235,16 +257,16 @@ class DistillationTask:
         w_embedding = student_w_embedding(self.student, w, latents)  # None for LCM-LoRA
         timer.lap("teacher")
 
-        online = self._consistency(self._student_call, z_start, t_start, w_embedding, cond)
-        timer.lap("student")
-
-        z_end = guided_teacher_step(
-            self.teacher_unet, z_start, t_start, self.grid.abar_prev[index],
-            cond.hidden_states, uncond.hidden_states, w, self.alphas_cumprod,
-            self.teacher.prediction_type, cond.added, uncond.added,
-        )  # stage 5
-        with torch.no_grad():  # stage 6 (LCM-LoRA: the student itself, stop-gradient)
-            target = self._consistency(self.target_net, z_end, t_end, w_embedding, cond)
+        teacher_args = (z_start, t_start, t_end, index, w, w_embedding, cond, uncond)
+        if self._teacher_thread is None:
+            online = self._consistency(self._student_call, z_start, t_start, w_embedding, cond)
+            timer.lap("student")
+            target = self._teacher_and_target(*teacher_args)
+        else:  # stages 5-6 on the second thread while this one runs stage 4
+            pending = self._teacher_thread.submit(self._in_this_context(), *teacher_args)
+            online = self._consistency(self._student_call, z_start, t_start, w_embedding, cond)
+            timer.lap("student")
+            target = pending.result()  # time_teacher: only the wait beyond the student
         timer.lap("teacher")
 
         lcd = distance_loss(online, target, self.settings.loss_type, self.settings.huber_c)
@@ -259,6 +281,28 @@ class DistillationTask:
         metrics["loss"] = loss.item()
         metrics |= {f"time_{phase}": s for phase, s in timer.seconds.items()}
         return loss, metrics
+
+    def _teacher_and_target(self, z_start, t_start, t_end, index, w, w_embedding, cond, uncond):
+        """Stages 5-6: the guided teacher's DDIM step, then the target's output (no grad)."""
+        z_end = guided_teacher_step(
+            self.teacher_unet, z_start, t_start, self.grid.abar_prev[index],
+            cond.hidden_states, uncond.hidden_states, w, self.alphas_cumprod,
+            self.teacher.prediction_type, cond.added, uncond.added,
+        )  # stage 5
+        with torch.no_grad():  # stage 6 (LCM-LoRA: the student itself, stop-gradient)
+            return self._consistency(self.target_net, z_end, t_end, w_embedding, cond)
+
+    def _in_this_context(self):
+        """`_teacher_and_target` under the calling thread's autocast (it is thread-local)."""
+        device = self.device.type
+        enabled = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device)
+
+        def run(*args):
+            with torch.autocast(device, dtype=dtype, enabled=enabled):
+                return self._teacher_and_target(*args)
+
+        return run
 
     def _consistency(self, unet, z, t, w_embedding, cond: Conditioning) -> torch.Tensor:
         """Stages 4/6: f(z, t) = c_skip z + c_out x0(unet(z, t, w, c))."""

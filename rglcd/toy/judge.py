@@ -17,6 +17,8 @@ procedure on a uint8 copy of the image, built from deliberately non-differentiab
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -42,18 +44,33 @@ def to_uint8_images(images: torch.Tensor) -> np.ndarray:
 
 
 def connected_components(mask: np.ndarray) -> np.ndarray:
-    """4-connected labels of a boolean (H, W) mask by min-label propagation; -1 off the mask."""
-    h, w = mask.shape
+    """4-connected labels of boolean masks (..., H, W) by min-label propagation; -1 off the mask.
+
+    Labels are flat pixel indices within each image; all images propagate together (one
+    numpy pass per iteration over the whole batch), each until its own fixed point.
+    """
+    *lead, h, w = mask.shape
     big = h * w
-    labels = np.where(mask, np.arange(big).reshape(h, w), big)
+    index = np.broadcast_to(np.arange(big).reshape(h, w), mask.shape)
+    padded = np.full((*lead, h + 2, w + 2), big, dtype=np.int64)
+    inner = padded[..., 1:-1, 1:-1]
+    inner[...] = np.where(mask, index, big)
     while True:
-        padded = np.pad(labels, 1, constant_values=big)
-        neighbours = np.minimum.reduce([labels, padded[:-2, 1:-1], padded[2:, 1:-1],
-                                        padded[1:-1, :-2], padded[1:-1, 2:]])
+        neighbours = np.minimum.reduce([inner, padded[..., :-2, 1:-1], padded[..., 2:, 1:-1],
+                                        padded[..., 1:-1, :-2], padded[..., 1:-1, 2:]])
         updated = np.where(mask, neighbours, big)
-        if np.array_equal(updated, labels):
-            return np.where(mask, labels, -1)
-        labels = updated
+        if np.array_equal(updated, inner):
+            return np.where(mask, inner, -1)
+        inner[...] = updated
+
+
+@functools.lru_cache(maxsize=4096)
+def _templates(width: int, cx: float, cy: float, size: int) -> np.ndarray:
+    """(len(SHAPES) * 3, size, size) masks: every shape at widths width-1, width, width+1."""
+    masks = np.stack([shape_mask(shape, w, cx, cy, size=size)
+                      for shape in SHAPES for w in (width - 1, width, width + 1)])
+    masks.flags.writeable = False  # shared by every caller through the cache
+    return masks
 
 
 def _classify_shape(obj: np.ndarray) -> tuple[str, int]:
@@ -61,14 +78,9 @@ def _classify_shape(obj: np.ndarray) -> tuple[str, int]:
     ys, xs = np.nonzero(obj)
     width = int(max(xs.max() - xs.min(), ys.max() - ys.min())) + 1
     cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
-    best, best_iou = SHAPES[0], -1.0
-    for shape in SHAPES:
-        for w in (width - 1, width, width + 1):
-            template = shape_mask(shape, w, cx, cy, size=obj.shape[0])
-            iou = (template & obj).sum() / max((template | obj).sum(), 1)
-            if iou > best_iou:
-                best, best_iou = shape, iou
-    return best, width
+    templates = _templates(width, float(cx), float(cy), obj.shape[0])
+    iou = (templates & obj).sum((1, 2)) / np.maximum((templates | obj).sum((1, 2)), 1)
+    return SHAPES[int(iou.argmax()) // 3], width  # argmax: first best, as a strict > scan
 
 
 def _quality(deviation: np.ndarray, stray: float, purity: float) -> dict[str, float]:
@@ -78,14 +90,29 @@ def _quality(deviation: np.ndarray, stray: float, purity: float) -> dict[str, fl
     return {"flat_fills": float(flat), "clean_edges": float(clean), "colour_purity": float(pure)}
 
 
+def analyse_images(images: np.ndarray) -> list[dict]:
+    """Detected attributes and quality sub-scores of each (H, W, 3) uint8 image of (N, H, W, 3).
+
+    The per-pixel steps (palette argmin, border vote, connected components) run on the whole
+    batch at once; the per-object steps run image by image.
+    """
+    distance = np.linalg.norm(images[..., None, :].astype(np.float32) - PALETTE.astype(np.float32),
+                              axis=-1)  # (N, H, W, 8)
+    classes, deviation = distance.argmin(-1), distance.min(-1)
+    border = np.concatenate([classes[:, 0], classes[:, -1], classes[:, :, 0], classes[:, :, -1]],
+                            axis=1)  # (N, 4 * side)
+    bgs = [int(np.bincount(row, minlength=len(PALETTE)).argmax()) for row in border]
+    labels = connected_components(classes != np.array(bgs)[:, None, None])
+    parts = zip(classes, deviation, labels, bgs, strict=True)
+    return [_analyse_one(c, d, lab, bg) for c, d, lab, bg in parts]
+
+
 def analyse_image(image: np.ndarray) -> dict:
     """Detected attributes and quality sub-scores of one (H, W, 3) uint8 image."""
-    distance = np.linalg.norm(image[:, :, None, :].astype(np.float32) - PALETTE.astype(np.float32),
-                              axis=-1)  # (H, W, 8)
-    classes, deviation = distance.argmin(-1), distance.min(-1)
-    border = np.concatenate([classes[0], classes[-1], classes[:, 0], classes[:, -1]])
-    bg = int(np.bincount(border, minlength=len(PALETTE)).argmax())
-    labels = connected_components(classes != bg)
+    return analyse_images(image[None])[0]
+
+
+def _analyse_one(classes: np.ndarray, deviation: np.ndarray, labels: np.ndarray, bg: int) -> dict:
     detected = {"bg": COLOUR_NAMES[bg], "colour": None, "shape": None, "size": None}
     if (labels < 0).all():
         return {"detected": detected, **_quality(deviation, stray=0.0, purity=1.0)}
@@ -109,8 +136,7 @@ class ToyJudge:
             raise ValueError(f"got {len(images)} images but {len(prompts)} prompts; pass one each.")
         wanted = [parse_caption(p) for p in prompts]
         results = []
-        for image, want in zip(to_uint8_images(images), wanted, strict=True):
-            item = analyse_image(image)
+        for item, want in zip(analyse_images(to_uint8_images(images)), wanted, strict=True):
             correct = {a: item["detected"][a] == want[a] for a in ATTRIBUTES}
             semantic = 10 * sum(correct.values()) / len(ATTRIBUTES)
             quality = min(item["flat_fills"], item["clean_edges"], item["colour_purity"])

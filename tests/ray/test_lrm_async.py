@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 
 from reward_service.client import RewardClient
 from rglcd.tiny_models import save_tiny_sd_pipeline
-from rglcd.toy.data import ensure_toy_dataset
 from rglcd.toy.paths import TOY_LRM_DIR
+from tests.helpers import toy_latent_shards
 from trainer.config import load_trainer_config
 from trainer.lrm_hook import build_lrm_hook
 from trainer.run import build_trainer, ensure_reward_service
@@ -33,7 +33,7 @@ CAPTION = "a large red circle on a blue background"
 def lrm_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("lrm-async")
     teacher = save_tiny_sd_pipeline(root / "teacher")
-    ensure_toy_dataset(root / "data", "train", 16, seed=0)
+    toy_latent_shards(root / "data", teacher, 16)  # the teacher's latents of 16 toy scenes
     return root, teacher
 
 

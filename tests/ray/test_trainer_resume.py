@@ -1,7 +1,8 @@
 """Resume, worker-failure recovery and corrupt-checkpoint refusal of the Ray Train run (issue 5).
 
 Every run distils the tiny teacher at 16x16, global batch 4, one worker, a checkpoint every
-2 steps. The uninterrupted 4-step run (`baseline`) is the reference: a run stopped after its
+2 steps (tests/helpers/tiny_runs.py). The uninterrupted 4-step run (`baseline`,
+tests/ray/conftest.py) is the reference: a run stopped after its
 step-2 checkpoint and continued, or one whose worker is killed at step 3 and restarted by
 Ray Train, must log exactly the same numbers (CPU, same seed). Whether a run continued from
 the checkpoint rather than from scratch is read from Ray Train's own checkpoint list: a run
@@ -10,85 +11,32 @@ restarted from scratch would report the step-2 checkpoint a second time.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from rglcd.tiny_models import save_tiny_sd_pipeline
-from rglcd.toy.data import ensure_toy_dataset
-from trainer.config import load_trainer_config
+from tests.helpers.tiny_runs import (
+    CHECKPOINT_EVERY,
+    STEPS,
+    checkpoints,
+    metrics_rows,
+    numbers,
+)
+from tests.helpers.tiny_runs import tiny_run_config as config
 from trainer.faults import FAIL_AT_STEP, FAIL_MARKER
 from trainer.run import build_trainer
 
-STEPS = 4
-CHECKPOINT_EVERY = 2
 
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("trainer-resume")
-    teacher = save_tiny_sd_pipeline(root / "teacher")
-    ensure_toy_dataset(root / "data", "train", 24, seed=0)
-    return {"root": root, "teacher": teacher, "data": root / "data"}
-
-
-def config(inputs, run_name: str, max_steps: int = STEPS, *extra: str):
-    return load_trainer_config(
-        None,
-        [
-            f"model.teacher={inputs['teacher']}",
-            "model.resolution=16",
-            "reward.beta=0",  # plain LCD: the numbers must repeat bit for bit
-            f"data.train_path={inputs['data']}",
-            f"lcd.max_steps={max_steps}",
-            "lcd.global_batch_size=4",
-            f"output.root_dir={inputs['root'] / 'out'}",
-            f"run_name={run_name}",
-            "output.log_every=1",
-            "output.sample_every=0",
-            f"output.checkpoint_every={CHECKPOINT_EVERY}",
-            "output.keep_checkpoints=3",  # room to see a checkpoint reported twice
-            *extra,
-        ],
-    )
-
-
-def metrics_rows(cfg) -> list[dict]:
-    lines = (cfg.output_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
-
-
-def numbers(rows: list[dict]) -> list[dict]:
-    """The deterministic part of each row (timings vary from run to run)."""
-    return [{k: v for k, v in row.items() if not k.startswith("time_")} for row in rows]
-
-
-def checkpoints(result) -> list[tuple[int, str]]:
-    """(step, path) of every checkpoint Ray Train holds for the run, oldest first."""
-    return [(metrics["step"], ckpt.path) for ckpt, metrics in result.best_checkpoints]
-
-
-@pytest.fixture(scope="module")
-def baseline(ray_cluster, inputs):
-    cfg = config(inputs, "baseline")
-    result = build_trainer(cfg).fit()
-    rows = metrics_rows(cfg)
-    assert [r["step"] for r in rows] == list(range(STEPS))
-    assert [step for step, _ in checkpoints(result)] == [2, 4]
-    return cfg, rows
-
-
-def test_stopped_run_continues_from_its_checkpoint(ray_cluster, inputs, baseline):
+def test_stopped_run_continues_from_its_checkpoint(ray_cluster, trainer_inputs, baseline):
     _, reference = baseline
-    first_cfg = config(inputs, "resume", CHECKPOINT_EVERY)
+    first_cfg = config(trainer_inputs, "resume", CHECKPOINT_EVERY)
     first = build_trainer(first_cfg).fit()
     first_rows = metrics_rows(first_cfg)
     [(step, first_checkpoint)] = checkpoints(first)
     assert step == CHECKPOINT_EVERY
 
-    cfg = config(inputs, "resume")  # same run name, longer run: resumes
+    cfg = config(trainer_inputs, "resume")  # same run name, longer run: resumes
     result = build_trainer(cfg).fit()
     rows = metrics_rows(cfg)
 
@@ -105,12 +53,14 @@ def test_stopped_run_continues_from_its_checkpoint(ray_cluster, inputs, baseline
     assert (cfg.output_dir / "pipeline" / "model_index.json").is_file()
 
 
-def test_killed_worker_restarts_from_last_checkpoint(ray_cluster, inputs, baseline, monkeypatch):
+def test_killed_worker_restarts_from_last_checkpoint(
+    ray_cluster, trainer_inputs, baseline, monkeypatch
+):
     _, reference = baseline
-    marker = inputs["root"] / "killed-once.marker"
+    marker = trainer_inputs["root"] / "killed-once.marker"
     monkeypatch.setenv(FAIL_AT_STEP, "3")  # after the step-2 checkpoint, before step 3
     monkeypatch.setenv(FAIL_MARKER, str(marker))
-    cfg = config(inputs, "killed", STEPS, "scaling.max_failures=1")
+    cfg = config(trainer_inputs, "killed", STEPS, "scaling.max_failures=1")
     result = build_trainer(cfg).fit()
 
     assert marker.is_file(), "the injected failure never fired"
@@ -130,11 +80,11 @@ def flip_one_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_corrupt_checkpoint_is_refused_on_resume(ray_cluster, inputs, baseline):
+def test_corrupt_checkpoint_is_refused_on_resume(ray_cluster, trainer_inputs, baseline):
     import ray.train
 
     baseline_cfg, _ = baseline
-    cfg = config(inputs, "corrupt", STEPS)
+    cfg = config(trainer_inputs, "corrupt", STEPS)
     shutil.copytree(baseline_cfg.output_dir, cfg.output_dir)  # a finished run, renamed
     latest = sorted(p for p in cfg.output_dir.glob("checkpoint_*") if p.is_dir())[-1]
     weights = max(latest.rglob("*.safetensors"), key=lambda p: p.stat().st_size)

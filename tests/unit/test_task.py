@@ -178,3 +178,29 @@ def test_direct_reward_refuses_a_non_differentiable_scorer():
     scorer = build_scorer(ScorerConfig(name="judge", kind="toy-judge"))
     with pytest.raises(ValueError, match="not differentiable"):
         DirectReward(scorer, tiny_teacher().vae, beta=1.0)
+
+
+def test_overlapped_teacher_gives_the_same_loss_and_gradients():
+    """Stages 5-6 on the helper thread: bit-identical loss and student gradients."""
+    results = []
+    for overlap in (False, True):
+        torch.manual_seed(5)
+        task = DistillationTask(tiny_teacher(), LCDSettings(), seed=2, overlap_teacher=overlap)
+        loss, metrics = task.step(make_batch(), step=1)
+        loss.backward()
+        grads = [p.grad.clone() for p in task.trainable_parameters() if p.grad is not None]
+        results.append((loss.detach(), grads, metrics))
+    (loss_a, grads_a, _), (loss_b, grads_b, metrics_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert len(grads_a) == len(grads_b) > 0
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+    assert {"time_teacher", "time_student"} <= metrics_b.keys()
+
+
+def test_overlap_refuses_lcm_lora():
+    from trainer.lcd import LoRASettings
+
+    with pytest.raises(ValueError, match="LCM-LoRA"):
+        DistillationTask(
+            tiny_teacher(), LCDSettings(lora=LoRASettings(4, 4.0, ("to_q",))), overlap_teacher=True
+        )

@@ -73,3 +73,14 @@ def test_connected_components_separates_blobs():
     mask[4:6, 3:6] = True
     labels = connected_components(mask)
     assert len(np.unique(labels[mask])) == 2 and (labels[~mask] == -1).all()
+
+
+def test_batched_connected_components_equal_per_image():
+    snake = np.zeros((7, 7), dtype=bool)  # one long path: many propagation rounds
+    snake[0, :] = snake[1:3, 6] = snake[2, :] = snake[3:5, 0] = snake[4, :] = True
+    blobs = np.zeros((7, 7), dtype=bool)
+    blobs[0:2, 0:2] = blobs[5:7, 4:7] = True
+    batch = connected_components(np.stack([snake, blobs, np.zeros_like(snake)]))
+    for image, labels in zip((snake, blobs, np.zeros_like(snake)), batch, strict=True):
+        np.testing.assert_array_equal(labels, connected_components(image))
+    assert len(np.unique(batch[0][snake])) == 1 and len(np.unique(batch[1][blobs])) == 2

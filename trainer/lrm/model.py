@@ -273,11 +273,16 @@ class LatentRewardModel(nn.Module):
 
     # ---- towers -------------------------------------------------------------------------
     def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Prompts -> {input_ids, attention_mask} padded to the tokenizer's max length."""
+        """Prompts -> {input_ids, attention_mask} padded to the longest prompt of the batch.
+
+        The reward reads only the EOS-pooled output, which padding after EOS cannot change
+        (causal attention), so padding to the batch's longest prompt instead of the
+        tokenizer's max length (77) gives the same rewards ~2x faster on the toy LRM.
+        """
         if self.tokenizer is None:
             raise ValueError("this LRM has no tokenizer; pass input_ids instead of prompts.")
         tokens = self.tokenizer(
-            list(prompts), padding="max_length", truncation=True, return_tensors="pt"
+            list(prompts), padding="longest", truncation=True, return_tensors="pt"
         )
         device = self.logit_scale.device
         return {k: tokens[k].to(device) for k in ("input_ids", "attention_mask")}
