@@ -17,6 +17,7 @@ triplets. The issue's target: <= 10% fewer steps/s at 300 ms, staleness within t
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -72,9 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def bench_config(app: str, port: int, overrides):
     from trainer.config import load_trainer_config
+    from trainer.run import DEFAULT_RECIPE
 
     return load_trainer_config(
-        None,
+        DEFAULT_RECIPE,  # what `python trainer/run.py` runs: RG-LCD + LRM, toy-judge expert
         [
             f"serve.app_name={app}",
             f"serve.route_prefix=/{app}",
@@ -142,7 +144,7 @@ def main(argv=None) -> int:
     import ray
     from ray import serve
 
-    from trainer.loop import Trainer
+    from trainer.loop import Trainer, worker_threads
     from trainer.run import connect_ray
 
     args = parse_args(argv)
@@ -152,7 +154,10 @@ def main(argv=None) -> int:
         label: bench_config(f"bench-lrm-{i}", port, args.overrides)
         for i, label in enumerate(delays)
     }
-    connect_ray(next(iter(configs.values())))
+    first = next(iter(configs.values()))
+    # The threads a training worker of this recipe would use (trainer/loop.py).
+    torch.set_num_threads(worker_threads(first.scaling, os.cpu_count() or 1, 1))
+    connect_ray(first)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     trainers, seconds = {}, dict.fromkeys(delays, 0.0)
     try:

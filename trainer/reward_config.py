@@ -25,9 +25,10 @@ class RewardConfig(StrictModel):
         0.0,
         ge=0,
         description="Reward scale; 0 = plain LCD. Paper Table 2: CLIPScore/PickScore 5, "
-        "HPSv2.1/ImageReward 1. With the toy LRM (cosine in [-1, 1]) use 1: on the toy "
-        "student at init the gradient of mean R^L is 1.2-2.3x that of L_LCD (measured over 3 "
-        "batches of 32); the direct CLIP value 5 would make the reward ~10x LCD.",
+        "HPSv2.1/ImageReward 1. The toy default (configs/toy.yaml, LRM cosine in [-1, 1]) uses "
+        "3: over 1 and 5 on 64 held-out prompts x 3 seeds, 2-step samples of beta 1 / 3 / 5 "
+        "scored 9.16 / 9.30 / 9.33 by the toy judge (plain LCD at 4 steps 9.28), and beta 5's "
+        "LRM-expert agreement fell during training (0.61 -> 0.51).",
     )
     mode: Literal["direct", "lrm"] = Field(
         "lrm",
