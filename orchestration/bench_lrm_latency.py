@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -133,17 +132,11 @@ def run_arm(trainer, steps: int, start: int) -> float:
     return seconds
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 for Serve's HTTP proxy (never the shared default 8000)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main(argv=None) -> int:
     import ray
     from ray import serve
 
+    from orchestration.local_head import free_port
     from trainer.loop import Trainer, worker_threads
     from trainer.run import connect_ray
 

@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PAIRS = ((0, 1), (0, 2), (1, 2))  # (real, 1-step), (real, 2-step), (1-step, 2-step)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,16 +92,14 @@ def held_out_triplets(run: Path, data_dir: Path, n: int, seed: int):
 
 @torch.no_grad()
 def agreement(lrm, latents: torch.Tensor, captions: list[str], scores: torch.Tensor) -> dict:
+    """Counted like the training metric (trainer.lrm_hook.pair_counts), every score present."""
+    from trainer.lrm_hook import pair_counts
+
     n = len(captions)
     tokens = lrm.tokenize([c for c in captions for _ in range(3)])
     rewards = lrm.reward(latents.flatten(0, 1), **tokens).view(n, 3)
-    agree = counted = 0
-    for i, j in PAIRS:
-        expert = scores[:, j] - scores[:, i]
-        mask = expert != 0
-        counted += int(mask.sum())
-        agree += int((torch.sign(rewards[:, j] - rewards[:, i])[mask] == expert[mask].sign()).sum())
-    return {"agreement": agree / max(counted, 1), "pairs": counted}
+    _, agree, counted = pair_counts(rewards, scores, torch.ones_like(scores, dtype=torch.bool))
+    return {"agreement": float(agree / max(counted, 1)), "pairs": int(counted)}
 
 
 def plot(rows: list[dict], path: Path) -> None:

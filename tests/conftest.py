@@ -10,10 +10,11 @@ Select a tier with e.g. `pytest tests/unit` or `pytest -m "not e2e"`.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
+
+from orchestration.local_head import free_port
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -38,13 +39,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.ray)
         if "e2e" in parts:
             item.add_marker(pytest.mark.e2e)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (tests never bind the fixed default ports)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
