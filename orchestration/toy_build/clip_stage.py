@@ -59,10 +59,12 @@ def train_miniclip(settings: BuildSettings, out_dir: Path) -> dict:
     """Train, save to `out_dir` (fp16 safetensors + tokenizer + preprocess.json), report."""
     images, captions = load_split(settings, "train")
     model, tokenizer = _start_model(settings, out_dir)
+    device = torch.device(settings.device)
+    model.to(device)
     vocab = sorted(set(captions))
     index = {c: i for i, c in enumerate(vocab)}
     all_ids = tokenizer(vocab, padding="max_length", max_length=tokenizer.model_max_length,
-                        return_tensors="pt").input_ids  # (384, 77)
+                        return_tensors="pt").input_ids.to(device)  # (384, 77)
     # The text tower is causal and pools at the end token, so padding after it changes
     # nothing: train on the shortest prefix that holds every caption's end token.
     all_ids = all_ids[:, : int((all_ids != tokenizer.pad_token_id).sum(1).max()) + 1]
@@ -77,16 +79,16 @@ def train_miniclip(settings: BuildSettings, out_dir: Path) -> dict:
         batch = torch.randint(0, len(captions), (BATCH,), generator=gen)
         distinct, local = caption_index[batch].unique(return_inverse=True)
         image_emb = F.normalize(model.get_image_features(
-            pixel_values=normalise_images(images[batch])).pooler_output, dim=-1)
+            pixel_values=normalise_images(images[batch]).to(device)).pooler_output, dim=-1)
         text_emb = F.normalize(model.get_text_features(
-            input_ids=all_ids[distinct]).pooler_output, dim=-1)
-        loss = contrastive_loss(image_emb, text_emb, local, model.logit_scale)
+            input_ids=all_ids[distinct.to(device)]).pooler_output, dim=-1)
+        loss = contrastive_loss(image_emb, text_emb, local.to(device), model.logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
+    model.cpu().eval()
     held_images, held_captions = load_split(settings, "heldout")
     accuracy = caption_ranking_accuracy(model, tokenizer, held_images[:1000],
                                         held_captions[:1000], all_captions())

@@ -35,6 +35,8 @@ class BuildSettings:
     unet_images: int = 12_000  # latents precomputed for this many training images
     unet_resume: bool = False  # continue the UNet of the pipeline folder (same latent space)
     verify_prompts: int = 200
+    # Stages clip and unet train on this device; same recipe and batch, only faster on a GPU.
+    device: str = "cpu"
 
 
 def seed_everything(seed: int) -> None:

@@ -94,12 +94,14 @@ def diffusion_loss(unet, scheduler: DDPMScheduler, latents: torch.Tensor,
     the DDPM objective across timesteps; it converges several times faster, which the short
     CPU budget needs.
     """
-    noise = torch.randn(latents.shape, generator=gen)
+    # Random draws on the CPU generator, so a seed gives the same draws on every device.
+    noise = torch.randn(latents.shape, generator=gen).to(latents.device)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=gen)
-    noisy = scheduler.add_noise(latents, noise, t)
     abar = scheduler.alphas_cumprod[t]
     snr = abar / (1 - abar)
-    weight = snr.clamp(max=MIN_SNR_GAMMA) / snr  # (B,)
+    weight = (snr.clamp(max=MIN_SNR_GAMMA) / snr).to(latents.device)  # (B,)
+    t = t.to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, t)
     error = F.mse_loss(unet(noisy, t, encoder_hidden_states=text).sample, noise, reduction="none")
     return (weight * error.mean(dim=(1, 2, 3))).mean()
 
@@ -126,18 +128,21 @@ def train_teacher(settings: BuildSettings, vae_dir: Path, miniclip_dir: Path,
                   out_dir: Path) -> dict:
     images, captions = load_split(settings, "train")
     images, captions = images[: settings.unet_images], captions[: settings.unet_images]
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(vae_dir, dtype=torch.float32).eval().requires_grad_(False)
     text_encoder, tokenizer = load_text_encoder(miniclip_dir)
     vocab = sorted(set(captions))
     text_table = encode_texts(text_encoder, tokenizer, ["", *vocab])  # row 0: unconditional
     caption_rows = torch.tensor([vocab.index(c) + 1 for c in captions])
-    moments = encode_latent_moments(vae, images)
+    device = torch.device(settings.device)
+    moments = encode_latent_moments(vae.to(device), images.to(device))
+    text_table = text_table.to(device)
     sf = vae.config.scaling_factor
     if settings.unet_resume:  # the saved EMA weights; the latent space must be the same
         unet = UNet2DConditionModel.from_pretrained(out_dir, subfolder="unet",
                                                     dtype=torch.float32).train()
     else:
         unet = build_toy_unet(settings.seed).train()
+    unet.to(device)
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     scheduler = DDPMScheduler(**SD_SCHEDULE, prediction_type="epsilon", clip_sample=False)
     opt = torch.optim.AdamW(unet.parameters(), lr=LR, weight_decay=1e-2)
@@ -147,10 +152,10 @@ def train_teacher(settings: BuildSettings, vae_dir: Path, miniclip_dir: Path,
         for group in opt.param_groups:
             group["lr"] = LR * warmup_lr(step, 100) * (0.2 if progress > 0.85 else 1)
         batch = torch.randint(0, len(captions), (BATCH,), generator=gen)
-        mean, std = moments[batch].chunk(2, dim=1)
-        latents = (mean + std * torch.randn(mean.shape, generator=gen)) * sf
+        mean, std = moments[batch.to(device)].chunk(2, dim=1)
+        latents = (mean + std * torch.randn(mean.shape, generator=gen).to(device)) * sf
         rows = caption_rows[batch].masked_fill(torch.rand(BATCH, generator=gen) < CAPTION_DROPOUT, 0)
-        loss = diffusion_loss(unet, scheduler, latents, text_table[rows], gen)
+        loss = diffusion_loss(unet, scheduler, latents, text_table[rows.to(device)], gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -161,7 +166,7 @@ def train_teacher(settings: BuildSettings, vae_dir: Path, miniclip_dir: Path,
                 p_ema.lerp_(p, 1 - decay)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
-    save_pipeline(ema, vae, text_encoder, tokenizer, out_dir)
+    save_pipeline(ema.cpu(), vae.cpu(), text_encoder, tokenizer, out_dir)
     return {"steps": step + 1, "batch": BATCH, "resumed": settings.unet_resume,
             "final_loss": loss.item(),
             "unet_params": sum(p.numel() for p in unet.parameters())}
