@@ -31,11 +31,9 @@ from pydantic import Field, model_validator
 from reward_service.config import ServeConfig, StrictModel
 from rglcd.configuration import ConfigError, load_config
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
+from trainer.config_checks import cross_field_problems
 from trainer.reward_config import LRMConfig, RewardConfig
 
-# Scorer kinds whose scores carry no gradient w.r.t. the pixels (rule-based toy judge, remote
-# VLM): usable as the LRM expert, never as the direct reward.
-NON_DIFFERENTIABLE_KINDS = ("toy-judge", "vlm-judge")
 TOY_DATA_SUBDIR = "toy-data"
 _TOY_ARTIFACTS = (str(TOY_PIPELINE_DIR), str(TOY_LRM_DIR))
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -220,9 +218,10 @@ class ScalingConfig(StrictModel):
 
     overlap_teacher: bool = Field(
         False,
-        description="CPU workers: run the frozen teacher's guided step and the target network "
-        "on a second thread while the student's forward runs on this one (same numbers, "
-        "another core busy). Pays off when torch_threads leaves cores idle; the toy default "
+        description="CPU workers: run the target network on a second thread while the "
+        "student's forward runs on this one, and the next step's frozen-teacher pass there "
+        "while this step's backward and optimizer run (same numbers, another core busy). "
+        "Pays off when torch_threads leaves cores idle; the toy default "
         "sets torch_threads=1 and this to true. Ignored on GPU; not for LCM-LoRA (its teacher "
         "is the student with its adapters switched off).",
     )
@@ -295,7 +294,7 @@ class RGLCDConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> RGLCDConfig:
-        problems = _batch_problems(self) + _overlap_problems(self) + _reward_problems(self)
+        problems = cross_field_problems(self)
         if problems:
             raise ValueError("\n".join(problems))  # one line per problem (ConfigError bullets)
         return self
@@ -319,82 +318,6 @@ class RGLCDConfig(StrictModel):
                 text += " or build the toy world (python orchestration/build_toy_world.py)"
             problems.append(text)
         return problems
-
-
-def _overlap_problems(cfg: RGLCDConfig) -> list[str]:
-    if cfg.scaling.overlap_teacher and cfg.model.lora is not None:
-        return [
-            "scaling.overlap_teacher=true does not work with model.lora (the LoRA teacher is "
-            "the student with its adapters off, so the two cannot run at once); set "
-            "scaling.overlap_teacher=false"
-        ]
-    return []
-
-
-def _batch_problems(cfg: RGLCDConfig) -> list[str]:
-    workers, batch = cfg.scaling.num_workers, cfg.lcd.global_batch_size
-    if workers > 1 and batch % workers:
-        return [
-            f"lcd.global_batch_size ({batch}) must be divisible by scaling.num_workers "
-            f"({workers}); e.g. lcd.global_batch_size={batch - batch % workers or workers}"
-        ]
-    return []
-
-
-def _reward_problems(cfg: RGLCDConfig) -> list[str]:
-    reward, names = cfg.reward, [s.name for s in cfg.serve.scorers]
-    if not reward.enabled:
-        if reward.model is not None:
-            return [
-                f"reward.model={reward.model!r} has no effect with reward.beta=0 (plain LCD); "
-                "set reward.beta>0 (paper Table 2: 5 for CLIP-like, 1 for HPSv2.1) or "
-                "reward.model=null"
-            ]
-        return []
-    if reward.mode == "lrm":
-        return _lrm_problems(cfg, names)
-    if reward.model is None:
-        return [
-            f"reward.beta={reward.beta} in mode 'direct' needs reward.model=<scorer>; "
-            f"configured scorers (serve.scorers): {names}"
-        ]
-    if reward.model not in names:
-        return [f"reward.model={reward.model!r} is not in serve.scorers {names}"]
-    kind = cfg.serve.scorer(reward.model).kind
-    if kind in NON_DIFFERENTIABLE_KINDS:
-        return [
-            f"reward.model={reward.model!r} (kind {kind!r}) gives no gradient, so it cannot "
-            "guide the student directly; use it as lrm.expert with reward.mode=lrm, or pick a "
-            "differentiable scorer"
-        ]
-    return []
-
-
-def _lrm_problems(cfg: RGLCDConfig, names: list[str]) -> list[str]:
-    problems = []
-    if cfg.reward.model is not None:
-        problems.append(
-            f"reward.model={cfg.reward.model!r} is unused in reward.mode=lrm (the LRM guides the "
-            "student and learns from lrm.expert); set reward.model=null and "
-            f"lrm.expert={cfg.reward.model}, or reward.mode=direct"
-        )
-    if cfg.lrm.expert not in names:
-        problems.append(f"lrm.expert={cfg.lrm.expert!r} is not in serve.scorers {names}")
-    vaes = sorted(cfg.serve.vaes)
-    if cfg.lrm.expert_vae is None and len(vaes) != 1:
-        problems.append(
-            f"serve.vaes has {len(vaes)} entries {vaes}; set lrm.expert_vae to the one that "
-            "decodes the teacher's latents for the expert"
-        )
-    elif cfg.lrm.expert_vae is not None and cfg.lrm.expert_vae not in vaes:
-        problems.append(f"lrm.expert_vae={cfg.lrm.expert_vae!r} is not in serve.vaes {vaes}")
-    if cfg.lrm.batch_size > cfg.per_worker_batch_size:
-        problems.append(
-            f"lrm.batch_size ({cfg.lrm.batch_size}) must be <= the per-worker batch "
-            f"({cfg.per_worker_batch_size} = lcd.global_batch_size / scaling.num_workers); "
-            f"e.g. lrm.batch_size={cfg.per_worker_batch_size}"
-        )
-    return problems
 
 
 def is_local_path(value: str) -> bool:

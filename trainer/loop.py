@@ -181,10 +181,16 @@ class Trainer:
             ddp = nn.parallel.DistributedDataParallel(self.task.student, device_ids=device_ids)
             self.task.wrap_student(ddp)
 
-    def train_step(self, batch, step: int) -> dict[str, float]:
-        """Forward (task), backward, clip, optimizer step, EMA; returns this rank's metrics."""
+    def train_step(self, batch, step: int, next_batch=None) -> dict[str, float]:
+        """Forward (task), backward, clip, optimizer step, EMA; returns this rank's metrics.
+
+        `next_batch` (the following step's) lets the task start its teacher pass now, beside
+        this step's backward (`scaling.overlap_teacher`; same numbers either way).
+        """
         with autocast_context(self.cfg, self.device):
             loss, metrics = self.task.step(batch, step)
+            if next_batch is not None:
+                self.task.prefetch(next_batch, step + 1)
         start = time.perf_counter()
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -326,13 +332,15 @@ def run_steps(trainer: Trainer, shard, report) -> None:
     logger = MetricsLogger(trainer.output_dir, trainer.rank, cfg.run_name, state.step)
     carried: dict[str, float] = {}  # counters of steps not logged yet
     with logger, tempfile.TemporaryDirectory(prefix="rglcd-ckpt-") as scratch:
+        upcoming = None  # the next step's batch, fetched a step early for the teacher prefetch
         for step in range(state.step, cfg.lcd.max_steps):
             maybe_fail(step, trainer.rank)  # testing hook, inert by default
             last = step == cfg.lcd.max_steps - 1
             start = time.perf_counter()
-            batch = next(batches)
+            batch = upcoming if upcoming is not None else next(batches)
+            upcoming = None if last else next(batches)
             data_seconds = time.perf_counter() - start
-            metrics = trainer.train_step(batch, step)
+            metrics = trainer.train_step(batch, step, upcoming)
             metrics["time_data"] = data_seconds
             metrics["time_step"] = time.perf_counter() - start  # data + the whole train_step
             _carry_counters(metrics, carried)

@@ -26,8 +26,10 @@ Two students (`LCDSettings.lora`):
                   `task.teacher_unet`, which switches them off.
 
 Overlap (`overlap_teacher`, CPU workers): stages 5-6 need no gradient and do not depend on
-stage 4, so they can run on a second thread while the student's forward runs on this one;
-each keeps its own single-threaded op stream on its own core (the same numbers either way).
+stage 4, so they run on a second thread: stage 6 beside the student's forward, and stages
+1-3 + 5 of the NEXT step (`prefetch`, the frozen teacher needs nothing from this step's
+update) beside this step's backward and optimizer. Each thread keeps its own
+single-threaded op stream on its own core (the same numbers either way).
 
 Randomness: each sample's (n, w, eps) comes from its own generator seeded by
 (seed, step, sample_key), so a run gives the same numbers whatever the number of workers.
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import copy
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -150,6 +152,22 @@ class DirectReward(RewardHook):
 
 
 @dataclass
+class StepInputs:
+    """Stages 1-3 (and 5: `z_end`) of one step: what the student and the target take."""
+
+    latents: torch.Tensor  # z0
+    z_start: torch.Tensor
+    t_start: torch.Tensor
+    t_end: torch.Tensor
+    index: torch.Tensor  # solver index n per sample
+    w: torch.Tensor
+    w_embedding: torch.Tensor | None
+    cond: Conditioning
+    uncond: Conditioning
+    z_end: torch.Tensor | None = None  # the guided teacher's DDIM step (stage 5)
+
+
+@dataclass
 class StepTimer:
     """Wall-clock seconds per phase of a step (metrics `time_<phase>`)."""
 
@@ -217,6 +235,7 @@ class DistillationTask:
                 "the adapters switched off, so the two calls cannot overlap"
             )
         self._teacher_thread = _teacher_thread() if overlap_teacher else None
+        self._prefetched: tuple[int, LocalBatch, Future] | None = None  # (step, batch, stages)
 
     @property
     def is_lora(self) -> bool:
@@ -243,36 +262,42 @@ class DistillationTask:
             noises.append(torch.randn(latent_shape, generator=generator))
         return torch.cat(indices), torch.cat(scales), torch.stack(noises)
 
+    def prefetch(self, batch: LocalBatch, step: int) -> None:
+        """With overlap: start stages 1-3 and 5 of step `step` on the helper thread now.
+
+        The frozen teacher's DDIM step does not depend on the student, so the trainer calls
+        this with the next batch right before the current step's backward: the teacher pass,
+        the costliest no-grad call, then runs beside backward, optimizer and EMA. The target
+        (stage 6) waits for the EMA update and runs in `step`. Without overlap: nothing.
+        """
+        if self._teacher_thread is None:
+            return
+        future = self._teacher_thread.submit(self._in_this_context(self._prepare), batch, step)
+        self._prefetched = (step, batch, future)
+
     def step(self, batch: LocalBatch, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one step on this worker's batch and its metrics (the caller backprops)."""
         timer = StepTimer()
-        latents = batch.latents.to(self.device)
-        index, w, noise = self.draw(batch.sample_keys, step, latents.shape[1:])
-        index, w, noise = index.to(self.device), w.to(self.device), noise.to(latents)
-        t_start, t_end = solver_timesteps(self.grid, index)
-        z_start = add_noise(latents, noise, self.alphas_cumprod, t_start)  # stage 2
-        image_size = image_size_of(latents, self.teacher)
-        cond = encode_text(self.teacher, batch.captions).with_time_ids(image_size)  # stage 3
-        uncond = self.uncond.with_time_ids(image_size)
-        w_embedding = student_w_embedding(self.student, w, latents)  # None for LCM-LoRA
-        timer.lap("teacher")
-
-        teacher_args = (z_start, t_start, t_end, index, w, w_embedding, cond, uncond)
         if self._teacher_thread is None:
-            online = self._consistency(self._student_call, z_start, t_start, w_embedding, cond)
+            inputs = self._inputs(batch, step)
+            timer.lap("teacher")
+            online = self._online(inputs)
             timer.lap("student")
-            target = self._teacher_and_target(*teacher_args)
-        else:  # stages 5-6 on the second thread while this one runs stage 4
-            pending = self._teacher_thread.submit(self._in_this_context(), *teacher_args)
-            online = self._consistency(self._student_call, z_start, t_start, w_embedding, cond)
+            inputs.z_end = self._teacher(inputs)
+            target = self._target(inputs)
+        else:  # stage 6 on the helper thread while this one runs stage 4
+            inputs = self._prepared(batch, step).result()  # time_teacher: the wait only
+            timer.lap("teacher")
+            pending = self._teacher_thread.submit(self._in_this_context(self._target), inputs)
+            online = self._online(inputs)
             timer.lap("student")
-            target = pending.result()  # time_teacher: only the wait beyond the student
+            target = pending.result()
         timer.lap("teacher")
 
         lcd = distance_loss(online, target, self.settings.loss_type, self.settings.huber_c)
         loss, metrics = lcd, {"lcd_loss": lcd.item()}
         if self.reward is not None:
-            context = RewardContext(latents, online, target, batch.captions, step)
+            context = RewardContext(inputs.latents, online, target, batch.captions, step)
             rewards, extra = self.reward.student_reward(context)
             loss = lcd - self.reward.beta * rewards.mean()  # eq. 11
             metrics |= {"reward_mean": rewards.mean().item(), **extra}
@@ -282,25 +307,69 @@ class DistillationTask:
         metrics |= {f"time_{phase}": s for phase, s in timer.seconds.items()}
         return loss, metrics
 
-    def _teacher_and_target(self, z_start, t_start, t_end, index, w, w_embedding, cond, uncond):
-        """Stages 5-6: the guided teacher's DDIM step, then the target's output (no grad)."""
-        z_end = guided_teacher_step(
-            self.teacher_unet, z_start, t_start, self.grid.abar_prev[index],
-            cond.hidden_states, uncond.hidden_states, w, self.alphas_cumprod,
-            self.teacher.prediction_type, cond.added, uncond.added,
-        )  # stage 5
-        with torch.no_grad():  # stage 6 (LCM-LoRA: the student itself, stop-gradient)
-            return self._consistency(self.target_net, z_end, t_end, w_embedding, cond)
+    def _prepared(self, batch: LocalBatch, step: int) -> Future:
+        """The prefetched stages of this step, or (none prefetched for it) start them now."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and prefetched[0] == step and prefetched[1] is batch:
+            return prefetched[2]
+        return self._teacher_thread.submit(self._in_this_context(self._prepare), batch, step)
 
-    def _in_this_context(self):
-        """`_teacher_and_target` under the calling thread's autocast (it is thread-local)."""
+    def _inputs(self, batch: LocalBatch, step: int) -> StepInputs:
+        """Stages 1-3: draws, noised latents, text conditioning."""
+        latents = batch.latents.to(self.device)
+        index, w, noise = self.draw(batch.sample_keys, step, latents.shape[1:])
+        index, w, noise = index.to(self.device), w.to(self.device), noise.to(latents)
+        t_start, t_end = solver_timesteps(self.grid, index)
+        image_size = image_size_of(latents, self.teacher)
+        return StepInputs(
+            latents=latents,
+            z_start=add_noise(latents, noise, self.alphas_cumprod, t_start),  # stage 2
+            t_start=t_start,
+            t_end=t_end,
+            index=index,
+            w_embedding=student_w_embedding(self.student, w, latents),  # None for LCM-LoRA
+            w=w,
+            cond=encode_text(self.teacher, batch.captions).with_time_ids(image_size),  # 3
+            uncond=self.uncond.with_time_ids(image_size),
+        )
+
+    def _prepare(self, batch: LocalBatch, step: int) -> StepInputs:
+        """Stages 1-3 and 5 (what `prefetch` runs ahead)."""
+        inputs = self._inputs(batch, step)
+        inputs.z_end = self._teacher(inputs)
+        return inputs
+
+    def _online(self, inputs: StepInputs) -> torch.Tensor:
+        """Stage 4, the student with gradient."""
+        return self._consistency(
+            self._student_call, inputs.z_start, inputs.t_start, inputs.w_embedding, inputs.cond
+        )
+
+    def _teacher(self, inputs: StepInputs) -> torch.Tensor:
+        """Stage 5: the guided teacher's DDIM step from t_start to t_end."""
+        return guided_teacher_step(
+            self.teacher_unet, inputs.z_start, inputs.t_start, self.grid.abar_prev[inputs.index],
+            inputs.cond.hidden_states, inputs.uncond.hidden_states, inputs.w,
+            self.alphas_cumprod, self.teacher.prediction_type, inputs.cond.added,
+            inputs.uncond.added,
+        )
+
+    def _target(self, inputs: StepInputs) -> torch.Tensor:
+        """Stage 6: the target's output at z_end (no grad; LCM-LoRA: the student itself)."""
+        with torch.no_grad():
+            return self._consistency(
+                self.target_net, inputs.z_end, inputs.t_end, inputs.w_embedding, inputs.cond
+            )
+
+    def _in_this_context(self, function):
+        """`function` under the calling thread's autocast (it is thread-local)."""
         device = self.device.type
         enabled = torch.is_autocast_enabled(device)
         dtype = torch.get_autocast_dtype(device)
 
         def run(*args):
             with torch.autocast(device, dtype=dtype, enabled=enabled):
-                return self._teacher_and_target(*args)
+                return function(*args)
 
         return run
 

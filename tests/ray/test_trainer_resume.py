@@ -2,10 +2,10 @@
 
 Every run distils the tiny teacher at 16x16, global batch 4, one worker, a checkpoint every
 2 steps (tests/helpers/tiny_runs.py). The uninterrupted 4-step run (`baseline`,
-tests/ray/conftest.py) is the reference: a run stopped after its
-step-2 checkpoint and continued, or one whose worker is killed at step 3 and restarted by
-Ray Train, must log exactly the same numbers (CPU, same seed). Whether a run continued from
-the checkpoint rather than from scratch is read from Ray Train's own checkpoint list: a run
+tests/ray/conftest.py) is the reference: a run stopped after its step-2 checkpoint and
+continued, whose worker is then killed at step 3 and restarted by Ray Train (both in one
+rerun), must log exactly the same numbers (CPU, same seed). Whether a run continued from the
+checkpoint rather than from scratch is read from Ray Train's own checkpoint list: a run
 restarted from scratch would report the step-2 checkpoint a second time.
 """
 
@@ -28,7 +28,13 @@ from trainer.faults import FAIL_AT_STEP, FAIL_MARKER
 from trainer.run import build_trainer
 
 
-def test_stopped_run_continues_from_its_checkpoint(ray_cluster, trainer_inputs, baseline):
+def test_stopped_run_resumes_and_recovers_from_a_killed_worker(
+    ray_cluster, trainer_inputs, baseline, monkeypatch
+):
+    """Both recoveries in one run (each Ray Train run costs ~1 min of start-up here): a run
+    stopped after its step-2 checkpoint is rerun with the same name and continues from it;
+    during the rerun its worker is killed at step 3 and Ray Train restarts it from that
+    checkpoint. The logged numbers still equal the uninterrupted run's."""
     _, reference = baseline
     first_cfg = config(trainer_inputs, "resume", CHECKPOINT_EVERY)
     first = build_trainer(first_cfg).fit()
@@ -36,41 +42,26 @@ def test_stopped_run_continues_from_its_checkpoint(ray_cluster, trainer_inputs, 
     [(step, first_checkpoint)] = checkpoints(first)
     assert step == CHECKPOINT_EVERY
 
-    cfg = config(trainer_inputs, "resume")  # same run name, longer run: resumes
+    marker = trainer_inputs["root"] / "killed-once.marker"
+    monkeypatch.setenv(FAIL_AT_STEP, "3")  # in the rerun: after step 2, before step 3
+    monkeypatch.setenv(FAIL_MARKER, str(marker))
+    cfg = config(trainer_inputs, "resume", STEPS, "scaling.max_failures=1")  # same name
     result = build_trainer(cfg).fit()
     rows = metrics_rows(cfg)
 
-    # Ray Train kept the first run's step-2 checkpoint and got only step 4 from the rerun,
-    # and steps 0-1 in metrics.jsonl are the first run's lines (timings included), untouched.
+    assert marker.is_file(), "the injected failure never fired"
+    assert result.error is None
+    # Ray Train kept the first run's step-2 checkpoint, restarted the killed worker from it
+    # (a restart from scratch would report step 2 again) and got only step 4 afterwards;
+    # steps 0-1 in metrics.jsonl are the first run's lines (timings included), untouched.
     assert checkpoints(result) == [
         (CHECKPOINT_EVERY, first_checkpoint),
         (STEPS, result.checkpoint.path),
     ]
     assert rows[:CHECKPOINT_EVERY] == first_rows
-    assert [r["step"] for r in rows] == list(range(STEPS))
+    assert [r["step"] for r in rows] == list(range(STEPS))  # step 2's first line replaced
     assert numbers(rows) == numbers(reference)  # bit for bit on CPU
     assert rows[-1]["loss"] != rows[0]["loss"]
-    assert (cfg.output_dir / "pipeline" / "model_index.json").is_file()
-
-
-def test_killed_worker_restarts_from_last_checkpoint(
-    ray_cluster, trainer_inputs, baseline, monkeypatch
-):
-    _, reference = baseline
-    marker = trainer_inputs["root"] / "killed-once.marker"
-    monkeypatch.setenv(FAIL_AT_STEP, "3")  # after the step-2 checkpoint, before step 3
-    monkeypatch.setenv(FAIL_MARKER, str(marker))
-    cfg = config(trainer_inputs, "killed", STEPS, "scaling.max_failures=1")
-    result = build_trainer(cfg).fit()
-
-    assert marker.is_file(), "the injected failure never fired"
-    assert result.error is None
-    # One step-2 checkpoint (first attempt) and one step-4 checkpoint (after the restart):
-    # a restart from scratch would have reported step 2 again.
-    assert [step for step, _ in checkpoints(result)] == [2, 4]
-    rows = metrics_rows(cfg)
-    assert [r["step"] for r in rows] == list(range(STEPS))  # step 2's first line replaced
-    assert numbers(rows) == numbers(reference)
     assert (cfg.output_dir / "pipeline" / "model_index.json").is_file()
 
 

@@ -197,6 +197,35 @@ def test_overlapped_teacher_gives_the_same_loss_and_gradients():
     assert {"time_teacher", "time_student"} <= metrics_b.keys()
 
 
+def _three_steps(overlap: bool, prefetch_batches: list) -> list[torch.Tensor]:
+    """Losses of three optimizer steps; `prefetch_batches[i]` is prefetched during step i."""
+    torch.manual_seed(5)
+    task = DistillationTask(tiny_teacher(), LCDSettings(), seed=2, overlap_teacher=overlap)
+    optimizer = torch.optim.AdamW(task.trainable_parameters(), lr=1e-3)
+    losses = []
+    for step in range(3):
+        loss, _ = task.step(make_batch(seed=step), step)
+        if prefetch_batches[step] is not None:
+            task.prefetch(prefetch_batches[step], step + 1)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        task.after_optimizer_step()
+        losses.append(loss.detach())
+    return losses
+
+
+def test_teacher_prefetched_during_backward_gives_the_same_losses():
+    """The next step's teacher pass, started before this step's backward and EMA update,
+    gives the same losses as computing it in its own step (the target still follows EMA)."""
+    ahead = [make_batch(seed=1), make_batch(seed=2), None]
+    plain = _three_steps(False, ahead)
+    assert all(torch.equal(a, b) for a, b in zip(plain, _three_steps(True, ahead), strict=True))
+    # A prefetch for another batch than the step gets is discarded, not used.
+    wrong = [make_batch(seed=7), make_batch(seed=8), None]
+    assert all(torch.equal(a, b) for a, b in zip(plain, _three_steps(True, wrong), strict=True))
+
+
 def test_overlap_refuses_lcm_lora():
     from trainer.lcd import LoRASettings
 

@@ -1,0 +1,96 @@
+"""Cross-field checks of the trainer config (RGLCDConfig's validator runs them all).
+
+Each returns one message per problem, saying what to change; the validator joins them, so a
+user sees every problem of a recipe at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainer.config import RGLCDConfig
+
+# Scorer kinds whose scores carry no gradient w.r.t. the pixels (rule-based toy judge, remote
+# VLM): usable as the LRM expert, never as the direct reward.
+NON_DIFFERENTIABLE_KINDS = ("toy-judge", "vlm-judge")
+
+
+def cross_field_problems(cfg: RGLCDConfig) -> list[str]:
+    return batch_problems(cfg) + overlap_problems(cfg) + reward_problems(cfg)
+
+
+def overlap_problems(cfg: RGLCDConfig) -> list[str]:
+    if cfg.scaling.overlap_teacher and cfg.model.lora is not None:
+        return [
+            "scaling.overlap_teacher=true does not work with model.lora (the LoRA teacher is "
+            "the student with its adapters off, so the two cannot run at once); set "
+            "scaling.overlap_teacher=false"
+        ]
+    return []
+
+
+def batch_problems(cfg: RGLCDConfig) -> list[str]:
+    workers, batch = cfg.scaling.num_workers, cfg.lcd.global_batch_size
+    if workers > 1 and batch % workers:
+        return [
+            f"lcd.global_batch_size ({batch}) must be divisible by scaling.num_workers "
+            f"({workers}); e.g. lcd.global_batch_size={batch - batch % workers or workers}"
+        ]
+    return []
+
+
+def reward_problems(cfg: RGLCDConfig) -> list[str]:
+    reward, names = cfg.reward, [s.name for s in cfg.serve.scorers]
+    if not reward.enabled:
+        if reward.model is not None:
+            return [
+                f"reward.model={reward.model!r} has no effect with reward.beta=0 (plain LCD); "
+                "set reward.beta>0 (paper Table 2: 5 for CLIP-like, 1 for HPSv2.1) or "
+                "reward.model=null"
+            ]
+        return []
+    if reward.mode == "lrm":
+        return lrm_problems(cfg, names)
+    if reward.model is None:
+        return [
+            f"reward.beta={reward.beta} in mode 'direct' needs reward.model=<scorer>; "
+            f"configured scorers (serve.scorers): {names}"
+        ]
+    if reward.model not in names:
+        return [f"reward.model={reward.model!r} is not in serve.scorers {names}"]
+    kind = cfg.serve.scorer(reward.model).kind
+    if kind in NON_DIFFERENTIABLE_KINDS:
+        return [
+            f"reward.model={reward.model!r} (kind {kind!r}) gives no gradient, so it cannot "
+            "guide the student directly; use it as lrm.expert with reward.mode=lrm, or pick a "
+            "differentiable scorer"
+        ]
+    return []
+
+
+def lrm_problems(cfg: RGLCDConfig, names: list[str]) -> list[str]:
+    problems = []
+    if cfg.reward.model is not None:
+        problems.append(
+            f"reward.model={cfg.reward.model!r} is unused in reward.mode=lrm (the LRM guides the "
+            "student and learns from lrm.expert); set reward.model=null and "
+            f"lrm.expert={cfg.reward.model}, or reward.mode=direct"
+        )
+    if cfg.lrm.expert not in names:
+        problems.append(f"lrm.expert={cfg.lrm.expert!r} is not in serve.scorers {names}")
+    vaes = sorted(cfg.serve.vaes)
+    if cfg.lrm.expert_vae is None and len(vaes) != 1:
+        problems.append(
+            f"serve.vaes has {len(vaes)} entries {vaes}; set lrm.expert_vae to the one that "
+            "decodes the teacher's latents for the expert"
+        )
+    elif cfg.lrm.expert_vae is not None and cfg.lrm.expert_vae not in vaes:
+        problems.append(f"lrm.expert_vae={cfg.lrm.expert_vae!r} is not in serve.vaes {vaes}")
+    if cfg.lrm.batch_size > cfg.per_worker_batch_size:
+        problems.append(
+            f"lrm.batch_size ({cfg.lrm.batch_size}) must be <= the per-worker batch "
+            f"({cfg.per_worker_batch_size} = lcd.global_batch_size / scaling.num_workers); "
+            f"e.g. lrm.batch_size={cfg.per_worker_batch_size}"
+        )
+    return problems
