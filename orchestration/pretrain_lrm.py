@@ -3,6 +3,8 @@
     python orchestration/pretrain_lrm.py                   # toy world -> rglcd/toy/artifacts/lrm
     python orchestration/pretrain_lrm.py --steps 50 --output outputs/lrm-smoke
     python orchestration/pretrain_lrm.py --num-workers 2 --text-blocks 1
+    python orchestration/pretrain_lrm.py --local --device cuda --steps 20000   # one GPU, no Ray
+    python orchestration/pretrain_lrm.py --evaluate rglcd/toy/artifacts/lrm   # metrics only
 
 Each worker encodes its shard of the training images with the teacher's VAE
 (``latent_dist.sample() * scaling_factor``, the z0 of RG-LCD), builds the LRM from the
@@ -10,7 +12,8 @@ pretrained CLIP's text tower and trains it contrastively on (latent, caption) pa
 (``trainer/lrm/pretrain.py``). Rank 0 reports zero-shot caption-ranking accuracy (top-1/top-5
 over each split's distinct captions) on the "validation" split (seen caption combinations,
 new images) and the "heldout" split (compositions never seen in training; also ranked
-against all 448 captions of the toy grammar as "heldout_all"), and saves the LRM
+against all 448 captions of the toy grammar as "heldout_all", with each attribute's accuracy
+among captions that differ in it only: "heldout_all_shape_accuracy" etc.), and saves the LRM
 (fp16 safetensors + config + tokenizer + ``pretrain_metrics.json``) as the checkpoint, which
 is copied to ``--output`` at the end.
 
@@ -73,9 +76,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=TOY_LRM_DIR)
     p.add_argument("--storage-path", type=Path, default=REPO_ROOT / "outputs" / "ray_results")
     p.add_argument("--name", default=None, help="Ray Train run name (default: timestamped)")
+    p.add_argument("--local", action="store_true",
+                   help="train in this process on --device, without Ray (e.g. on one GPU)")
+    p.add_argument("--device", default="cpu", help="with --local: torch device, e.g. cuda")
+    p.add_argument("--evaluate", type=Path, default=None, metavar="LRM_DIR",
+                   help="only evaluate the LRM saved in LRM_DIR (no training, no Ray)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 2 or args.num_workers < 1:
         p.error("--steps >= 1, --batch-size >= 2 and --num-workers >= 1 are required")
+    if args.device != "cpu" and not args.local:
+        p.error(f"--device {args.device} needs --local (the Ray Train job runs on CPU workers)")
+    if args.local and args.num_workers != 1:
+        p.error("--local trains in this one process; drop --num-workers or --local")
     required = [("--clip-dir", args.clip_dir / "config.json")]
     if args.vae_dir is None:
         required.append(("--pipeline-dir", args.pipeline_dir / "vae" / "config.json"))
@@ -123,24 +135,58 @@ def _build_model(config: dict, vae):
     return model
 
 
-def _report(model, eval_data: dict | None, history: list, config: dict, start: float) -> None:
-    """Every rank reports; rank 0 (the one with `eval_data`) evaluates and saves the checkpoint."""
-    import ray.train
-
+def _evaluate(model, eval_data: dict) -> dict:
+    from rglcd.toy.scenes import parse_caption
     from trainer.lrm.pretrain import evaluate_retrieval
 
+    metrics = {}
+    for split, data in eval_data.items():
+        # Which attributes the latent tower sees (shape is the hard one at 8x8 latents).
+        attributes = parse_caption if split == "heldout_all" else None
+        result = evaluate_retrieval(model, data, attributes=attributes)
+        metrics.update({f"{split}_{k}": v for k, v in result.items()})
+    return metrics
+
+
+def evaluate_saved(args: argparse.Namespace) -> dict:
+    """Metrics of the LRM saved in ``args.evaluate`` on the toy eval splits (no Ray)."""
+    from rglcd.toy.data import ensure_toy_dataset
+    from trainer.lrm import LatentRewardModel
+
+    for split in EVAL_SPLITS:
+        ensure_toy_dataset(args.data_dir, split, args.n_eval, args.seed)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    vae = _load_vae(config)
+    model = LatentRewardModel.from_pretrained(args.evaluate).float().eval()
+    return _evaluate(model, _load_eval_splits(config, vae, model.tokenizer))
+
+
+def _load_vae(config: dict):
+    from diffusers import AutoencoderKL
+
+    vae_source = {"pretrained_model_name_or_path": config["vae_dir"]} if config["vae_dir"] else \
+        {"pretrained_model_name_or_path": config["pipeline_dir"], "subfolder": "vae"}
+    return AutoencoderKL.from_pretrained(**vae_source, torch_dtype=torch.float32).eval()
+
+
+def _report(model, eval_data: dict | None, history: list, config: dict, start: float,
+            publish) -> None:
+    """Every rank reports; rank 0 (the one with `eval_data`) evaluates and saves the LRM.
+
+    ``publish(metrics, folder_or_None)``: ``ray.train.report`` in a Ray Train worker, a copy to
+    ``--output`` in a local run.
+    """
     metrics = {**history[-1], "steps_planned": config["steps"],
                "seconds": round(time.monotonic() - start, 1)}
     if eval_data is None:
-        ray.train.report(metrics)
+        publish(metrics, None)
         return
-    for split, data in eval_data.items():
-        metrics.update({f"{split}_{k}": v for k, v in evaluate_retrieval(model, data).items()})
+    metrics |= _evaluate(model, eval_data)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, dtype=torch.float16)
         saved = {**metrics, "loss_history": history, "config": _portable(config)}
         (Path(tmp) / METRICS_FILE).write_text(json.dumps(saved, indent=2), encoding="utf-8")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        publish(metrics, tmp)
 
 
 def _portable(config: dict) -> dict:
@@ -163,26 +209,33 @@ def _out_of_time(deadline: float | None, world: int) -> bool:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train worker: encode shard, train contrastively, rank 0 evaluates and checkpoints."""
+    """Ray Train worker: `train_lrm` on this rank's shard, results through ray.train.report."""
     import ray.train
     import ray.train.torch
-    from diffusers import AutoencoderKL
 
+    def publish(metrics: dict, folder: str | None) -> None:
+        checkpoint = None if folder is None else ray.train.Checkpoint.from_directory(folder)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    ctx = ray.train.get_context()
+    train_lrm(config, ctx.get_world_rank(), ctx.get_world_size(),
+              ray.train.torch.prepare_model, publish)  # DDP when world > 1
+
+
+def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> None:
+    """Encode this rank's shard, train contrastively; rank 0 evaluates and publishes the LRM."""
     from trainer.lrm import build_optimizer
     from trainer.lrm.pretrain import cache_caption_embeddings, contrastive_step, cosine_lr
 
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    vae_source = {"pretrained_model_name_or_path": config["vae_dir"]} if config["vae_dir"] else \
-        {"pretrained_model_name_or_path": config["pipeline_dir"], "subfolder": "vae"}
-    vae = AutoencoderKL.from_pretrained(**vae_source, torch_dtype=torch.float32).eval()
-    model = _build_model(config, vae)
+    device = torch.device(config["device"])
+    vae = _load_vae(config).to(device)
+    model = _build_model(config, vae).to(device)
     train = _load_split(config, "train", vae, model.tokenizer, rank, world)
     if config["text_blocks"] == 0:
         cache_caption_embeddings(model, train)  # locked text tower: embed captions once
     eval_data = _load_eval_splits(config, vae, model.tokenizer) if rank == 0 else {}
     del vae
-    wrapped = ray.train.torch.prepare_model(model)  # DDP when world > 1; frozen text ignored
+    wrapped = prepare_model(model)
     optimizer = build_optimizer(model, lr=config["lr"], weight_decay=config["weight_decay"])
     generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
     minutes = config["max_minutes"]
@@ -197,9 +250,34 @@ def train_loop_per_worker(config: dict) -> None:
         if last or step % config["eval_every"] == 0:
             history.append({"step": step, "loss": sum(window) / len(window)})
             window = []
-            _report(model, eval_data if rank == 0 else None, history, config, start)
+            _report(model, eval_data if rank == 0 else None, history, config, start, publish)
         if last:
             break
+
+
+def run_local(args: argparse.Namespace) -> dict:
+    """`train_lrm` in this process on ``args.device`` (no Ray; e.g. one GPU), LRM to --output."""
+
+    def publish(metrics: dict, folder: str | None) -> None:
+        if folder is not None:
+            if args.output.exists():
+                shutil.rmtree(args.output)
+            shutil.copytree(folder, args.output)
+        print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("num_latents")}),
+              flush=True)
+
+    _ensure_data(args)
+    config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    train_lrm(config, 0, 1, lambda model: model, publish)
+    return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
+
+
+def _ensure_data(args: argparse.Namespace) -> None:
+    from rglcd.toy.data import ensure_toy_dataset
+
+    for split in ("train", *EVAL_SPLITS):  # here, not in the workers: they would race
+        n = args.n_train if split == "train" else args.n_eval
+        ensure_toy_dataset(args.data_dir, split, n, args.seed)  # no-op when already built
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -208,11 +286,7 @@ def run(args: argparse.Namespace) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from rglcd.toy.data import ensure_toy_dataset
-
-    for split in ("train", *EVAL_SPLITS):  # here, not in the workers: they would race
-        n = args.n_train if split == "train" else args.n_eval
-        ensure_toy_dataset(args.data_dir, split, n, args.seed)  # no-op when already built
+    _ensure_data(args)
     if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one
         ray.init(include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
@@ -241,7 +315,11 @@ def main(argv: list[str] | None = None) -> dict:
                        ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
     args = parse_args(argv)
-    report = run(args)
+    if args.evaluate is not None:
+        metrics = evaluate_saved(args)
+        print(json.dumps(metrics, indent=2))
+        return metrics
+    report = run_local(args) if args.local else run(args)
     summary = {k: v for k, v in report.items() if k != "loss_history"}
     print(json.dumps(summary, indent=2))
     print(f"LRM saved to {args.output}")

@@ -38,3 +38,22 @@ def _tensors(latents: np.ndarray):
     import torch
 
     return [torch.from_numpy(np.ascontiguousarray(row)) for row in latents]
+
+
+def tiny_clip_dir(path: Path) -> Path:
+    """A tiny transformers CLIPModel + tokenizer folder (the LRM's text tower comes from it)."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from rglcd.tiny_models import tiny_text_encoder, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    text = tiny_text_encoder(len(tokenizer)).config.to_dict()
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
+              "num_attention_heads": 4, "image_size": 16, "patch_size": 8}
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
+    CLIPModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+

@@ -5,28 +5,16 @@ from __future__ import annotations
 import json
 
 import torch
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPModel
 
 from orchestration.pretrain_lrm import main
-from rglcd.tiny_models import save_tiny_sd_pipeline, tiny_text_encoder, tiny_tokenizer
+from rglcd.tiny_models import save_tiny_sd_pipeline
+from tests.helpers import tiny_clip_dir
 from trainer.lrm import LatentRewardModel
 
 
-def _tiny_clip_dir(path):
-    tokenizer = tiny_tokenizer()
-    text = tiny_text_encoder(len(tokenizer)).config.to_dict()
-    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1,
-              "num_attention_heads": 4, "image_size": 16, "patch_size": 8}
-    torch.manual_seed(0)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(
-        path
-    )
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_pretrain_job_trains_reports_and_writes_loadable_lrm(ray_cluster, tmp_path):
-    clip_dir = _tiny_clip_dir(tmp_path / "clip")
+    clip_dir = tiny_clip_dir(tmp_path / "clip")
     pipeline_dir = save_tiny_sd_pipeline(tmp_path / "sd")
     output = tmp_path / "lrm"
     report = main([
@@ -41,6 +29,7 @@ def test_pretrain_job_trains_reports_and_writes_loadable_lrm(ray_cluster, tmp_pa
     losses = [entry["loss"] for entry in report["loss_history"]]
     assert len(losses) == 2 and all(0 < loss < 20 for loss in losses)
     assert report["heldout_all_num_captions"] == 448
+    assert 0.0 <= report["heldout_all_shape_accuracy"] <= 1.0
     for split in ("validation", "heldout", "heldout_all"):
         assert 0.0 <= report[f"{split}_top1"] <= report[f"{split}_top5"] <= 1.0
         assert report[f"{split}_num_latents"] == 24

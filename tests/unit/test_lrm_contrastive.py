@@ -13,6 +13,7 @@ from rglcd.tiny_models import tiny_text_encoder, tiny_tokenizer, tiny_vae
 from trainer.lrm import (
     LatentRewardModel,
     LatentTowerConfig,
+    attribute_accuracy,
     build_optimizer,
     clip_contrastive_loss,
     pretrain_groups,
@@ -60,6 +61,22 @@ def test_retrieval_accuracy_by_hand():
     assert result == {"top1": 0.75, "top5": 1.0}
 
 
+def test_attribute_accuracy_by_hand():
+    # Captions: 0 red circle, 1 red cross, 2 blue circle (no blue cross in the bank).
+    attrs = [{"colour": "red", "shape": "circle"}, {"colour": "red", "shape": "cross"},
+             {"colour": "blue", "shape": "circle"}]
+    captions = torch.eye(3)
+    # Latent 0 (a red circle) sits nearest caption 1: right colour, wrong shape.
+    latents = torch.tensor([[0.4, 0.9, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    latents = latents / latents.norm(dim=1, keepdim=True)
+    result = attribute_accuracy(latents, captions, torch.tensor([0, 1, 2]), attrs)
+    # shape: latent 0 vs {0, 1} -> picks 1 (miss); latent 1 vs {0, 1} -> 1 (hit);
+    # latent 2's caption has no shape rival (no blue cross): not counted.
+    assert result["shape_accuracy"] == 0.5
+    # colour: latent 0 vs {0, 2} -> 0 (hit); latent 2 vs {0, 2} -> 2 (hit); latent 1: no rival.
+    assert result["colour_accuracy"] == 1.0
+
+
 def test_contrastive_steps_learn_to_match_latents_and_captions():
     torch.manual_seed(0)
     vae, tokenizer = tiny_vae(), tiny_tokenizer()
@@ -101,3 +118,5 @@ def test_contrastive_steps_learn_to_match_latents_and_captions():
     assert losses[-1] < 0.9, losses
     metrics = evaluate_retrieval(lrm, data)
     assert metrics == {"top1": 1.0, "top5": 1.0, "num_latents": 16, "num_captions": 4}
+    colours = evaluate_retrieval(lrm, data, attributes=lambda c: {"colour": c.split()[1]})
+    assert colours["colour_accuracy"] == 1.0  # the captions differ in colour only

@@ -22,6 +22,7 @@ from trainer.lrm.freeze import (
 )
 from trainer.lrm.losses import (
     PAIRS,
+    attribute_accuracy,
     clip_contrastive_loss,
     kl_preference_loss,
     preference_agreement,
@@ -34,6 +35,7 @@ __all__ = [
     "LRMConfig",
     "LatentRewardModel",
     "LatentTowerConfig",
+    "attribute_accuracy",
     "build_optimizer",
     "clip_contrastive_loss",
     "finetune_groups",

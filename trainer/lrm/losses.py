@@ -3,7 +3,8 @@
 - ``kl_preference_loss``: online finetuning of the LRM towards an expert (paper eq. 12,
   Algorithm 4, REFERENCE section 3).
 - ``preference_agreement``: how often LRM and expert prefer the same latent of a pair.
-- ``clip_contrastive_loss`` / ``retrieval_accuracy``: LRM pretraining (paper appendix B).
+- ``clip_contrastive_loss`` / ``retrieval_accuracy`` / ``attribute_accuracy``: LRM pretraining
+  (paper appendix B) and what it learned.
 
 Items of a triplet: 0 = z0 (real latent), 1 = z1 (online output), 2 = z2 (target output).
 """
@@ -164,3 +165,34 @@ def retrieval_accuracy(
         hit = (top == caption_index[:, None]).any(dim=1)
         result[f"top{k}"] = hit.float().mean().item()
     return result
+
+
+def attribute_accuracy(
+    latent_emb: torch.Tensor,
+    caption_emb: torch.Tensor,
+    caption_index: torch.Tensor,
+    attributes: list[dict[str, str]],
+) -> dict[str, float]:
+    """Per attribute, the fraction of latents whose own caption outranks every caption that
+    differs from it in that attribute only (e.g. the right shape among 4 shape words).
+
+    Caption retrieval over many captions is dominated by the easy attributes; this probe says
+    which attribute a proxy RM can see. attributes[k] are caption k's {name: value}; latents
+    whose caption has no such rival in the bank are not counted.
+    """
+    similarity = (latent_emb @ caption_emb.t()).cpu()  # (N, K); indexed item by item below
+    result = {}
+    for name in attributes[0]:
+        rivals: dict[tuple, list[int]] = {}
+        for k, attrs in enumerate(attributes):
+            rest = tuple(value for other, value in attrs.items() if other != name)
+            rivals.setdefault(rest, []).append(k)
+        hits = []
+        for i, k in enumerate(caption_index.tolist()):
+            rest = tuple(value for other, value in attributes[k].items() if other != name)
+            group = rivals[rest]
+            if len(group) > 1:
+                hits.append(group[int(similarity[i, group].argmax())] == k)
+        result[f"{name}_accuracy"] = sum(hits) / len(hits) if hits else float("nan")
+    return result
+

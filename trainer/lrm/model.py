@@ -239,7 +239,7 @@ class LatentRewardModel(nn.Module):
         """Write ``config.json``, ``model.safetensors`` (optionally cast, e.g. fp16), tokenizer."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, directory / WEIGHTS_NAME)

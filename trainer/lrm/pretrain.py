@@ -10,12 +10,13 @@ per distinct string (the toy world has a few hundred) and referenced by index.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from trainer.lrm.losses import clip_contrastive_loss, retrieval_accuracy
+from trainer.lrm.losses import attribute_accuracy, clip_contrastive_loss, retrieval_accuracy
 
 
 @dataclass
@@ -147,8 +148,15 @@ def contrastive_step(
 
 
 @torch.no_grad()
-def evaluate_retrieval(model, data: LatentCaptionData, batch_size: int = 512) -> dict[str, float]:
-    """Zero-shot caption ranking over the split's distinct captions: top-1 / top-5 accuracy."""
+def evaluate_retrieval(
+    model,
+    data: LatentCaptionData,
+    batch_size: int = 512,
+    attributes: Callable[[str], dict[str, str]] | None = None,
+) -> dict[str, float]:
+    """Zero-shot caption ranking over the split's distinct captions: top-1 / top-5 accuracy;
+    with `attributes` (caption -> {name: value}) also each attribute's accuracy among
+    captions that differ in it only (``losses.attribute_accuracy``)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -157,6 +165,10 @@ def evaluate_retrieval(model, data: LatentCaptionData, batch_size: int = 512) ->
         for i in range(0, len(data), batch_size)
     ])
     caption_emb = model.embed_text(data.input_ids.to(device), data.attention_mask.to(device))
-    metrics = retrieval_accuracy(latent_emb, caption_emb, data.caption_index.to(device))
+    index = data.caption_index.to(device)
+    metrics = retrieval_accuracy(latent_emb, caption_emb, index)
+    if attributes is not None:
+        parsed = [attributes(caption) for caption in data.captions]
+        metrics |= attribute_accuracy(latent_emb, caption_emb, index, parsed)
     model.train(was_training)
     return {**metrics, "num_latents": len(data), "num_captions": len(data.captions)}
