@@ -23,7 +23,6 @@ from torch import nn
 from trainer.checkpointing import (
     TrainState,
     checkpoint_name,
-    gather_rng_states,
     load_checkpoint,
     save_checkpoint,
 )
@@ -33,6 +32,7 @@ from trainer.faults import maybe_fail
 from trainer.lcd import LoRASettings
 from trainer.models import TeacherParts, load_teacher
 from trainer.monitoring import COUNTER_KEYS, MetricsLogger
+from trainer.rng_state import gather_rng_states
 from trainer.task import DirectReward, DistillationTask, LCDSettings, RewardHook
 
 PIPELINE_SUBDIR = "pipeline"
