@@ -95,13 +95,15 @@ def wait_for_job_server(url: str, head: subprocess.Popen, timeout_s: float = 180
     raise TimeoutError(f"the job server at {url} did not answer within {timeout_s:.0f} s")
 
 
-def stop_head(head: subprocess.Popen) -> None:
-    """SIGINT lets `ray start --block` shut its node down; SIGKILL whatever is left."""
+def stop_head(head: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGINT lets `ray start --block` shut its node down; SIGKILL whatever is left after
+    `grace_s` (on two busy cores a clean shutdown can take over 30 s; the cluster is ours and
+    its temp dir is removed after, so nothing is lost by cutting it short)."""
     ours = descendants(head.pid)
     if head.poll() is None:
         os.killpg(head.pid, signal.SIGINT)
         try:
-            head.wait(timeout=30)
+            head.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=10)
