@@ -150,12 +150,10 @@ def _evaluate(model, eval_data: dict) -> dict:
 
 def evaluate_saved(args: argparse.Namespace) -> dict:
     """Metrics of the LRM saved in ``args.evaluate`` on the toy eval splits (no Ray)."""
-    from rglcd.toy.data import ensure_toy_dataset
     from trainer.lrm import LatentRewardModel
 
-    for split in EVAL_SPLITS:
-        ensure_toy_dataset(args.data_dir, split, args.n_eval, args.seed)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    _ensure_data(args, EVAL_SPLITS)
+    config = _config(args)
     vae = _load_vae(config)
     model = LatentRewardModel.from_pretrained(args.evaluate).float().eval()
     return _evaluate(model, _load_eval_splits(config, vae, model.tokenizer))
@@ -267,17 +265,21 @@ def run_local(args: argparse.Namespace) -> dict:
               flush=True)
 
     _ensure_data(args)
-    config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    train_lrm(config, 0, 1, lambda model: model, publish)
+    train_lrm(_config(args), 0, 1, lambda model: model, publish)
     return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
 
 
-def _ensure_data(args: argparse.Namespace) -> None:
+def _ensure_data(args: argparse.Namespace, splits=("train", *EVAL_SPLITS)) -> None:
     from rglcd.toy.data import ensure_toy_dataset
 
-    for split in ("train", *EVAL_SPLITS):  # here, not in the workers: they would race
+    for split in splits:  # here, not in the workers: they would race
         n = args.n_train if split == "train" else args.n_eval
         ensure_toy_dataset(args.data_dir, split, n, args.seed)  # no-op when already built
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """The arguments as a plain dict, paths absolute (what the training function reads)."""
+    return {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -290,7 +292,7 @@ def run(args: argparse.Namespace) -> dict:
     if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one
         ray.init(include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
-    config = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config = _config(args)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
