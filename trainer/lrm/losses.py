@@ -183,16 +183,14 @@ def attribute_accuracy(
     similarity = (latent_emb @ caption_emb.t()).cpu()  # (N, K); indexed item by item below
     result = {}
     for name in attributes[0]:
-        rivals: dict[tuple, list[int]] = {}
-        for k, attrs in enumerate(attributes):
-            rest = tuple(value for other, value in attrs.items() if other != name)
-            rivals.setdefault(rest, []).append(k)
+        rest = [tuple(v for other, v in attrs.items() if other != name) for attrs in attributes]
+        rivals: dict[tuple, list[int]] = {}  # captions equal in every other attribute
+        for k, key in enumerate(rest):
+            rivals.setdefault(key, []).append(k)
         hits = []
         for i, k in enumerate(caption_index.tolist()):
-            rest = tuple(value for other, value in attributes[k].items() if other != name)
-            group = rivals[rest]
+            group = rivals[rest[k]]
             if len(group) > 1:
                 hits.append(group[int(similarity[i, group].argmax())] == k)
         result[f"{name}_accuracy"] = sum(hits) / len(hits) if hits else float("nan")
     return result
-
