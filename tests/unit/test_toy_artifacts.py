@@ -79,18 +79,13 @@ def test_toy_lrm_sees_every_attribute_of_held_out_scenes(teacher):
 
     from rglcd.toy.paths import TOY_LRM_DIR
     from rglcd.toy.scenes import all_captions, parse_caption, render, sample_scenes
-    from trainer.lrm import LatentRewardModel, attribute_accuracy
-    from trainer.lrm.pretrain import encode_images
+    from trainer.lrm import LatentRewardModel
+    from trainer.lrm.pretrain import evaluate_retrieval, prepare_split
 
     scenes = sample_scenes("heldout", 128, seed=7)
-    latents = encode_images(teacher.vae, np.stack([render(s) for s in scenes]), sample=False)
-    captions = all_captions()
     lrm = LatentRewardModel.from_pretrained(TOY_LRM_DIR).eval()
-    with torch.no_grad():
-        latent_emb = lrm.embed_latents(latents)
-        tokens = lrm.tokenize(captions)
-        caption_emb = lrm.embed_text(tokens["input_ids"], tokens["attention_mask"])
-    index = torch.tensor([captions.index(s.caption) for s in scenes])
-    accuracy = attribute_accuracy(latent_emb, caption_emb, index, [parse_caption(c) for c in captions])
+    data = prepare_split(teacher.vae, lrm.tokenizer, np.stack([render(s) for s in scenes]),
+                         [s.caption for s in scenes], sample=False, caption_bank=all_captions())
+    accuracy = evaluate_retrieval(lrm, data, attributes=parse_caption)
     assert accuracy["shape_accuracy"] >= 0.8, accuracy  # 0.38 for the first, 600-step LRM
     assert min(accuracy["colour_accuracy"], accuracy["size_accuracy"], accuracy["bg_accuracy"]) >= 0.95
