@@ -50,6 +50,7 @@ from orchestration.data.shards import (  # noqa: E402
     write_manifest,
     write_shard,
 )
+from rglcd.ray_parquet import read_parquet  # noqa: E402
 from trainer.data import content_key  # noqa: E402
 
 
@@ -123,7 +124,7 @@ def read_samples(cfg: DataJobConfig):
             file_extensions=["tar"],
         )
         return dataset.map_batches(_from_webdataset, batch_format="pandas")
-    dataset = ray.data.read_parquet(
+    dataset = read_parquet(  # V1 datasource: rglcd/ray_parquet.py
         cfg.input, columns=[cfg.image_column, cfg.caption_column], include_paths=True
     )
     return dataset.map_batches(

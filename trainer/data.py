@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from rglcd.codecs import decode_latents
+from rglcd.ray_parquet import read_parquet
 from trainer.checkpointing import DataPosition
 
 IMAGE_COLUMN = "image"
@@ -180,13 +181,12 @@ def build_train_dataset(
     folder (or a VAE folder) whose encoder the `EncodeImages` actors load.
     """
     import pyarrow.parquet as pq
-    import ray.data
 
     image, latent, caption = columns
     fmt = shard_format(pq.read_schema(files[0]).names, image, latent, caption, fmt)
     source = image if fmt == "images" else latent
     canonical = IMAGE_COLUMN if fmt == "images" else LATENT_COLUMN
-    dataset = ray.data.read_parquet(files, columns=[source, caption])
+    dataset = read_parquet(files, columns=[source, caption])  # V1: rglcd/ray_parquet.py
     renames = {k: v for k, v in {source: canonical, caption: CAPTION_COLUMN}.items() if k != v}
     if renames:
         dataset = dataset.rename_columns(renames)
