@@ -2,10 +2,10 @@
 
 Ray 2.60 reads Parquet with its V2 datasource by default, which first lists the files in a
 separate task with a pool of footer-reader workers. On a 2-core node that listing costs
-13-20 s per read even for one 24-row file, warm cluster or not; the V1 datasource reads the
-same file in 0.2-2.4 s (first read of a session the slowest). Every training run, LRM
-pretraining run and data job starts with such a read, so the trainer's first step waited
-for it. V1 reads the same columns, paths and rows; it lacks only V2's
+13-20 s per read even for one 24-row file, warm cluster or not; the V1 datasource reads
+the same file in 0.2-2.4 s (the first read after the cluster starts is the slowest). Every
+training run starts with such a read (so its first step waited for it), and so does the
+data job on Parquet input. V1 reads the same columns, paths and rows; it lacks only V2's
 ``ignore_missing_paths`` / ``skip_paths``, which nothing here uses.
 """
 
