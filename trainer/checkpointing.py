@@ -312,16 +312,24 @@ def _check_names(directory: Path, kind: str, saved: list[str], wanted: list[str]
 
 
 def load_checkpoint(
-    directory: str | Path, into: TrainState, *, rank: int = 0, restore_rng: bool = True
+    directory: str | Path,
+    into: TrainState,
+    *,
+    rank: int = 0,
+    restore_rng: bool = True,
+    verified: bool = False,
 ) -> TrainState:
     """Verify `directory`, then load it into the modules / stateful objects of `into`.
 
     Returns `into` with step, data position, config snapshot and RNG states filled in. With
     `restore_rng`, this rank's RNG streams are put back too (draws continue as after save).
+    `verified=True` skips re-hashing a directory the caller has just passed through
+    ``verify_checkpoint`` (trainer/worker.py does, before the models are built).
     Raises ``CheckpointError`` for a partial, corrupt or mismatching checkpoint.
     """
     directory = Path(directory)
-    verify_checkpoint(directory)
+    if not verified:
+        verify_checkpoint(directory)
     meta = json.loads((directory / TRAIN_STATE_NAME).read_text(encoding="utf-8"))
     _check_names(directory, "modules", list(meta["modules"]), list(into.modules))
     _check_names(directory, "optimizer/scheduler states", meta["stateful"], list(into.stateful))

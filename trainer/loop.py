@@ -1,4 +1,5 @@
-"""`train_loop_per_worker`: the recipe each Ray Train worker runs (Algorithm 3's outer loop).
+"""`run_worker`: the recipe each Ray Train worker runs (Algorithm 3's outer loop); Ray Train
+enters it through trainer/worker.py.
 
 One iteration: next local batch -> task.step (loss) -> backward -> grad clip -> AdamW step ->
 EMA target update. Around it: resume from the last checkpoint, DDP when world_size > 1,
@@ -29,15 +30,12 @@ from trainer.checkpointing import (
 from trainer.config import RGLCDConfig
 from trainer.data import local_batches
 from trainer.faults import maybe_fail
+from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
 from trainer.lcd import LoRASettings
 from trainer.models import TeacherParts, load_teacher
 from trainer.monitoring import COUNTER_KEYS, MetricsLogger
 from trainer.rng_state import gather_rng_states
 from trainer.task import DirectReward, DistillationTask, LCDSettings, RewardHook
-
-PIPELINE_SUBDIR = "pipeline"
-LORA_SUBDIR = "lora"  # LCM-LoRA runs: pytorch_lora_weights.safetensors (load_lora_weights)
-SAMPLES_SUBDIR = "samples"
 
 
 def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | None:
@@ -169,10 +167,10 @@ class Trainer:
         self.state = train_state(cfg, self.task, self.optimizer)
         self.output_dir = cfg.output_dir
 
-    def resume(self, checkpoint_dir: Path | None) -> None:
-        """Load a checkpoint (verified; a corrupt one raises) into the live state."""
+    def resume(self, checkpoint_dir: Path | None, verified: bool = False) -> None:
+        """Load a checkpoint (verified here unless `verified`; a corrupt one raises)."""
         if checkpoint_dir is not None:
-            load_checkpoint(checkpoint_dir, self.state, rank=self.rank)
+            load_checkpoint(checkpoint_dir, self.state, rank=self.rank, verified=verified)
 
     def wrap_for_ddp(self) -> None:
         """DDP only with several workers; single-worker runs keep the bare student."""
@@ -286,8 +284,12 @@ def worker_threads(scaling, node_cores: int, local_workers: int) -> int:
     return max(math.ceil(scaling.cpus_per_worker), node_cores // max(local_workers, 1), 1)
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    """Ray Train entry point; `loop_config["config"]` is the RGLCDConfig as a plain dict."""
+def run_worker(loop_config: dict, verified: bool = False) -> None:
+    """One Ray Train worker's run; `loop_config["config"]` is the RGLCDConfig as a plain dict.
+
+    `verified`: trainer/worker.py has already checked Ray Train's checkpoint against its
+    manifest (no second hashing pass).
+    """
     import ray.train
     import ray.train.torch
 
@@ -303,7 +305,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            trainer.resume(Path(directory))
+            trainer.resume(Path(directory), verified)
     elif loop_config.get("initial_checkpoint"):
         trainer.resume(Path(loop_config["initial_checkpoint"]))
     trainer.wrap_for_ddp()

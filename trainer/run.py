@@ -251,7 +251,7 @@ def build_trainer(cfg: RGLCDConfig):
 
     from trainer.data import build_train_dataset, parquet_files
     from trainer.faults import worker_env
-    from trainer.loop import train_loop_per_worker
+    from trainer.worker import train_loop_per_worker
 
     DataContext.get_current().enable_progress_bars = False  # the driver shows its own line
     scaling = cfg.scaling
@@ -307,7 +307,7 @@ def fit(cfg: RGLCDConfig):
 
 def write_report(cfg: RGLCDConfig, seconds: float) -> Path:
     from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
-    from trainer.loop import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
+    from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
     from trainer.monitoring import METRICS_FILE, read_metrics
     from trainer.report import write_run_report
 

@@ -30,3 +30,21 @@ def baseline(ray_cluster, trainer_inputs):
     assert [r["step"] for r in rows] == list(range(STEPS))
     assert [step for step, _ in checkpoints(result)] == [2, 4]
     return cfg, rows
+
+
+@pytest.fixture(scope="session")
+def scorer_app(serve_http_port, tmp_path_factory):
+    """The scorer test app (tests/helpers/scorers.py) deployed once: yields its ServeConfig."""
+    from ray import serve
+
+    from reward_service.app import build_app
+    from tests.helpers import scorers
+
+    vae_dir = str(save_tiny_sd_pipeline(tmp_path_factory.mktemp("scorer-app-vae")))
+    config = scorers.scorer_test_config(vae_dir)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(scorers.TOKEN_ENV, scorers.TOKEN)  # read by build_app, here in the driver
+        serve.run(build_app(config, scorers.make_scorer), name=config.app_name,
+                  route_prefix=config.route_prefix)
+    yield config
+    serve.delete(config.app_name)

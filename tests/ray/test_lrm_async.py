@@ -5,6 +5,8 @@
    scores, and the final checkpoint holds an LRM whose trainable parts moved.
 2. The service deleted mid-run: the hook keeps stepping, counts the skipped triplets, and its
    LRM updates resume once the app is deployed again.
+Both use one app (`APP`): the run deploys it, the outage test finds it running, deletes it,
+deploys it again and deletes it at the end (each deployment starts its replicas' processes).
 """
 
 from __future__ import annotations
@@ -27,27 +29,32 @@ from trainer.run import build_trainer, ensure_reward_service
 from trainer.task import RewardContext
 
 CAPTION = "a large red circle on a blue background"
+APP = "lrm-async"
 
 
 @pytest.fixture(scope="module")
-def lrm_inputs(tmp_path_factory):
+def lrm_inputs(ray_cluster, tmp_path_factory):
+    from ray import serve
+
     root = tmp_path_factory.mktemp("lrm-async")
     teacher = save_tiny_sd_pipeline(root / "teacher")
     toy_latent_shards(root / "data", teacher, 16)  # the teacher's latents of 16 toy scenes
-    return root, teacher
+    yield root, teacher
+    if APP in serve.status().applications:
+        serve.delete(APP)
 
 
-def lrm_config(root, teacher, port: int, app: str, overrides=()):
+def lrm_config(root, teacher, port: int, run_name: str, overrides=()):
     recipe = {
         "serve": {
-            "app_name": app,
-            "route_prefix": f"/{app}",
+            "app_name": APP,
+            "route_prefix": f"/{APP}",
             "port": port,
             "vaes": {"tiny": {"path": str(teacher), "num_cpus": 0.25}},
             "scorers": [{"name": "toy-judge", "kind": "toy-judge", "num_cpus": 0.25}],
         }
     }
-    path = root / f"{app}.yaml"
+    path = root / f"{run_name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return load_trainer_config(
         path,
@@ -61,7 +68,7 @@ def lrm_config(root, teacher, port: int, app: str, overrides=()):
             "lrm.learning_rate=1e-3",
             "lrm.request_timeout_s=2",
             f"output.root_dir={root / 'out'}",
-            f"run_name={app}",
+            f"run_name={run_name}",
             *overrides,
         ],
     )
@@ -75,11 +82,9 @@ def test_trainer_run_applies_async_lrm_updates(ray_cluster, serve_http_port, lrm
         ["lcd.max_steps=4", "lrm.max_staleness_steps=2", "output.log_every=1",
          "output.sample_every=0", "output.checkpoint_every=0"],
     )
-    try:
-        assert ensure_reward_service(cfg) == "lrm-train"
-        build_trainer(cfg).fit()
-    finally:
-        serve.delete("lrm-train")
+    assert APP not in serve.status().applications
+    assert ensure_reward_service(cfg) == APP  # deployed here; the next test reuses it
+    build_trainer(cfg).fit()
     rows = [json.loads(line) for line in (cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert sum(r["lrm_updates"] for r in rows) >= 3  # the final step drains the window
@@ -109,14 +114,14 @@ def test_service_deleted_mid_run_skips_then_resumes(ray_cluster, serve_http_port
     from ray import serve
 
     cfg = lrm_config(*lrm_inputs, serve_http_port, "lrm-outage", ["lrm.max_staleness_steps=1"])
-    ensure_reward_service(cfg)
-    hook = build_lrm_hook(cfg, torch.device("cpu"), RewardClient("lrm-outage", 2.0, 0))
+    ensure_reward_service(cfg)  # running since the test above, or deployed now
+    hook = build_lrm_hook(cfg, torch.device("cpu"), RewardClient(APP, 2.0, 0))
     try:
         before = steps(hook, 0, 3)
         assert sum(r["lrm_updates"] for r in before) == 2
         assert sum(r["reward_updates_skipped"] for r in before) == 0
 
-        serve.delete("lrm-outage")
+        serve.delete(APP)
         during = steps(hook, 3, 3)  # step 3 still learns from step 2's answer (sent before)
         assert [r["lrm_updates"] for r in during] == [1, 0, 0]
         assert [r["reward_updates_skipped"] for r in during] == [0, 2, 2]  # 2 triplets a step
@@ -126,4 +131,3 @@ def test_service_deleted_mid_run_skips_then_resumes(ray_cluster, serve_http_port
         assert sum(r["lrm_updates"] for r in after) >= 2
     finally:
         hook.queue.close()
-        serve.delete("lrm-outage")

@@ -8,73 +8,20 @@ missing results (never 0.0 or None rewards).
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import pytest
 import torch
-from ray import cloudpickle
 
 from reward_service.client import RewardClient
-from reward_service.config import ScorerConfig, ServeConfig, VaeConfig
 from reward_service.latents import LatentDecoder
-from reward_service.scorers.base import ItemScore, Scorer
-from rglcd.tiny_models import save_tiny_sd_pipeline
-
-APP = "rewards-handle-test"
-PREFIX = "/handle-test"
-SLOW_SECONDS = 2.0
-
-# The scorer classes below are shipped to the replicas by value (tests/ray is not a package).
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-class BrightnessScorer(Scorer):
-    """Reward = mean brightness x (number of words in the prompt); 'skip' items get an error;
-    a batch with a prompt containing 'slow' takes SLOW_SECONDS."""
-
-    differentiable = True
-    input_size = 16
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        if any("slow" in p for p in prompts):
-            time.sleep(SLOW_SECONDS)
-        words = torch.tensor([len(p.split()) for p in prompts], dtype=torch.float32)
-        return images.mean(dim=(1, 2, 3)) * words
-
-    def score_items(self, images: torch.Tensor, prompts: list[str]) -> list[ItemScore]:
-        items = super().score_items(images, prompts)
-        return [
-            ItemScore(score=None, error="asked to skip") if "skip" in p else item
-            for p, item in zip(prompts, items, strict=True)
-        ]
-
-
-def make_scorer(spec: ScorerConfig) -> Scorer:
-    return BrightnessScorer(spec.name)
+from tests.helpers.scorers import APP, BrightnessScorer
 
 
 @pytest.fixture(scope="module")
-def service(serve_http_port, tmp_path_factory):
-    from ray import serve
-
-    from reward_service.app import build_app
-
-    vae_dir = str(save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny-sd-handle")))
-    config = ServeConfig(
-        app_name=APP,
-        route_prefix=PREFIX,
-        vaes={"tiny": VaeConfig(path=vae_dir, num_cpus=0.1)},
-        scorers=[
-            ScorerConfig(name="bright", kind="toy-judge", max_batch_size=4, num_cpus=0.1),
-        ],
-    )
-    serve.run(build_app(config, make_scorer), name=APP, route_prefix=PREFIX)
-    yield config
-    serve.delete(APP)
+def service(scorer_app):
+    """The shared scorer app (tests/helpers/scorers.py); these tests use its "bright" scorer."""
+    return scorer_app
 
 
 def _inputs(n: int = 6) -> tuple[torch.Tensor, list[str]]:

@@ -8,126 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import io
-import sys
 import time
 
 import httpx
 import pytest
 import torch
 from PIL import Image
-from ray import cloudpickle
 
-from reward_service.config import ScorerConfig, ServeConfig, VaeConfig
 from reward_service.latents import LatentDecoder
-from reward_service.scorers.base import ItemScore, Scorer
 from rglcd import codecs
-from rglcd.tiny_models import save_tiny_sd_pipeline
-
-APP = "rewards-http-test"
-PREFIX = "/http-test"
-TOKEN_ENV = "RGLCD_TEST_REWARD_TOKEN"
-TOKEN = "s3cret-token"
-SLOW_SECONDS = 3.0
-HAS_TOY_JUDGE = importlib.util.find_spec("rglcd.toy.judge") is not None
-
-# The scorer classes below are shipped to the replicas by value (tests/ray is not a package).
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-CHANNELS = {"red": 0, "green": 1, "blue": 2}
-
-
-class ColorScorer(Scorer):
-    """Reward = mean intensity of the colour named in the prompt, minus the other two."""
-
-    differentiable = True
-    input_size = 16
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        means = images.mean(dim=(2, 3))  # (N, 3)
-        named = [next(w for w in p.split() if w in CHANNELS) for p in prompts]
-        picks = torch.tensor([CHANNELS[w] for w in named])
-        chosen = means.gather(1, picks[:, None])[:, 0]
-        return 2 * chosen - means.sum(dim=1)  # chosen - (sum of the other two)
-
-
-class FlakyScorer(ColorScorer):
-    """Per-item errors: prompts containing 'unscorable' get an explicit error."""
-
-    def score_items(self, images: torch.Tensor, prompts: list[str]) -> list[ItemScore]:
-        ok = super().score_items(images, ["red" if "unscorable" in p else p for p in prompts])
-        return [
-            ItemScore(score=None, error="prompt names no colour") if "unscorable" in p else item
-            for p, item in zip(prompts, ok, strict=True)
-        ]
-
-
-class SlowScorer(ColorScorer):
-    def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        time.sleep(SLOW_SECONDS)
-        return super().__call__(images, prompts)
-
-
-def make_scorer(spec: ScorerConfig) -> Scorer:
-    classes = {"color": FlakyScorer, "slow": SlowScorer}
-    if spec.name in classes:
-        return classes[spec.name](spec.name)
-    from reward_service.scorers.registry import build_scorer
-
-    return build_scorer(spec)
-
-
-def _config(vae_dir: str) -> ServeConfig:
-    scorers = [
-        ScorerConfig(name="color", kind="toy-judge", max_batch_size=8, num_cpus=0.1),
-        ScorerConfig(
-            name="slow", kind="toy-judge", max_batch_size=1, max_ongoing_requests=1,
-            max_queued_requests=1, num_cpus=0.1,
-        ),
-    ]
-    if HAS_TOY_JUDGE:
-        scorers.append(ScorerConfig(name="toy-judge", kind="toy-judge", num_cpus=0.1))
-    return ServeConfig(
-        app_name=APP,
-        route_prefix=PREFIX,
-        auth_token_env=TOKEN_ENV,
-        max_request_bytes=200_000,
-        max_image_pixels=64 * 64,
-        max_items_per_request=16,
-        request_timeout_s=1.5,
-        vaes={"tiny": VaeConfig(path=vae_dir, num_cpus=0.1)},
-        scorers=scorers,
-    )
+from tests.helpers.scorers import PREFIX, SLOW_SECONDS, TOKEN, ColorScorer
 
 
 @pytest.fixture(scope="module")
-def service(serve_http_port, tmp_path_factory, monkeypatch_module):
-    from ray import serve
-
-    from reward_service.app import build_app
-
-    vae_dir = str(save_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny-sd")))
-    config = _config(vae_dir)
-    monkeypatch_module.setenv(TOKEN_ENV, TOKEN)
-    serve.run(build_app(config, make_scorer), name=APP, route_prefix=PREFIX)
+def service(scorer_app, serve_http_port):
+    """(client with the bearer token, the app's ServeConfig) for the shared scorer app."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=_base_url(serve_http_port), headers=headers, timeout=30) as client:
-        yield client, config
-    serve.delete(APP)
+        yield client, scorer_app
 
 
 def _base_url(port: int) -> str:
     return f"http://127.0.0.1:{port}{PREFIX}"
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
 
 
 def _images(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -255,7 +158,7 @@ ERROR_CASES = {
     "latent ndim": (_latent_body(torch.randn(4, 8, 8), ["red"]), 422, "[N, C, H, W]"),
     "latent nan": (_latent_body(torch.full((1, 4, 8, 8), float("nan")), ["red"]), 422, "NaN"),
     "latent count": (_latent_body(torch.randn(2, 4, 8, 8), ["red"]), 422, "2 latents but 1"),
-    "unknown model": ({**_valid_body(), "model": "nope"}, 404, "available models: color"),
+    "unknown model": ({**_valid_body(), "model": "nope"}, 404, "available models: bright, color, slow, toy-judge"),
     "unknown vae": (_latent_body(torch.randn(1, 4, 8, 8), ["red"], "sd"), 404, "available VAEs"),
     "image pixels": (
         {**_valid_body(), "images": [_png_of_size(65, 64)] * 3}, 413, "above the limit"
@@ -330,7 +233,6 @@ def test_overload_is_503_and_slow_scorer_times_out_with_504(service):
     _assert_still_serving(client)
 
 
-@pytest.mark.skipif(not HAS_TOY_JUDGE, reason="toy judge (rglcd.toy.judge) not built yet")
 def test_toy_judge_over_http_matches_in_process(service):
     from reward_service.scorers.registry import build_scorer
     from rglcd.toy.scenes import render, sample_scenes

@@ -201,3 +201,24 @@ def test_saving_the_same_step_again_replaces_it(tmp_path):
     load_checkpoint(path, fresh, restore_rng=False)
     assert torch.all(fresh.modules["lrm"].weight == 0.5)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_worker_entry_verifies_local_checkpoints_only(saved, tmp_path):
+    """trainer/worker.py checks a local checkpoint before the models exist; the loop then
+    loads with verified=True (no second hash). Remote storage is left to the loop."""
+    import pyarrow.fs
+    from ray.train import Checkpoint
+
+    from trainer.worker import local_checkpoint_dir
+
+    _, path, _ = saved
+    assert local_checkpoint_dir(None) is None
+    assert local_checkpoint_dir(Checkpoint.from_directory(str(path))) == path
+    subtree = pyarrow.fs.SubTreeFileSystem("/", pyarrow.fs.LocalFileSystem())
+    remote = Checkpoint(str(path), filesystem=subtree)  # stands for s3:// and the like
+    assert local_checkpoint_dir(remote) is None
+
+    broken = _corrupt_copy(path, tmp_path, _flip_byte)
+    with pytest.raises(CheckpointError, match="fails its sha256"):
+        verify_checkpoint(broken)
+    load_checkpoint(broken, _fresh_state(seed=5), verified=True)  # the caller's promise

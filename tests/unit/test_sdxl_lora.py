@@ -23,8 +23,9 @@ from trainer.conditioning import encode_text, encode_uncond
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.data import LocalBatch
 from trainer.export import export_fused_lora_pipeline
+from trainer.layout import LORA_SUBDIR
 from trainer.lcd import AdaptersDisabled, lcd_loss, lora_state_dict
-from trainer.loop import LORA_SUBDIR, Trainer, train_state
+from trainer.loop import Trainer, train_state
 from trainer.models import check_teacher_source
 
 CAPTIONS = ["a small red circle", "a large blue square", "a green cross", "a triangle"]

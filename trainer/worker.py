@@ -1,0 +1,40 @@
+"""Ray Train's entry point for the RG-LCD run; the loop itself is trainer/loop.py.
+
+Kept light on purpose: Ray imports this module in every new worker process, while the loop's
+modules pull in diffusers and transformers (about 10 s of imports on a 2-core machine) and
+then load the teacher, student and target (a minute or more at Stable Diffusion scale). The
+checkpoint Ray Train hands a restarted or resumed run is verified against its manifest first,
+so a corrupt or partial one is refused before any of that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Verify the checkpoint to resume from (when it is on a local or mounted filesystem),
+    then run the loop. `loop_config["config"]` is the RGLCDConfig as a plain dict."""
+    import ray.train
+
+    from trainer.checkpointing import verify_checkpoint
+
+    local = local_checkpoint_dir(ray.train.get_checkpoint())
+    if local is not None:
+        verify_checkpoint(local)  # raises CheckpointError, which fails the run with its message
+
+    from trainer.loop import run_worker
+
+    run_worker(loop_config, verified=local is not None)
+
+
+def local_checkpoint_dir(checkpoint) -> Path | None:
+    """The checkpoint's directory when it lives on a local (or mounted) filesystem; None for
+    no checkpoint or remote storage (there the loop verifies the downloaded copy)."""
+    if checkpoint is None:
+        return None
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(checkpoint.path)
+    return None
