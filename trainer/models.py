@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from trainer.lcd.predictions import check_prediction_type
+
+if TYPE_CHECKING:  # imported where models load: the driver's checks read JSON only
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 TEACHER_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 SDXL_SUBFOLDERS = TEACHER_SUBFOLDERS + ("text_encoder_2", "tokenizer_2")
@@ -121,12 +124,23 @@ def check_family(unet_config: dict, family: str, source: str) -> None:
         )
 
 
+def _json_config(path: Path) -> dict:
+    """A component's JSON config, read directly (importing diffusers for this takes seconds)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is not a readable JSON config ({err}); point model.teacher at a complete "
+            "diffusers pipeline folder."
+        ) from err
+
+
 def teacher_folder(source: str, revision: str | None = None, family: str = "sd") -> Path:
     """The teacher's folder, checked to hold `family`'s layout (the family check comes first,
     so an SD folder given as SDXL says "set model.family=sd", not "text_encoder_2 missing")."""
     subfolders = teacher_subfolders(family)
     folder = resolve_teacher_source(source, revision)
-    check_family(UNet2DConditionModel.load_config(folder / "unet"), family, source)
+    check_family(_json_config(folder / "unet" / "config.json"), family, source)
     return resolve_teacher_source(source, revision, subfolders)
 
 
@@ -136,7 +150,7 @@ def check_teacher_source(source: str, revision: str | None = None, family: str =
     Reads only the UNet's and the scheduler's JSON configs, so it costs milliseconds.
     """
     folder = teacher_folder(source, revision, family)
-    config = DDPMScheduler.load_config(folder / "scheduler")
+    config = _json_config(folder / "scheduler" / "scheduler_config.json")
     prediction_type = config.get("prediction_type", "epsilon")
     check_prediction_type(prediction_type)
     return prediction_type
@@ -152,11 +166,15 @@ def load_vae(source: str, revision: str | None = None) -> AutoencoderKL:
             f"{source!r} holds no AutoencoderKL (no config.json in {folder}); pass a pipeline "
             "folder with vae/ or an AutoencoderKL folder."
         )
+    from diffusers import AutoencoderKL
+
     return AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32)
 
 
 def _load_text_parts(folder: Path, family: str) -> dict:
     """text_encoder + tokenizer (SDXL: also text_encoder_2, tokenizer_2, force_zeros flag)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
     parts: dict = {
         "text_encoder": CLIPTextModel.from_pretrained(
             folder / "text_encoder", local_files_only=True, dtype=torch.float32
@@ -189,6 +207,8 @@ def load_teacher(
     `vae` replaces the teacher's VAE (a pipeline folder or an AutoencoderKL folder); `family`
     is model.family (module docstring).
     """
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
     folder = teacher_folder(source, revision, family)
     # float32 master weights whatever the folder stores (e.g. fp16 to save space);
     # model.mixed_precision autocasts the forward passes instead.

@@ -11,10 +11,14 @@ vector (cos 0 = 1), so for real guidance scales the student starts near, not at,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import UNet2DConditionModel
 
 from trainer.lcd.guidance import W_EMBEDDING_DIM
+
+if TYPE_CHECKING:  # diffusers is imported where a UNet is built (a slow import)
+    from diffusers import UNet2DConditionModel
 
 NEW_KEYS = {"time_embedding.cond_proj.weight"}
 
@@ -40,6 +44,8 @@ def build_student_unet(
             f"the teacher already takes a {teacher_dim}-dim timestep_cond; "
             f"build the student with time_cond_proj_dim={teacher_dim}."
         )
+    from diffusers import UNet2DConditionModel
+
     student = UNet2DConditionModel.from_config(
         teacher_unet.config, time_cond_proj_dim=time_cond_proj_dim
     )
