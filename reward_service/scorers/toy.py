@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoTokenizer, CLIPModel
 
 from reward_service.scorers.base import ItemScore, Scorer, check_batch
-from reward_service.scorers.clip_family import ClipFamilyScorer, recipe_from_processor
 from reward_service.scorers.preprocess import PreprocessRecipe, resize
 from rglcd.toy.judge import ToyJudge
 from rglcd.toy.scenes import IMAGE_SIZE, parse_caption
+
+if TYPE_CHECKING:  # transformers loads with the mini CLIP only: a judge replica needs none
+    from reward_service.scorers.clip_family import ClipFamilyScorer
 
 TOY_PREPROCESS_FILE = "preprocess.json"  # = rglcd.toy.miniclip.PREPROCESS_FILE
 
@@ -30,6 +32,8 @@ def toy_clip_recipe(directory: str | Path, default_size: int) -> PreprocessRecip
     """The mini CLIP's recipe from its `preprocess.json`, else from a HF processor config."""
     info_file = Path(directory) / TOY_PREPROCESS_FILE
     if not info_file.is_file():
+        from reward_service.scorers.clip_family import recipe_from_processor
+
         return recipe_from_processor(str(directory), default_size)
     info = json.loads(info_file.read_text(encoding="utf-8"))
     resize = str(info.get("resize", "bicubic"))
@@ -50,6 +54,10 @@ def toy_clip_scorer(name: str, directory: str | Path, device: str = "auto") -> C
             f"no miniature CLIP at {directory}; build it with "
             "`python orchestration/build_toy_world.py` or set the scorer's checkpoint"
         )
+    from transformers import AutoTokenizer, CLIPModel
+
+    from reward_service.scorers.clip_family import ClipFamilyScorer
+
     model = CLIPModel.from_pretrained(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     recipe = toy_clip_recipe(directory, model.config.vision_config.image_size)
