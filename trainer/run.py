@@ -8,8 +8,9 @@ serves; with a config it runs the same code on real checkpoints and GPUs.
     python trainer/run.py [--config configs/toy-direct-clip.yaml] [key.sub=value ...]
     ray job submit --working-dir . -- python trainer/run.py [--config FILE] [key.sub=value ...]
 
-The first form starts a local Ray instance unless RAY_ADDRESS names a cluster; the second
-runs on the cluster that `ray start --head` (with its dashboard) started. Outputs land in
+The first form starts a local Ray instance, dashboard included (http://127.0.0.1:8265 or the
+next free port, printed at start), unless RAY_ADDRESS names a cluster; the second runs on
+the cluster that `ray start --head` (with its dashboard) started. Outputs land in
 `<output.root_dir>/<run_name>` (relative paths resolve against the job's working directory,
 so with `ray job submit` pass an absolute output.root_dir); rerunning with the same run name
 resumes from its last checkpoint. Everything that can be checked is checked before Ray
@@ -171,7 +172,9 @@ def connect_ray(cfg: RGLCDConfig) -> None:
         return
     ray.init(
         num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
-        include_dashboard=False,
+        # The dashboard to watch the run on; Ray Train's placement-group cleaner also polls
+        # the state API it serves (without it, a warning every second of the run).
+        include_dashboard=True,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}},
     )
 
