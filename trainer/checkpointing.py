@@ -19,7 +19,8 @@ The directory is assembled under a hidden temporary name and renamed into place,
 mid-save leaves no half-written directory under the final name. ``load_checkpoint`` verifies
 the manifest before reading anything and raises ``CheckpointError`` for a partial (no
 manifest) or corrupt (missing file, wrong size, wrong hash) checkpoint; it never loads one
-silently. Ray is imported only by the two Ray Train helpers at the bottom.
+silently. Ray Train's checkpoint objects are read by ``local_checkpoint_dir`` only (no Ray
+import here).
 """
 
 from __future__ import annotations
@@ -29,10 +30,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from trainer.rng_state import capture_rng_states, gather_rng_states, restore_rng_states
+from trainer.rng_state import capture_rng_states, restore_rng_states
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -383,36 +381,13 @@ def rotate_checkpoints(root: str | Path, keep: int) -> list[Path]:
 # ----------------------------------------------------------------------------- Ray Train
 
 
-def to_ray_checkpoint(directory: str | Path):
-    """A ``ray.train.Checkpoint`` for a directory written by ``save_checkpoint``."""
-    from ray.train import Checkpoint
+def local_checkpoint_dir(checkpoint) -> Path | None:
+    """The directory of a ``ray.train.Checkpoint`` on a local (or mounted) filesystem; None
+    for no checkpoint or remote storage (the loop verifies the downloaded copy there)."""
+    if checkpoint is None:
+        return None
+    import pyarrow.fs
 
-    verify_checkpoint(directory)
-    return Checkpoint.from_directory(str(directory))
-
-
-def report_train_state(state: TrainState, metrics: dict[str, Any], rank: int) -> None:
-    """``ray.train.report`` with a checkpoint of `state`; every rank must call it (a barrier).
-
-    RNG states of all ranks are gathered; rank 0 writes the checkpoint to a temporary
-    directory that Ray copies to the run's storage as ``step_XXXXXXXX``; other ranks report
-    the metrics alone.
-    """
-    import ray.train
-
-    state.rng_states = gather_rng_states()
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory() as scratch:
-        name = checkpoint_name(state.step)
-        path = save_checkpoint(Path(scratch) / name, state)
-        checkpoint = ray.train.Checkpoint.from_directory(str(path))
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
-
-
-@contextmanager
-def ray_checkpoint_directory(checkpoint) -> Iterator[Path]:
-    """Local directory of a ``ray.train.Checkpoint`` (e.g. ``ray.train.get_checkpoint()``)."""
-    with checkpoint.as_directory() as local:
-        yield Path(local)
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return Path(checkpoint.path)
+    return None

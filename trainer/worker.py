@@ -9,15 +9,13 @@ so a corrupt or partial one is refused before any of that.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """Verify the checkpoint to resume from (when it is on a local or mounted filesystem),
     then run the loop. `loop_config["config"]` is the RGLCDConfig as a plain dict."""
     import ray.train
 
-    from trainer.checkpointing import verify_checkpoint
+    from trainer.checkpointing import local_checkpoint_dir, verify_checkpoint
 
     local = local_checkpoint_dir(ray.train.get_checkpoint())
     if local is not None:
@@ -27,14 +25,3 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     run_worker(loop_config, verified=local is not None)
 
-
-def local_checkpoint_dir(checkpoint) -> Path | None:
-    """The checkpoint's directory when it lives on a local (or mounted) filesystem; None for
-    no checkpoint or remote storage (there the loop verifies the downloaded copy)."""
-    if checkpoint is None:
-        return None
-    import pyarrow.fs
-
-    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
-        return Path(checkpoint.path)
-    return None

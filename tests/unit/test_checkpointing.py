@@ -21,6 +21,7 @@ from trainer.checkpointing import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    local_checkpoint_dir,
     rotate_checkpoints,
     save_checkpoint,
     verify_checkpoint,
@@ -208,8 +209,6 @@ def test_worker_entry_verifies_local_checkpoints_only(saved, tmp_path):
     loads with verified=True (no second hash). Remote storage is left to the loop."""
     import pyarrow.fs
     from ray.train import Checkpoint
-
-    from trainer.worker import local_checkpoint_dir
 
     _, path, _ = saved
     assert local_checkpoint_dir(None) is None
