@@ -131,3 +131,76 @@ def nan_summary(values: np.ndarray) -> dict[str, float | int | None]:
         "n": int(finite.size),
         "missing": int(values.size - finite.size),
     }
+
+
+# Across training seeds. A recipe is a distribution over trained models; one run per recipe
+# compares two draws. With S_A runs of A and S_B of B, each sampled on the same N items:
+# - the all-pairs win rate averages the item outcomes of every (run of A, run of B) pairing;
+# - its interval is a two-level percentile bootstrap: resample A's runs, B's runs and the
+#   items (with replacement, seeded) and recompute, so it widens with run-to-run spread,
+#   which a Wilson interval over the pooled items would hide.
+
+
+def cross_seed_outcomes(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarray:
+    """(S_A, S_B, N) outcomes (1 / 0.5 / 0; NaN where either score is missing) of every
+    pairing of A's runs (S_A, N) with B's runs (S_B, N) on the N shared items."""
+    a, b = np.asarray(scores_a, np.float64), np.asarray(scores_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"scores must be (runs, items) with the same items: got {a.shape} and {b.shape}"
+        )
+    x, y = a[:, None, :], b[None, :, :]
+    out = np.where(x > y, 1.0, np.where(x < y, 0.0, 0.5))
+    return np.where(np.isfinite(x) & np.isfinite(y), out, np.nan)
+
+
+def cross_seed_win_rate(
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    confidence: float = 0.95,
+    samples: int = 2000,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """All-pairs win rate of A's runs over B's runs, its two-level bootstrap interval, and
+    the lowest and highest win rate of a single pairing (see the comment above)."""
+    outcomes = cross_seed_outcomes(scores_a, scores_b)
+    if not np.isfinite(outcomes).any():
+        raise ValueError("no item has a score on both sides of any pairing of runs")
+    normal_quantile(confidence)  # validates confidence
+    runs_a, runs_b, items = outcomes.shape
+    rng = np.random.default_rng(seed)
+    finite = np.isfinite(outcomes)
+    filled = np.where(finite, outcomes, 0.0)
+    rates = np.full(samples, np.nan)
+    for k in range(samples):
+        pick = np.ix_(rng.integers(0, runs_a, runs_a), rng.integers(0, runs_b, runs_b),
+                      rng.integers(0, items, items))
+        count = finite[pick].sum()
+        if count:  # a resample of only missing items has no rate; it is left out
+            rates[k] = filled[pick].sum() / count
+    alpha = 1 - confidence
+    low, high = np.nanquantile(rates, [alpha / 2, 1 - alpha / 2])
+    per_pairing = np.nanmean(outcomes, axis=2)
+    return {
+        "win_rate": float(np.nanmean(outcomes)),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "min_pairing": float(np.nanmin(per_pairing)),
+        "max_pairing": float(np.nanmax(per_pairing)),
+        "runs_a": runs_a,
+        "runs_b": runs_b,
+        "items": items,
+        "confidence": confidence,
+    }
+
+
+def run_spread(scores: np.ndarray) -> dict[str, float | int]:
+    """Mean of the runs' mean scores, their standard deviation (ddof 1) and range, (S, N)."""
+    means = np.nanmean(np.asarray(scores, np.float64), axis=1)
+    return {
+        "mean": float(means.mean()),
+        "std": float(means.std(ddof=1)) if means.size > 1 else 0.0,
+        "min": float(means.min()),
+        "max": float(means.max()),
+        "runs": int(means.size),
+    }

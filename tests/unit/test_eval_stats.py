@@ -9,9 +9,12 @@ import pytest
 
 from orchestration.evaluation.stats import (
     bootstrap_interval,
+    cross_seed_outcomes,
+    cross_seed_win_rate,
     nan_summary,
     normal_quantile,
     pair_outcomes,
+    run_spread,
     wilson_interval,
     win_rate,
 )
@@ -91,3 +94,51 @@ def test_nan_summary():
     summary = nan_summary(np.array([1.0, 3.0, np.nan]))
     assert summary == {"mean": 2.0, "std": math.sqrt(2.0), "n": 2, "missing": 1}
     assert nan_summary(np.array([np.nan]))["mean"] is None
+
+
+def test_cross_seed_outcomes_pair_every_run_of_a_with_every_run_of_b():
+    a = np.array([[1.0, 2.0, np.nan], [3.0, 0.0, 1.0]])
+    b = np.array([[2.0, 2.0, 0.0]])
+    out = cross_seed_outcomes(a, b)
+    assert out.shape == (2, 1, 3)
+    np.testing.assert_array_equal(out[0, 0], [0.0, 0.5, np.nan])
+    np.testing.assert_array_equal(out[1, 0], [1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="same items"):
+        cross_seed_outcomes(a, b[:, :2])
+
+
+def test_cross_seed_win_rate_by_hand():
+    a = np.array([[1.0, 2.0, np.nan], [3.0, 0.0, 1.0]])
+    b = np.array([[2.0, 2.0, 0.0]])
+    result = cross_seed_win_rate(a, b, samples=500)
+    # 5 finite outcomes 0, 0.5, 1, 0, 1 -> 2.5 / 5; pairings: 0.25 and 2/3
+    assert result["win_rate"] == pytest.approx(0.5)
+    assert result["min_pairing"] == pytest.approx(0.25)
+    assert result["max_pairing"] == pytest.approx(2 / 3)
+    assert 0.0 <= result["ci_low"] <= 0.5 <= result["ci_high"] <= 1.0
+    assert (result["runs_a"], result["runs_b"], result["items"]) == (2, 1, 3)
+
+
+def test_cross_seed_interval_widens_with_run_to_run_spread():
+    rng = np.random.default_rng(0)
+    b = rng.normal(size=(3, 400))
+    same = np.stack([rng.normal(size=400) + 0.3 for _ in range(3)])
+    spread = np.stack([rng.normal(size=400) + shift for shift in (-0.5, 0.3, 1.1)])
+    tight = cross_seed_win_rate(same, b, samples=400)
+    wide = cross_seed_win_rate(spread, b, samples=400)
+    assert tight["ci_high"] - tight["ci_low"] < wide["ci_high"] - wide["ci_low"]
+    assert tight["ci_low"] > 0.5  # a consistent 0.3 sigma advantage is resolved
+
+
+def test_cross_seed_win_rate_degenerate_and_errors():
+    result = cross_seed_win_rate(np.ones((2, 4)), np.zeros((3, 4)), samples=100)
+    assert result["win_rate"] == result["ci_low"] == result["ci_high"] == 1.0
+    with pytest.raises(ValueError, match="no item"):
+        cross_seed_win_rate(np.full((1, 2), np.nan), np.zeros((1, 2)))
+
+
+def test_run_spread():
+    spread = run_spread(np.array([[1.0, 3.0], [2.0, np.nan], [4.0, 4.0]]))
+    assert spread["mean"] == pytest.approx((2 + 2 + 4) / 3)
+    assert spread["std"] == pytest.approx(np.std([2.0, 2.0, 4.0], ddof=1))
+    assert (spread["min"], spread["max"], spread["runs"]) == (2.0, 4.0, 3)
