@@ -191,6 +191,8 @@ def prepare_batch(batch: dict[str, np.ndarray], resolution: int, min_size: int) 
 
 def run_data_job(cfg: DataJobConfig) -> dict[str, Any]:
     """Run the pipeline on the current Ray cluster; returns the manifest it wrote."""
+    from ray.data import ActorPoolStrategy
+
     cfg.check()
     vae = load_vae(cfg.teacher, cfg.vae_subfolder)  # fail fast, before any Ray work
     settings = {
@@ -227,7 +229,7 @@ def run_data_job(cfg: DataJobConfig) -> dict[str, Any]:
                 "store_dtype": cfg.latent_dtype,
             },
             batch_size=cfg.batch_size,
-            concurrency=cfg.encoders,
+            compute=ActorPoolStrategy(size=cfg.encoders),
             num_gpus=cfg.num_gpus,
             num_cpus=cfg.cpus_per_encoder,
         )

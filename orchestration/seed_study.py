@@ -173,7 +173,8 @@ def markdown(results: list[dict], args, recipes: dict[str, Recipe]) -> str:
         "# Seed study", "",
         f"Training seeds {args.seeds}; {args.max_prompts} prompts of {args.prompts} x sampling "
         f"seeds {args.sample_seeds}; judge {args.judge}.", "",
-        *[f"- `{r.name}`: `{r.config}` {' '.join(r.overrides)}".rstrip() for r in recipes.values()],
+        *[f"- `{r.name}`: `{_shown(r.config)}` {' '.join(r.overrides)}".rstrip()
+          for r in recipes.values()],
         "",
         "| A | B | A mean (runs) | B mean (runs) | win rate of A | 95% CI (runs + items) "
         "| single pairings |",
@@ -187,6 +188,12 @@ def markdown(results: list[dict], args, recipes: dict[str, Recipe]) -> str:
             f"| {r['min_pairing']:.3f}-{r['max_pairing']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _shown(path: str) -> str:
+    """A config path as the user would type it: relative to the repo root when inside it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else path
 
 
 def _means(values: list[float]) -> str:

@@ -181,6 +181,7 @@ def build_train_dataset(
     folder (or a VAE folder) whose encoder the `EncodeImages` actors load.
     """
     import pyarrow.parquet as pq
+    from ray.data import ActorPoolStrategy
 
     image, latent, caption = columns
     fmt = shard_format(pq.read_schema(files[0]).names, image, latent, caption, fmt)
@@ -207,7 +208,7 @@ def build_train_dataset(
             "device": "cuda" if encoder_gpus > 0 else "cpu",
         },
         batch_size=encode_batch_size,
-        concurrency=encoder_actors,
+        compute=ActorPoolStrategy(size=encoder_actors),
         num_cpus=1.0,
         num_gpus=encoder_gpus,
     )
@@ -257,7 +258,7 @@ def local_batches(
                 continue
             rows = slice(rank * local, (rank + 1) * local)
             yield LocalBatch(
-                latents=torch.from_numpy(np.ascontiguousarray(batch["latents"][rows])),
+                latents=torch.from_numpy(np.array(batch["latents"][rows])),  # a writable copy
                 captions=[str(c) for c in batch[CAPTION_COLUMN][rows]],
                 sample_keys=torch.from_numpy(batch["sample_key"][rows].astype(np.int64)),
                 position=DataPosition(epoch=epoch, batches_consumed=index + 1),

@@ -26,9 +26,9 @@ class RewardConfig(StrictModel):
         ge=0,
         description="Reward scale; 0 = plain LCD. Paper Table 2: CLIPScore/PickScore 5, "
         "HPSv2.1/ImageReward 1. The toy default (configs/toy.yaml, LRM cosine in [-1, 1]) uses "
-        "3: over 1 and 5 on 64 held-out prompts x 3 seeds, 2-step samples of beta 1 / 3 / 5 "
-        "scored 9.16 / 9.30 / 9.33 by the toy judge (plain LCD at 4 steps 9.28), and beta 5's "
-        "LRM-expert agreement fell during training (0.61 -> 0.51).",
+        "3, chosen over 1 and 5 on the first toy teacher (docs/beta-choice: beta 5's LRM-expert "
+        "agreement fell during training); on the current one beta 5 and 3 tie across three "
+        "training seeds (docs/seed-study).",
     )
     mode: Literal["direct", "lrm"] = Field(
         "lrm",

@@ -59,5 +59,7 @@ def test_item_scores_and_summary_by_hand(tmp_path):
     assert result["win_rate"] == pytest.approx(3.5 / 6)
     assert result["a_run_means"] == [2.0, 2.0] and result["b_run_means"] == [2.0, 1.5]
     assert result["b_runs"]["mean"] == pytest.approx(1.75)
-    text = seed_study.markdown([result], seed_study.parse_args([]), {})
+    recipes = {"a": seed_study.parse_recipe("a=configs/toy.yaml reward.beta=5")}
+    text = seed_study.markdown([result], seed_study.parse_args([]), recipes)
+    assert "- `a`: `configs/toy.yaml` reward.beta=5" in text
     assert "| a@2 | b@4 | 2.000 (2.000, 2.000) | 1.750 (2.000, 1.500) | 0.583 |" in text
