@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from orchestration.evaluation.stats import cross_seed_win_rate, run_spread  # noqa: E402
+from orchestration.training_runs import train_once  # noqa: E402
 
 DEFAULT_RECIPES = ("lcd=configs/toy-lcd.yaml", "rglcd=configs/toy.yaml")
 DEFAULT_COMPARISONS = ("rglcd@2:lcd@4", "rglcd@4:lcd@4")
@@ -104,20 +102,8 @@ def run_dir(out: Path, recipe: Recipe, seed: int) -> Path:
 
 
 def train(recipe: Recipe, seed: int, out: Path, retrain: bool) -> None:
-    """One `trainer/run.py` run (a subprocess with its own local Ray, or RAY_ADDRESS's)."""
-    target = run_dir(out, recipe, seed)
-    if (target / "pipeline" / "model_index.json").is_file() and not retrain:
-        print(f"[{recipe.name} seed {seed}] exported pipeline found; not retrained", flush=True)
-        return
-    if target.exists():
-        shutil.rmtree(target)  # a fresh run, not a resume of an unfinished one
-    command = [sys.executable, str(REPO_ROOT / "trainer" / "run.py"), "--config", recipe.config,
-               *recipe.overrides, f"seed={seed}", f"output.dir={target}",
-               f"run_name=study-{recipe.name}-seed{seed}"]
-    start = time.monotonic()
-    print(f"[{recipe.name} seed {seed}] training: {' '.join(command)}", flush=True)
-    subprocess.run(command, cwd=REPO_ROOT, check=True)
-    print(f"[{recipe.name} seed {seed}] trained in {time.monotonic() - start:.0f} s", flush=True)
+    train_once(recipe.config, run_dir(out, recipe, seed), f"study-{recipe.name}-seed{seed}",
+               (*recipe.overrides, f"seed={seed}"), retrain, f"{recipe.name} seed {seed}")
 
 
 def eval_config(args, recipes: dict[str, Recipe], comparisons):

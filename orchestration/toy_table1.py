@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,19 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(recipe: str, retrain: bool) -> None:
-    out_dir = RUNS_DIR / recipe
-    if (out_dir / "pipeline" / "model_index.json").is_file() and not retrain:
-        print(f"[{recipe}] exported pipeline found at {out_dir / 'pipeline'}; not retrained")
-        return
-    if out_dir.exists():
-        shutil.rmtree(out_dir)  # a fresh run, not a resume of an older one
-    command = [sys.executable, str(REPO_ROOT / "trainer" / "run.py"),
-               "--config", str(REPO_ROOT / "configs" / f"{recipe}.yaml"),
-               f"output.dir={out_dir}", f"run_name=table1-{recipe}"]
-    start = time.monotonic()
-    print(f"[{recipe}] training: {' '.join(command)}", flush=True)
-    subprocess.run(command, cwd=REPO_ROOT, check=True)
-    print(f"[{recipe}] trained in {time.monotonic() - start:.0f} s", flush=True)
+    from orchestration.training_runs import train_once
+
+    train_once(REPO_ROOT / "configs" / f"{recipe}.yaml", RUNS_DIR / recipe,
+               f"table1-{recipe}", retrain=retrain, label=recipe)
 
 
 def evaluate() -> Path:

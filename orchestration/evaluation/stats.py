@@ -87,7 +87,11 @@ def pair_outcomes(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarray:
     if a.shape != b.shape:
         raise ValueError(f"paired scores differ in shape: {a.shape} vs {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
+    return _outcomes(a[keep], b[keep])
+
+
+def _outcomes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 where a > b, 0 where a < b, 0.5 on a tie (broadcasting)."""
     return np.where(a > b, 1.0, np.where(a < b, 0.0, 0.5))
 
 
@@ -150,8 +154,7 @@ def cross_seed_outcomes(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarra
             f"scores must be (runs, items) with the same items: got {a.shape} and {b.shape}"
         )
     x, y = a[:, None, :], b[None, :, :]
-    out = np.where(x > y, 1.0, np.where(x < y, 0.0, 0.5))
-    return np.where(np.isfinite(x) & np.isfinite(y), out, np.nan)
+    return np.where(np.isfinite(x) & np.isfinite(y), _outcomes(x, y), np.nan)
 
 
 def cross_seed_win_rate(
