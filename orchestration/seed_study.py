@@ -97,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def model_name(recipe: str, seed: int) -> str:
+    """The evaluation's model name of one run (its table rows are row_label(name, steps))."""
+    return f"{recipe}-s{seed}"
+
+
 def run_dir(out: Path, recipe: Recipe, seed: int) -> Path:
     return out / recipe.name / f"seed{seed}"
 
@@ -114,7 +119,7 @@ def eval_config(args, recipes: dict[str, Recipe], comparisons):
     for side in (s for pair in comparisons for s in pair):
         steps.setdefault(side[0], set()).add(side[1])
     models = [
-        {"name": f"{name}-s{seed}", "kind": "lcm", "steps": sorted(counts),
+        {"name": model_name(name, seed), "kind": "lcm", "steps": sorted(counts),
          "path": str(run_dir(args.out, recipes[name], seed) / "pipeline")}
         for name, counts in steps.items() for seed in args.seeds
     ]
@@ -138,8 +143,10 @@ def item_scores(path: Path, judge: str) -> dict[str, np.ndarray]:
 
 def summarise(scores: dict[str, np.ndarray], comparisons, seeds: list[int]) -> list[dict]:
     """Per comparison: each side's spread over runs and the cross-seed win rate."""
+    from orchestration.evaluation.config import row_label
+
     def runs(name: str, steps: int) -> np.ndarray:
-        return np.stack([scores[f"{name}-s{seed}@{steps}"] for seed in seeds])
+        return np.stack([scores[row_label(model_name(name, seed), steps)] for seed in seeds])
 
     out = []
     for (a, n), (b, m) in comparisons:
