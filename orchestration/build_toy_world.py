@@ -1,11 +1,13 @@
-"""Rebuild every toy-world artifact from scratch: data -> mini CLIP -> VAE -> UNet -> verify.
+"""Rebuild every toy-world artifact: data -> mini CLIP -> reward CLIP -> VAE -> UNet -> verify.
 
     python orchestration/build_toy_world.py                       # everything (~40 min, 2 CPUs)
     python orchestration/build_toy_world.py --stages clip,vae,unet
+    python orchestration/build_toy_world.py --stages reward-clip --device cuda
     python orchestration/build_toy_world.py --stages verify --verify-prompts 200
 
 Outputs (committed, fp16 safetensors): ``rglcd/toy/artifacts/miniclip`` (transformers
-CLIPModel + tokenizer), ``rglcd/toy/artifacts/pipeline`` (diffusers StableDiffusionPipeline
+CLIPModel + tokenizer), ``rglcd/toy/artifacts/miniclip-reward`` (the same with an
+adversarially trained image tower: the toy-clip reward), ``rglcd/toy/artifacts/pipeline`` (diffusers StableDiffusionPipeline
 folder) and ``rglcd/toy/artifacts/build_report.json``; the verify stage also writes
 ``docs/toy_teacher_samples.png``. The data shards go to ``outputs/toy-data`` (not committed,
 regenerated deterministically). Every stage is seeded; wall-time budgets stop a stage early
@@ -35,14 +37,16 @@ from rglcd.toy.paths import (  # noqa: E402
     TOY_MINICLIP_DIR,
     TOY_PIPELINE_DIR,
     TOY_REPORT_FILE,
+    TOY_REWARD_CLIP_DIR,
 )
 
-STAGES = ("data", "clip", "vae", "unet", "verify")
+STAGES = ("data", "clip", "reward-clip", "vae", "unet", "verify")
 VAE_WORK_DIR = TOY_DATA_DIR.parent / "toy-vae"  # VAE between stages vae and unet (fp32)
 
 
-def run_stage(stage: str, settings: BuildSettings, vae_dir: Path, pipeline_dir: Path) -> dict:
-    """Run one stage and return its report entry (VAE and pipeline go to the given folders)."""
+def run_stage(stage: str, settings: BuildSettings, args: argparse.Namespace) -> dict:
+    """Run one stage and return its report entry (outputs go to the folders in `args`)."""
+    vae_dir, pipeline_dir = args.vae_dir, args.pipeline_dir
     if stage == "data":
         from orchestration.toy_build.common import load_split
 
@@ -52,6 +56,12 @@ def run_stage(stage: str, settings: BuildSettings, vae_dir: Path, pipeline_dir: 
 
         report = train_miniclip(settings, TOY_MINICLIP_DIR)
         print(f"mini CLIP artifact ready at {TOY_MINICLIP_DIR}", flush=True)
+        return report
+    if stage == "reward-clip":
+        from orchestration.toy_build.reward_clip_stage import train_reward_clip
+
+        report = train_reward_clip(settings, TOY_MINICLIP_DIR, args.reward_clip_dir)
+        print(f"toy CLIPScore reward ready at {args.reward_clip_dir}", flush=True)
         return report
     if stage == "vae":
         from orchestration.toy_build.vae_stage import train_vae
@@ -85,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pipeline-dir", type=Path, default=TOY_PIPELINE_DIR,
                         help="pipeline folder written by unet and read by verify "
                              "(a staging folder keeps the committed teacher until verified)")
+    parser.add_argument("--reward-clip-dir", type=Path, default=TOY_REWARD_CLIP_DIR,
+                        help="folder written by stage reward-clip (the toy-clip reward)")
     parser.add_argument("--report-file", type=Path, default=TOY_REPORT_FILE)
     return parser.parse_args(argv)
 
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     for stage in (s for s in STAGES if s in stages):
         seed_everything(settings.seed)
         start = time.monotonic()
-        entry = run_stage(stage, settings, args.vae_dir, args.pipeline_dir)
+        entry = run_stage(stage, settings, args)
         entry["seconds"] = round(time.monotonic() - start, 1)
         # Re-read so stages run in separate processes do not drop each other's entries.
         report_file = args.report_file

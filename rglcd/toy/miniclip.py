@@ -140,18 +140,24 @@ def load_miniclip(directory: str | Path) -> tuple[CLIPModel, CLIPTokenizer]:
     return model, CLIPTokenizer.from_pretrained(directory)
 
 
+def pooled(output) -> torch.Tensor:
+    """The projected embedding from `get_*_features`: transformers 5 releases return either the
+    tensor or an output object holding it in `pooler_output`."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
 def text_features(model: CLIPModel, tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
     """(N, 64) L2-normalised text embeddings."""
     device = next(model.parameters()).device
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids.to(device)
-    return F.normalize(model.get_text_features(input_ids=ids).pooler_output, dim=-1)
+    return F.normalize(pooled(model.get_text_features(input_ids=ids)), dim=-1)
 
 
 def image_features(model: CLIPModel, images: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] -> (N, 64) L2-normalised image embeddings; differentiable."""
     pixels = normalise_images(images)
-    return F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+    return F.normalize(pooled(model.get_image_features(pixel_values=pixels)), dim=-1)
 
 
 def caption_ranking_accuracy(
@@ -164,7 +170,7 @@ def caption_ranking_accuracy(
         img = image_features(model, images)  # (N, D)
     best = (img @ cand.T).argmax(dim=1)
     index = {c: i for i, c in enumerate(candidates)}
-    truth = torch.tensor([index[c] for c in captions])
+    truth = torch.tensor([index[c] for c in captions], device=best.device)
     return (best == truth).float().mean().item()
 
 

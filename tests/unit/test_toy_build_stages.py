@@ -37,3 +37,30 @@ def test_decoder_only_without_resume_is_rejected(tmp_path: Path):
     settings = BuildSettings(data_dir=tmp_path, vae_decoder_only=True)
     with pytest.raises(ValueError, match="--vae-resume"):
         train_vae(settings, tmp_path / "vae")
+
+
+def test_pgd_l2_stays_in_the_ball_and_in_range_and_raises_the_loss():
+    from orchestration.toy_build.reward_clip_stage import pgd_l2
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3 * 8 * 8, 5)
+    target = torch.tensor([0, 1, 2, 3])
+    images = torch.rand(4, 3, 8, 8)
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(net(x.flatten(1)), target)
+
+    adversarial = pgd_l2(loss_fn, images, eps=0.5, steps=5)
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    assert ((adversarial - images).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
+    assert loss_fn(adversarial) > loss_fn(images)
+    assert not adversarial.requires_grad
+    assert all(p.grad is None for p in net.parameters())  # the attack trains nothing
+
+
+def test_reward_clip_stage_refuses_a_zero_radius(tmp_path: Path):
+    from orchestration.toy_build.reward_clip_stage import train_reward_clip
+
+    settings = BuildSettings(data_dir=tmp_path, reward_clip_eps=0.0)
+    with pytest.raises(ValueError, match="reward_clip_eps"):
+        train_reward_clip(settings, tmp_path / "clip", tmp_path / "out")

@@ -1,0 +1,21 @@
+"""The reward probe's ascent step: every item moves by the same RMS latent distance."""
+
+import torch
+
+from orchestration.reward_probe import ascent_step
+
+
+def test_each_item_moves_step_size_in_rms_along_its_gradient():
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(3, 4, 8, 8, generator=gen)
+    grad = torch.randn(3, 4, 8, 8, generator=gen) * torch.tensor([1e-4, 1.0, 50.0]).view(3, 1, 1, 1)
+    moved = ascent_step(latents, grad, 0.02) - latents
+    rms = moved.flatten(1).pow(2).mean(1).sqrt()
+    torch.testing.assert_close(rms, torch.full((3,), 0.02))
+    cosine = torch.nn.functional.cosine_similarity(moved.flatten(1), grad.flatten(1))
+    torch.testing.assert_close(cosine, torch.ones(3))
+
+
+def test_a_zero_gradient_leaves_the_item_in_place():
+    latents = torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(ascent_step(latents, torch.zeros_like(latents), 0.02), latents)
