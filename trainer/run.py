@@ -70,24 +70,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def absolute_paths(cfg: RGLCDConfig) -> RGLCDConfig:
     """Local paths made absolute, so workers with another working directory find them."""
-    from trainer.config import is_local_path
-
     updates = {"output": {"root_dir": str(Path(cfg.output.root_dir).expanduser().resolve())}}
     if cfg.output.dir:
         updates["output"]["dir"] = str(Path(cfg.output.dir).expanduser().resolve())
     if cfg.data.train_path:
         updates["data"] = {"train_path": str(Path(cfg.data.train_path).expanduser().resolve())}
-    model = {}
-    for key in ("teacher", "vae"):
-        value = getattr(cfg.model, key)
-        if value and is_local_path(value) and Path(value).expanduser().exists():
-            model[key] = str(Path(value).expanduser().resolve())
-    if model:
-        updates["model"] = model
     data = cfg.model_dump()
     for section, values in updates.items():
         data[section].update(values)
+    _absolute(data["model"], ("teacher", "vae"))
+    _absolute(data["lrm"], ("checkpoint",))
+    for scorer in data["serve"]["scorers"]:
+        _absolute(scorer, ("checkpoint", "processor"))
     return RGLCDConfig.model_validate(data)
+
+
+def _absolute(section: dict, keys: tuple[str, ...]) -> None:
+    """Make each of `keys` absolute where it names an existing local path (not a hub id)."""
+    from trainer.config import is_local_path
+
+    for key in keys:
+        value = section.get(key)
+        if value and is_local_path(value) and Path(value).expanduser().exists():
+            section[key] = str(Path(value).expanduser().resolve())
 
 
 def validate_before_ray(cfg: RGLCDConfig) -> None:

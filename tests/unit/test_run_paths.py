@@ -1,0 +1,33 @@
+"""trainer/run.py makes local paths absolute before Ray workers (another cwd) read them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.config import load_trainer_config
+from trainer.run import REPO_ROOT, absolute_paths
+
+
+def test_relative_scorer_checkpoint_and_output_become_absolute(tmp_path: Path, monkeypatch):
+    (tmp_path / "my-clip").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = load_trainer_config(
+        REPO_ROOT / "configs" / "toy-direct-clip.yaml",
+        ["serve.scorers.1.checkpoint=my-clip", "output.dir=runs/a"],
+    )
+    fixed = absolute_paths(cfg)
+    clip = next(s for s in fixed.serve.scorers if s.name == "toy-clip")
+    assert clip.checkpoint == str(tmp_path / "my-clip")
+    assert fixed.output.dir == str(tmp_path / "runs" / "a")
+    assert Path(fixed.lrm.checkpoint).is_absolute()
+
+
+@pytest.mark.parametrize("hub_id", ["openai/clip-vit-large-patch14", "yuvalkirstain/PickScore_v1"])
+def test_hub_ids_are_left_alone(hub_id: str, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_trainer_config(REPO_ROOT / "configs" / "toy-direct-clip.yaml",
+                              [f"serve.scorers.1.checkpoint={hub_id}"], check_paths=False)
+    clip = next(s for s in absolute_paths(cfg).serve.scorers if s.name == "toy-clip")
+    assert clip.checkpoint == hub_id
