@@ -1,13 +1,12 @@
-"""Rebuild every toy-world artifact: data -> mini CLIP -> reward CLIP -> VAE -> UNet -> verify.
+"""Rebuild every toy-world artifact from scratch: data -> mini CLIP -> VAE -> UNet -> verify.
 
     python orchestration/build_toy_world.py                       # everything (~40 min, 2 CPUs)
     python orchestration/build_toy_world.py --stages clip,vae,unet
-    python orchestration/build_toy_world.py --stages reward-clip --device cuda
+    python orchestration/build_toy_world.py --stages reward-clip --device cuda  # docs/reward-clip
     python orchestration/build_toy_world.py --stages verify --verify-prompts 200
 
 Outputs (committed, fp16 safetensors): ``rglcd/toy/artifacts/miniclip`` (transformers
-CLIPModel + tokenizer), ``rglcd/toy/artifacts/miniclip-reward`` (the same with an
-adversarially trained image tower: the toy-clip reward), ``rglcd/toy/artifacts/pipeline`` (diffusers StableDiffusionPipeline
+CLIPModel + tokenizer), ``rglcd/toy/artifacts/pipeline`` (diffusers StableDiffusionPipeline
 folder) and ``rglcd/toy/artifacts/build_report.json``; the verify stage also writes
 ``docs/toy_teacher_samples.png``. The data shards go to ``outputs/toy-data`` (not committed,
 regenerated deterministically). Every stage is seeded; wall-time budgets stop a stage early
@@ -41,6 +40,9 @@ from rglcd.toy.paths import (  # noqa: E402
 )
 
 STAGES = ("data", "clip", "reward-clip", "vae", "unet", "verify")
+# reward-clip builds an alternative toy-clip reward that nothing uses by default
+# (docs/reward-clip): only on request.
+DEFAULT_STAGES = ("data", "clip", "vae", "unet", "verify")
 VAE_WORK_DIR = TOY_DATA_DIR.parent / "toy-vae"  # VAE between stages vae and unet (fp32)
 
 
@@ -80,7 +82,7 @@ def run_stage(stage: str, settings: BuildSettings, args: argparse.Namespace) -> 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stages", default=",".join(STAGES),
+    parser.add_argument("--stages", default=",".join(DEFAULT_STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--threads", type=int, default=2)
     for field in fields(BuildSettings):
