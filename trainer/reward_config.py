@@ -65,7 +65,7 @@ class LRMConfig(StrictModel):
         3.3e-6,
         gt=0,
         description="Paper appendix A (after HPSv2), for 10k updates of a CLIP-H-sized LRM. "
-        "The toy LRM recipes use 1e-4: ~300 updates of a 0.6M-parameter LRM, the same "
+        "The toy LRM recipes use 1e-4: ~600 updates of a 0.6M-parameter LRM, the same "
         "~30-100x step-budget scaling as lcd.learning_rate; 3.3e-6 leaves it where it started.",
     )
     tau_l: float = Field(

@@ -17,7 +17,7 @@ resumes from its last checkpoint. Everything that can be checked is checked befo
 starts: a bad config fails in a second with a message naming the key to change.
 
 Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code:
-  * Toy defaults (300 steps, batch 32, lr 1e-4) instead of 10k steps, batch 256/40, lr 1e-6
+  * Toy defaults (600 steps, batch 16, lr 1e-4) instead of 10k steps, batch 256/40, lr 1e-6
     on SD2.1: the toy UNet is ~200x smaller and the run must fit ~10 minutes of CPU.
   * Each sample's noise, solver index and guidance scale are drawn from (seed, step, content
     hash of the sample), so a run's numbers do not depend on the number of workers and a
