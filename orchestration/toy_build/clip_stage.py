@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
 from orchestration.toy_build.common import BuildSettings, budgeted_steps, load_split, warmup_lr
+from rglcd.hf_compat import projected_features
 from rglcd.toy.miniclip import (
     build_miniclip,
     caption_ranking_accuracy,
-    normalise_images,
+    image_features,
     write_caption_tokenizer,
     write_preprocess,
 )
@@ -78,10 +79,9 @@ def train_miniclip(settings: BuildSettings, out_dir: Path) -> dict:
             group["lr"] = LR * warmup_lr(step, 100) * (0.1 if progress > 0.8 else 1)
         batch = torch.randint(0, len(captions), (BATCH,), generator=gen)
         distinct, local = caption_index[batch].unique(return_inverse=True)
-        image_emb = F.normalize(model.get_image_features(
-            pixel_values=normalise_images(images[batch]).to(device)).pooler_output, dim=-1)
-        text_emb = F.normalize(model.get_text_features(
-            input_ids=all_ids[distinct.to(device)]).pooler_output, dim=-1)
+        image_emb = image_features(model, images[batch].to(device))
+        text_emb = F.normalize(projected_features(model.get_text_features(
+            input_ids=all_ids[distinct.to(device)])), dim=-1)
         loss = contrastive_loss(image_emb, text_emb, local.to(device), model.logit_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,15 +1,14 @@
-"""Stage "reward-clip": the toy CLIPScore reward, a mini CLIP with an adversarially trained
-image tower.
+"""Stage "reward-clip": a mini CLIP with an adversarially trained image tower, a candidate
+toy-clip (CLIPScore) reward. Built only on request; nothing uses it by default.
 
-Why a second CLIP: RG-LCD follows the reward's pixel gradient (paper eq. 10-11). The mini CLIP
-of stage "clip" learnt from 40k clean synthetic scenes; its image gradient is mostly
-non-semantic, so ascending it roughens flat fills and edges (the toy judge's quality score
-falls; docs/toy-world.md). The paper's CLIPScore model (CLIP ViT-H/14, billions of images)
-is far less brittle. Adversarial training with an L2 PGD attack (Madry et al., 2018) is the
-known way to give a small model input gradients that change what the picture shows rather
-than add noise (Santurkar et al., 2019), so the toy reward's gradient plays the role the real
-one's does. The text tower stays the mini CLIP's, frozen: the reward reads prompts exactly as
-the teacher's text encoder does. The stage-"clip" model stays the FID feature extractor.
+Why it was tried: RG-LCD follows the reward's pixel gradient (paper eq. 10-11), and ascending
+the stage-"clip" mini CLIP's gradient roughens flat fills and edges (the toy judge's quality
+score falls). Adversarial training with an L2 PGD attack (Madry et al., 2018) gives small
+models input gradients that change what a picture shows rather than add noise (Santurkar et
+al., 2019), as CLIP ViT-H's are. Measured outcome (docs/reward-clip): the towers are far more
+robust, but direct guidance with them costs judge quality as much or sooner, so the
+committed toy-clip reward stays the mini CLIP. The text tower stays the mini CLIP's, frozen:
+the reward reads prompts exactly as the teacher's text encoder does.
 
 Loss: half clean, half adversarial image-to-text cross-entropy over the distinct training
 captions (text embeddings fixed, so they are computed once).
@@ -90,7 +89,7 @@ def train_reward_clip(settings: BuildSettings, source_dir: Path, out_dir: Path) 
     """Adversarially fine-tune the image tower of `source_dir`'s mini CLIP; save to `out_dir`."""
     if settings.reward_clip_eps <= 0:
         raise ValueError("reward_clip_eps must be > 0 (the L2 radius of the attack, in [0, 1] "
-                         "pixel units over a 3x32x32 image; 0.5 is the committed build's)")
+                         "pixel units over a 3x32x32 image; e.g. 0.25, see docs/reward-clip)")
     device = torch.device(settings.device)
     images, captions = load_split(settings, "train")
     model, tokenizer = _start_model(source_dir, device)
@@ -131,7 +130,8 @@ def train_reward_clip(settings: BuildSettings, source_dir: Path, out_dir: Path) 
             model, tokenizer, held_images, held_captions, eps),
         "attack": f"L2 PGD, eps {eps}, {attack_steps} steps (training), "
                   f"{EVAL_ATTACK_STEPS} steps (evaluation)",
-        "final_loss": loss.item(), "steps": step + 1, "batch": settings.reward_clip_batch, "device": str(device),
+        "final_loss": loss.item(), "steps": step + 1, "batch": settings.reward_clip_batch,
+        "device": str(device),
     }
     source = CLIPModel.from_pretrained(source_dir, dtype=torch.float32)
     report["source_heldout_top1_under_attack"] = robust_accuracy(

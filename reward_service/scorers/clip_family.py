@@ -22,15 +22,9 @@ from transformers.utils import cached_file
 
 from reward_service.scorers.preprocess import CLIP_MEAN, CLIP_STD, PreprocessRecipe
 from reward_service.scorers.similarity import EmbeddingSimilarityScorer, freeze, resolve_device
+from rglcd.hf_compat import projected_features
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
-
-
-def projected_features(output: torch.Tensor | object) -> torch.Tensor:
-    """The embedding from `get_*_features`: a tensor (transformers 4) or `.pooler_output` (5)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    return output.pooler_output
 
 
 def _side(value: int | dict | None) -> int | None:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
+from rglcd.hf_compat import projected_features
 from rglcd.toy.scenes import COLOUR_NAMES, IMAGE_SIZE, SHAPES, SIZES
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -140,24 +141,18 @@ def load_miniclip(directory: str | Path) -> tuple[CLIPModel, CLIPTokenizer]:
     return model, CLIPTokenizer.from_pretrained(directory)
 
 
-def pooled(output) -> torch.Tensor:
-    """The projected embedding from `get_*_features`: transformers 5 releases return either the
-    tensor or an output object holding it in `pooler_output`."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
 def text_features(model: CLIPModel, tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
     """(N, 64) L2-normalised text embeddings."""
     device = next(model.parameters()).device
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids.to(device)
-    return F.normalize(pooled(model.get_text_features(input_ids=ids)), dim=-1)
+    return F.normalize(projected_features(model.get_text_features(input_ids=ids)), dim=-1)
 
 
 def image_features(model: CLIPModel, images: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] -> (N, 64) L2-normalised image embeddings; differentiable."""
     pixels = normalise_images(images)
-    return F.normalize(pooled(model.get_image_features(pixel_values=pixels)), dim=-1)
+    return F.normalize(projected_features(model.get_image_features(pixel_values=pixels)), dim=-1)
 
 
 def caption_ranking_accuracy(
