@@ -2,7 +2,7 @@
 before an RG-LCD run with the direct reward (paper eq. 10-11).
 
     python orchestration/reward_probe.py --pipeline outputs/toy-lcd/pipeline \\
-        --reward toy-clip=rglcd/toy/artifacts/miniclip-reward --reward old=rglcd/toy/artifacts/miniclip
+        --reward mini=rglcd/toy/artifacts/miniclip --reward robust=outputs/reward-clip/rc-0.25
 
 It samples the model's `--steps`-step latents for the held-out toy prompts, then, for each
 reward, takes `--iters` normalised gradient-ascent steps on those latents through the VAE
@@ -24,14 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestration.evaluation.config import ModelSpec  # noqa: E402
-from orchestration.evaluation.generation import (  # noqa: E402
-    initial_latents,
-    latent_shape,
-    load_pipeline,
-    sample_seed,
-)
+from orchestration.evaluation.generation import load_pipeline, sample, sample_seed  # noqa: E402
 from orchestration.evaluation.prompts import load_prompts  # noqa: E402
 from reward_service.scorers.toy import ToyJudgeScorer, toy_clip_scorer  # noqa: E402
+from trainer.task import DirectReward  # noqa: E402
 
 
 def ascent_step(latents: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
@@ -40,38 +36,21 @@ def ascent_step(latents: torch.Tensor, grad: torch.Tensor, step_size: float) -> 
     return latents + step_size * grad / rms
 
 
-@torch.no_grad()
-def sample_latents(pipe, prompts: list[str], steps: int, guidance: float, seed: int):
-    """The LCM's final (denoised) latents for `prompts`, seeded as the evaluation seeds them."""
-    seeds = [sample_seed(seed, i) for i in range(len(prompts))]
-    latents = initial_latents(latent_shape(pipe), seeds)
-    generators = [torch.Generator().manual_seed(s + 1) for s in seeds]
-    return pipe(prompt=prompts, num_inference_steps=steps, guidance_scale=guidance,
-                latents=latents, generator=generators, output_type="latent").images
-
-
-def decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents -> images in [0, 1], with gradient (as trainer.task decodes them)."""
-    images = vae.decode(latents / vae.config.scaling_factor).sample
-    return (images.float() / 2 + 0.5).clamp(0, 1)
-
-
-def judge_row(judge: ToyJudgeScorer, images: torch.Tensor, prompts: list[str]) -> dict:
-    """Mean judge scores and per-attribute accuracies of a batch."""
-    return judge.judge.summary(images.detach(), prompts)
-
-
 def probe(pipe, scorer, prompts: list[str], start: torch.Tensor, iters: int, every: int,
           step_size: float) -> list[dict]:
-    """Judge figures at 0, every, 2*every, ... ascent steps of `scorer` from `start`."""
-    judge, latents, rows = ToyJudgeScorer(), start.clone(), []
+    """Judge figures at 0, every, 2*every, ... ascent steps of `scorer` from `start`.
+
+    Images come from the direct reward hook's own decode, so the gradient takes the student's
+    path (trainer.task.DirectReward)."""
+    hook, judge = DirectReward(scorer, pipe.vae, beta=1.0), ToyJudgeScorer().judge
+    latents, rows = start.clone(), []
     for it in range(iters + 1):
         latents.requires_grad_(True)
-        images = decode(pipe.vae, latents)
+        images = hook.decode(latents)
         reward = scorer(images, prompts)
         if it % every == 0:
             rows.append({"step": it, "reward": round(reward.mean().item(), 4),
-                         **judge_row(judge, images, prompts)})
+                         **judge.summary(images.detach(), prompts)})
         if it == iters:
             break
         (grad,) = torch.autograd.grad(reward.sum(), latents)
@@ -102,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_pipeline(spec)
     pipe.vae.requires_grad_(False)
     prompts = load_prompts(args.prompts).prompts
-    start = sample_latents(pipe, prompts, args.steps, spec.guidance, args.seed)
+    seeds = [sample_seed(args.seed, i) for i in range(len(prompts))]
+    start = sample(pipe, spec, args.steps, prompts, seeds, "latent")  # final (denoised) latents
     results = {}
     print("| reward | ascent steps | reward mean | judge overall | semantic | quality | colour | "
           "shape | size | background |")

@@ -88,21 +88,30 @@ def generate(
     pipe: DiffusionPipeline, spec: ModelSpec, steps: int, prompts: list[str], seeds: list[int]
 ) -> np.ndarray:
     """(B, H, W, 3) uint8 images for `prompts`, item i from initial noise seeded seeds[i]."""
+    return to_uint8(sample(pipe, spec, steps, prompts, seeds, "pt"))  # (B, 3, H, W) in [0, 1]
+
+
+@torch.no_grad()
+def sample(
+    pipe: DiffusionPipeline, spec: ModelSpec, steps: int, prompts: list[str], seeds: list[int],
+    output_type: str,
+) -> torch.Tensor:
+    """The pipeline's output for `prompts` ("pt": images in [0, 1]; "latent": final latents),
+    item i from initial noise seeded seeds[i]."""
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
     device = pipe.unet.device
     latents = initial_latents(latent_shape(pipe), seeds).to(device, pipe.unet.dtype)
     # Re-noising of multistep LCM sampling: one generator per item, so batching changes nothing.
     generators = [torch.Generator().manual_seed(s + 1) for s in seeds]
-    images = pipe(
+    return pipe(
         prompt=list(prompts),
         num_inference_steps=steps,
         guidance_scale=spec.guidance,
         latents=latents,
         generator=generators,
-        output_type="pt",
-    ).images  # (B, 3, H, W) in [0, 1]
-    return to_uint8(images)
+        output_type=output_type,
+    ).images
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
