@@ -9,7 +9,11 @@ reward, takes `--iters` normalised gradient-ascent steps on those latents throug
 decoder (the path the student's reward gradient takes) and judges the decoded images with the
 toy judge every `--every` steps. A reward whose ascent lowers the judge's score would, at
 beta > 0, pull the student away from what the expert prefers: the probe shows that in a
-minute instead of a training run. Prints one table; `--json` also writes the figures.
+minute instead of a training run. A second table (`--negatives N`, default 1000; 0 skips it)
+gives, for the first N scenes of the held-out split, how often each reward scores the true
+picture above each of its hard negatives (a degraded copy, the scene with its shape, size or
+colour changed; orchestration/toy_build/reward_clip_stage.py), the static side of the same
+question. `--json` also writes the figures.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--step-size", type=float, default=0.02,
                         help="RMS latent change per ascent step")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--negatives", type=int, default=1000,
+                        help="held-out scenes for the hard-negative ranking table (0: skip)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
 
@@ -96,9 +102,32 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['semantic']:.3f} | {row['quality']:.3f} | {row['colour_accuracy']:.3f} | "
                   f"{row['shape_accuracy']:.3f} | {row['size_accuracy']:.3f} | "
                   f"{row['bg_accuracy']:.3f} |", flush=True)
+    ranking = negative_ranking(rewards, args.negatives) if args.negatives > 0 else {}
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "results": results}, indent=2) + "\n")
+                                         "results": results, "ranking": ranking}, indent=2) + "\n")
+
+
+def negative_ranking(rewards: dict[str, str], n: int) -> dict[str, dict[str, float]]:
+    """Per reward: the fraction of held-out scenes it scores above each kind of hard negative."""
+    from orchestration.toy_build.common import BuildSettings, load_split
+    from orchestration.toy_build.reward_clip_stage import held_out_negatives, true_over
+    from rglcd.toy.miniclip import load_miniclip
+    from rglcd.toy.paths import TOY_DATA_DIR
+
+    images, captions = load_split(BuildSettings(data_dir=TOY_DATA_DIR), "heldout")
+    images, captions = images[:n], captions[:n]
+    negatives = held_out_negatives(images, captions, seed=0)
+    ranking = {}
+    print(f"\n| reward | true picture over: {' | '.join(negatives)} |")
+    print("|---|" + "---|" * len(negatives))
+    for name, directory in rewards.items():
+        model, tokenizer = load_miniclip(directory)
+        ranking[name] = {kind: round(true_over(model, tokenizer, images, x, captions), 3)
+                         for kind, x in negatives.items()}
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in ranking[name].values()) + " |",
+              flush=True)
+    return ranking
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ class BuildSettings:
     clip_steps: int = 1_200
     clip_minutes: float = 10.0
     clip_resume: bool = False  # continue the saved mini CLIP's image tower, text tower frozen
-    # Stage reward-clip (on request): L2 PGD adversarial training of the image tower.
+    # Stage reward-clip (on request): fine-tunes the image tower; objective "adversarial"
+    # (L2 PGD) or "hard-negatives" (degraded copies must score lower; docs/reward-clip).
+    reward_clip_objective: str = "adversarial"
+    reward_clip_counterfactuals: bool = False  # hard-negatives: add shape/size/colour swaps
     reward_clip_steps: int = 3_000
     reward_clip_minutes: float = 10.0
     reward_clip_eps: float = 0.25  # the most accurate of 0.25-2 (docs/reward-clip)

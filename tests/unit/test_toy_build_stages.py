@@ -64,3 +64,32 @@ def test_reward_clip_stage_refuses_a_zero_radius(tmp_path: Path):
     settings = BuildSettings(data_dir=tmp_path, reward_clip_eps=0.0)
     with pytest.raises(ValueError, match="reward_clip_eps"):
         train_reward_clip(settings, tmp_path / "clip", tmp_path / "out")
+
+
+def test_reward_clip_stage_refuses_an_unknown_objective(tmp_path: Path):
+    from orchestration.toy_build.reward_clip_stage import train_reward_clip
+
+    settings = BuildSettings(data_dir=tmp_path, reward_clip_objective="robust")
+    with pytest.raises(ValueError, match="hard-negatives"):
+        train_reward_clip(settings, tmp_path / "clip", tmp_path / "out")
+
+
+def test_hard_negative_loss_ranks_clean_against_degraded():
+    import math
+
+    import torch.nn.functional as F
+
+    from orchestration.toy_build.reward_clip_stage import caption_logits, hard_negative_loss
+    from rglcd.toy.miniclip import build_miniclip
+
+    model = build_miniclip(vocab_size=300).eval()
+    torch.manual_seed(0)
+    text_emb = F.normalize(torch.randn(5, 64), dim=-1)
+    images, target = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    caption_ce = F.cross_entropy(caption_logits(model, images, text_emb), target)
+    # A copy identical to the clean image ties it: the ranking term is then log 2.
+    torch.testing.assert_close(hard_negative_loss(model, images, [images], target, text_emb),
+                               1.5 * caption_ce + math.log(2))
+    degraded = images.flip(-1)
+    loss = hard_negative_loss(model, images, [degraded], target, text_emb)
+    assert torch.isfinite(loss) and not torch.isclose(loss, 1.5 * caption_ce + math.log(2))

@@ -1,0 +1,69 @@
+"""Counterfactual re-renders of clean toy scenes: the same scene with one captioned attribute
+changed (shape, size or colour). With the degraded copies of `degrade.py` they are the hard
+negative images of stage reward-clip's "hard-negatives" objective: for its caption, the true
+picture must outscore each of them, which shapes how the CLIP score varies over pictures for
+a fixed caption, the direction a direct reward's gradient follows (paper eq. 10-11).
+
+The scene's position and width are read back from the clean render (bounding box of the
+object mask), so the re-render keeps everything the caption does not name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from orchestration.toy_build.degrade import object_masks
+from rglcd.toy.scenes import (
+    COLOURS,
+    IMAGE_SIZE,
+    SHAPES,
+    SIZE_RANGES,
+    parse_caption,
+    shape_mask,
+)
+
+ATTRIBUTES = ("shape", "size", "colour")
+
+
+def _place(mask: np.ndarray) -> tuple[float, float, int]:
+    """(x, y, width) of an object mask: bounding-box centre and its larger side."""
+    ys, xs = np.nonzero(mask)
+    width = int(max(xs.max() - xs.min(), ys.max() - ys.min())) + 1
+    return (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2, width
+
+
+def _render(shape: str, colour: str, bg: str, width: float, x: float, y: float) -> np.ndarray:
+    image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
+    image[:] = np.asarray(COLOURS[bg], dtype=np.float32) / 255
+    image[shape_mask(shape, width, x, y)] = np.asarray(COLOURS[colour], dtype=np.float32) / 255
+    return image
+
+
+def _swap(attribute: str, want: dict[str, str], place: tuple[float, float, int],
+          rng: np.random.Generator) -> np.ndarray:
+    x, y, width = place
+    shape, colour = want["shape"], want["colour"]
+    if attribute == "shape":
+        shape = str(rng.choice([s for s in SHAPES if s != shape]))
+    elif attribute == "colour":
+        colour = str(rng.choice([c for c in COLOURS if c not in (colour, want["bg"])]))
+    else:  # the other size's width range, centre moved just enough to stay in frame
+        lo, hi = SIZE_RANGES["large" if want["size"] == "small" else "small"]
+        width = int(rng.integers(lo, hi + 1))
+        margin = width / 2 + 1
+        x, y = (float(np.clip(v, margin, IMAGE_SIZE - margin)) for v in (x, y))
+    return _render(shape, colour, want["bg"], width, x, y)
+
+
+def counterfactuals(images: torch.Tensor, captions: list[str], seed: int) -> torch.Tensor:
+    """(len(ATTRIBUTES), N, 3, H, W): each clean scene with its shape, size, colour changed."""
+    if len(captions) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(captions)} captions; pass one each")
+    rng = np.random.default_rng(seed)
+    masks = object_masks(images.detach().float().cpu()).numpy()
+    out = np.stack([
+        np.stack([_swap(a, parse_caption(c), _place(m), rng) for m, c in zip(masks, captions,
+                                                                              strict=True)])
+        for a in ATTRIBUTES])
+    return torch.from_numpy(out).permute(0, 1, 4, 2, 3)
