@@ -43,7 +43,22 @@ def breakdown(path: str, teacher: bool, steps: int, seeds: list[int], prompts: l
     pipe = load_pipeline(spec)
     images = [generate(pipe, spec, steps, prompts, [sample_seed(s, i) for i in range(len(prompts))])
               for s in seeds]
-    return ToyJudge().summary(torch.cat([to_float(x) for x in images]), prompts * len(seeds))
+    images, prompts = torch.cat([to_float(x) for x in images]), prompts * len(seeds)
+    judge = ToyJudge()
+    return {**judge.summary(images, prompts), "errors": errors(judge.judge(images, prompts), prompts)}
+
+
+def errors(results: list[dict], prompts: list[str]) -> dict[str, int]:
+    """Wrong attributes counted as "attribute wanted->detected", most frequent first."""
+    from collections import Counter
+
+    from rglcd.toy.judge import ATTRIBUTES
+    from rglcd.toy.scenes import parse_caption
+
+    counts = Counter(f"{a} {parse_caption(p)[a]}->{r['detected'][a]}"
+                     for r, p in zip(results, prompts, strict=True)
+                     for a in ATTRIBUTES if not r["correct"][a])
+    return dict(counts.most_common())
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
