@@ -5,7 +5,8 @@ picture must outscore each of them, which shapes how the CLIP score varies over 
 a fixed caption, the direction a direct reward's gradient follows (paper eq. 10-11).
 
 The scene's position and width are read back from the clean render (bounding box of the
-object mask), so the re-render keeps everything the caption does not name.
+object mask, as the toy judge measures it), so the re-render keeps everything the caption
+does not name.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from orchestration.toy_build.degrade import object_masks
+from rglcd.toy.judge import object_place
 from rglcd.toy.scenes import (
     COLOURS,
     IMAGE_SIZE,
@@ -24,13 +26,6 @@ from rglcd.toy.scenes import (
 )
 
 ATTRIBUTES = ("shape", "size", "colour")
-
-
-def _place(mask: np.ndarray) -> tuple[float, float, int]:
-    """(x, y, width) of an object mask: bounding-box centre and its larger side."""
-    ys, xs = np.nonzero(mask)
-    width = int(max(xs.max() - xs.min(), ys.max() - ys.min())) + 1
-    return (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2, width
 
 
 def _render(shape: str, colour: str, bg: str, width: float, x: float, y: float) -> np.ndarray:
@@ -61,9 +56,8 @@ def counterfactuals(images: torch.Tensor, captions: list[str], seed: int) -> tor
     if len(captions) != len(images):
         raise ValueError(f"got {len(images)} images but {len(captions)} captions; pass one each")
     rng = np.random.default_rng(seed)
-    masks = object_masks(images.detach().float().cpu()).numpy()
-    out = np.stack([
-        np.stack([_swap(a, parse_caption(c), _place(m), rng) for m, c in zip(masks, captions,
-                                                                              strict=True)])
-        for a in ATTRIBUTES])
+    scenes = [(parse_caption(c), object_place(m))
+              for m, c in zip(object_masks(images).numpy(), captions, strict=True)]
+    out = np.stack([np.stack([_swap(a, want, place, rng) for want, place in scenes])
+                    for a in ATTRIBUTES])
     return torch.from_numpy(out).permute(0, 1, 4, 2, 3)

@@ -10,15 +10,17 @@ reward-clip). Each copy takes one or two of four degradations, drawn per image:
 - noise: Gaussian pixel noise;
 - blur: a small Gaussian blur (soft edges, colours between the palette's).
 
-Pure tensor functions on (N, 3, H, W) images in [0, 1]; the object is every pixel whose
-palette colour differs from the border's most frequent one, exact on clean renders.
+Functions of (N, 3, H, W) images in [0, 1]; the object is every pixel whose palette colour
+differs from the border's most frequent one (the toy judge's rule), exact on clean renders.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rglcd.toy.judge import palette_and_background, to_uint8_images
 from rglcd.toy.scenes import PALETTE
 
 KINDS = ("blotches", "speckle", "noise", "blur")
@@ -32,18 +34,11 @@ def _palette(device: torch.device) -> torch.Tensor:
     return torch.as_tensor(PALETTE, dtype=torch.float32, device=device) / 255.0  # (8, 3)
 
 
-def palette_classes(images: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) index of each pixel's nearest palette colour."""
-    pixels = images.permute(0, 2, 3, 1).unsqueeze(-2)  # (N, H, W, 1, 3)
-    return (pixels - _palette(images.device)).norm(dim=-1).argmin(-1)
-
-
 def object_masks(images: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool: pixels whose palette colour is not the border's most frequent one."""
-    classes = palette_classes(images)
-    border = torch.cat([classes[:, 0], classes[:, -1], classes[:, :, 0], classes[:, :, -1]], 1)
-    background = torch.mode(border, dim=1).values
-    return classes != background[:, None, None]
+    """(N, H, W) bool: pixels whose palette colour is not the image's background colour, as
+    the toy judge finds them (`rglcd.toy.judge.palette_and_background`)."""
+    classes, _, background = palette_and_background(to_uint8_images(images))
+    return torch.from_numpy(classes != np.array(background)[:, None, None])
 
 
 def _uniform(n: int, bounds: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
@@ -56,7 +51,7 @@ def blotches(images: torch.Tensor, obj: torch.Tensor, gen: torch.Generator) -> t
     n = len(images)
     fraction = _uniform(n, BLOTCH_FRACTION, gen).view(n, 1, 1)
     hit = obj & (torch.rand(obj.shape, generator=gen) < fraction)
-    current = palette_classes(images)
+    current = torch.from_numpy(palette_and_background(to_uint8_images(images))[0])
     other = (current + torch.randint(1, len(PALETTE), (n, 1, 1), generator=gen)) % len(PALETTE)
     colours = _palette(images.device)[other].permute(0, 3, 1, 2)  # (N, 3, H, W)
     return torch.where(hit.unsqueeze(1), colours, images)

@@ -73,11 +73,16 @@ def _templates(width: int, cx: float, cy: float, size: int) -> np.ndarray:
     return masks
 
 
-def _classify_shape(obj: np.ndarray) -> tuple[str, int]:
-    """Best-IoU shape template for a boolean object mask; returns (shape, bbox width)."""
+def object_place(obj: np.ndarray) -> tuple[float, float, int]:
+    """(x, y, width) of a non-empty boolean object mask: bounding-box centre, larger side."""
     ys, xs = np.nonzero(obj)
     width = int(max(xs.max() - xs.min(), ys.max() - ys.min())) + 1
-    cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
+    return (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2, width
+
+
+def _classify_shape(obj: np.ndarray) -> tuple[str, int]:
+    """Best-IoU shape template for a boolean object mask; returns (shape, bbox width)."""
+    cx, cy, width = object_place(obj)
     templates = _templates(width, float(cx), float(cy), obj.shape[0])
     iou = (templates & obj).sum((1, 2)) / np.maximum((templates | obj).sum((1, 2)), 1)
     return SHAPES[int(iou.argmax()) // 3], width  # argmax: first best, as a strict > scan
@@ -90,18 +95,25 @@ def _quality(deviation: np.ndarray, stray: float, purity: float) -> dict[str, fl
     return {"flat_fills": float(flat), "clean_edges": float(clean), "colour_purity": float(pure)}
 
 
-def analyse_images(images: np.ndarray) -> list[dict]:
-    """Detected attributes and quality sub-scores of each (H, W, 3) uint8 image of (N, H, W, 3).
-
-    The per-pixel steps (palette argmin, border vote, connected components) run on the whole
-    batch at once; the per-object steps run image by image.
-    """
+def palette_and_background(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(N, H, W, 3) uint8 -> nearest palette class and distance to it of every pixel, and each
+    image's background class (the most frequent class on its border; ties: lowest class)."""
     distance = np.linalg.norm(images[..., None, :].astype(np.float32) - PALETTE.astype(np.float32),
                               axis=-1)  # (N, H, W, 8)
     classes, deviation = distance.argmin(-1), distance.min(-1)
     border = np.concatenate([classes[:, 0], classes[:, -1], classes[:, :, 0], classes[:, :, -1]],
                             axis=1)  # (N, 4 * side)
     bgs = [int(np.bincount(row, minlength=len(PALETTE)).argmax()) for row in border]
+    return classes, deviation, bgs
+
+
+def analyse_images(images: np.ndarray) -> list[dict]:
+    """Detected attributes and quality sub-scores of each (H, W, 3) uint8 image of (N, H, W, 3).
+
+    The per-pixel steps (palette argmin, border vote, connected components) run on the whole
+    batch at once; the per-object steps run image by image.
+    """
+    classes, deviation, bgs = palette_and_background(images)
     labels = connected_components(classes != np.array(bgs)[:, None, None])
     parts = zip(classes, deviation, labels, bgs, strict=True)
     return [_analyse_one(c, d, lab, bg) for c, d, lab, bg in parts]
