@@ -123,8 +123,8 @@ def negative_ranking(rewards: dict[str, str], n: int) -> dict[str, dict[str, flo
     print("|---|" + "---|" * len(negatives))
     for name, directory in rewards.items():
         model, tokenizer = load_miniclip(directory)
-        ranking[name] = {kind: round(true_over(model, tokenizer, images, x, captions), 3)
-                         for kind, x in negatives.items()}
+        ranking[name] = {kind: round(v, 3) for kind, v in
+                         true_over(model, tokenizer, images, negatives, captions).items()}
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in ranking[name].values()) + " |",
               flush=True)
     return ranking

@@ -36,7 +36,7 @@ def breakdown(path: str, teacher: bool, steps: int, seeds: list[int], prompts: l
 
     from orchestration.evaluation.config import ModelSpec
     from orchestration.evaluation.generation import generate, load_pipeline, sample_seed, to_float
-    from rglcd.toy.judge import ToyJudge
+    from rglcd.toy.judge import ToyJudge, summarise
 
     kind = {"kind": "teacher", "sampler": "ddim"} if teacher else {"kind": "lcm"}
     spec = ModelSpec(name=Path(path).parent.name, path=path, steps=[steps], **kind)
@@ -44,8 +44,8 @@ def breakdown(path: str, teacher: bool, steps: int, seeds: list[int], prompts: l
     images = [generate(pipe, spec, steps, prompts, [sample_seed(s, i) for i in range(len(prompts))])
               for s in seeds]
     images, prompts = torch.cat([to_float(x) for x in images]), prompts * len(seeds)
-    judge = ToyJudge()
-    return {**judge.summary(images, prompts), "errors": errors(judge.judge(images, prompts), prompts)}
+    results = ToyJudge().judge(images, prompts)
+    return {**summarise(results), "errors": errors(results, prompts)}
 
 
 def errors(results: list[dict], prompts: list[str]) -> dict[str, int]:

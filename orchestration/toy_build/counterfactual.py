@@ -16,23 +16,9 @@ import torch
 
 from orchestration.toy_build.degrade import object_masks
 from rglcd.toy.judge import object_place
-from rglcd.toy.scenes import (
-    COLOURS,
-    IMAGE_SIZE,
-    SHAPES,
-    SIZE_RANGES,
-    parse_caption,
-    shape_mask,
-)
+from rglcd.toy.scenes import COLOURS, IMAGE_SIZE, SHAPES, SIZE_RANGES, Scene, parse_caption, render
 
 ATTRIBUTES = ("shape", "size", "colour")
-
-
-def _render(shape: str, colour: str, bg: str, width: float, x: float, y: float) -> np.ndarray:
-    image = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32)
-    image[:] = np.asarray(COLOURS[bg], dtype=np.float32) / 255
-    image[shape_mask(shape, width, x, y)] = np.asarray(COLOURS[colour], dtype=np.float32) / 255
-    return image
 
 
 def _swap(attribute: str, want: dict[str, str], place: tuple[float, float, int],
@@ -48,7 +34,8 @@ def _swap(attribute: str, want: dict[str, str], place: tuple[float, float, int],
         width = int(rng.integers(lo, hi + 1))
         margin = width / 2 + 1
         x, y = (float(np.clip(v, margin, IMAGE_SIZE - margin)) for v in (x, y))
-    return _render(shape, colour, want["bg"], width, x, y)
+    scene = Scene(want["size"], colour, shape, want["bg"], width, x, y)  # size: width draws it
+    return render(scene).astype(np.float32) / 255
 
 
 def counterfactuals(images: torch.Tensor, captions: list[str], seed: int) -> torch.Tensor:

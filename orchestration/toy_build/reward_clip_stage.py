@@ -204,9 +204,8 @@ def _evaluate(settings: BuildSettings, model: CLIPModel, tokenizer: CLIPTokenize
         return report
     negatives = held_out_negatives(images, captions, settings.seed)
     for name, clip in (("", model), ("source_", source)):
-        for kind, x in negatives.items():
-            report[f"{name}heldout_true_over_{kind}"] = true_over(clip, tokenizer, images, x,
-                                                                 captions)
+        fractions = true_over(clip, tokenizer, images, negatives, captions)
+        report.update({f"{name}heldout_true_over_{k}": v for k, v in fractions.items()})
     return report
 
 
@@ -220,13 +219,14 @@ def held_out_negatives(images: torch.Tensor, captions: list[str], seed: int
 
 
 def true_over(model: CLIPModel, tokenizer: CLIPTokenizer, images: torch.Tensor,
-              negatives: torch.Tensor, captions: list[str]) -> float:
-    """Fraction of images scoring higher on their caption than their negative does."""
+              negatives: dict[str, torch.Tensor], captions: list[str]) -> dict[str, float]:
+    """Per kind of negative: the fraction of images scoring higher on their caption than
+    their negative does (ties are not wins)."""
     with torch.no_grad():
         text = text_features(model, tokenizer, captions)
         true_score = (image_features(model, images) * text).sum(1)
-        negative_score = (image_features(model, negatives) * text).sum(1)
-    return (true_score > negative_score).float().mean().item()
+        return {kind: (true_score > (image_features(model, x) * text).sum(1)).float().mean().item()
+                for kind, x in negatives.items()}
 
 
 def _save(model: CLIPModel, tokenizer: CLIPTokenizer, out_dir: Path) -> None:

@@ -163,9 +163,13 @@ class ToyJudge:
 
     def summary(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
         """Accuracy of each attribute and the mean sub-scores and scores over a batch."""
-        results = self.judge(images, prompts)
-        out = {f"{a}_accuracy": float(np.mean([r["correct"][a] for r in results]))
-               for a in ATTRIBUTES}
-        for key in ("flat_fills", "clean_edges", "colour_purity", "semantic", "quality", "overall"):
-            out[key] = float(np.mean([r[key] for r in results]))
-        return {k: round(v, 4) for k, v in out.items()}
+        return summarise(self.judge(images, prompts))
+
+
+def summarise(results: list[dict]) -> dict[str, float]:
+    """`ToyJudge.summary` of results already judged."""
+    out = {f"{a}_accuracy": float(np.mean([r["correct"][a] for r in results]))
+           for a in ATTRIBUTES}
+    for key in ("flat_fills", "clean_edges", "colour_purity", "semantic", "quality", "overall"):
+        out[key] = float(np.mean([r[key] for r in results]))
+    return {k: round(v, 4) for k, v in out.items()}
