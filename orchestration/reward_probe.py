@@ -13,7 +13,11 @@ minute instead of a training run. A second table (`--negatives N`, default 1000;
 gives, for the first N scenes of the held-out split, how often each reward scores the true
 picture above each of its hard negatives (a degraded copy, the scene with its shape, size or
 colour changed; orchestration/toy_build/reward_clip_stage.py), the static side of the same
-question. `--json` also writes the figures.
+question. A third (`--size-sweep N`, default 150; 0 skips it) redraws N held-out scenes of each
+size at every object width from 9 to 23 px and gives each reward's mean score for the true
+caption, relative to the scene's own width: how steeply the score falls as a small object
+grows past the judge's size threshold (15 px). `--pipeline` may be left out to print only the
+static tables. `--json` also writes the figures.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -64,7 +69,8 @@ def probe(pipe, scorer, prompts: list[str], start: torch.Tensor, iters: int, eve
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pipeline", required=True, help="an exported LCM pipeline folder")
+    parser.add_argument("--pipeline", help="an exported LCM pipeline folder (the ascent table; "
+                        "without it only the static tables are printed)")
     parser.add_argument("--reward", action="append", required=True, metavar="NAME=DIR",
                         help="a toy-clip style CLIP folder to probe (repeatable)")
     parser.add_argument("--steps", type=int, default=2, help="sampling steps of the start")
@@ -76,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--negatives", type=int, default=1000,
                         help="held-out scenes for the hard-negative ranking table (0: skip)")
+    parser.add_argument("--size-sweep", type=int, default=150,
+                        help="held-out scenes of each size for the width sweep (0 skips it)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
 
@@ -83,6 +91,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rewards = dict(item.split("=", 1) for item in args.reward)
+    results = ascent_table(args, rewards) if args.pipeline else {}
+    ranking = negative_ranking(rewards, args.negatives) if args.negatives > 0 else {}
+    sweep = size_sweep_table(rewards, args.size_sweep) if args.size_sweep > 0 else {}
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                         "results": results, "ranking": ranking,
+                                         "size_sweep": sweep}, indent=2) + "\n")
+
+
+def ascent_table(args: argparse.Namespace, rewards: dict[str, str]) -> dict[str, list[dict]]:
+    """The gradient-ascent table: judge figures every `--every` steps up each reward."""
     spec = ModelSpec(name="start", path=args.pipeline, kind="lcm", steps=[args.steps])
     pipe = load_pipeline(spec)
     pipe.vae.requires_grad_(False)
@@ -102,10 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['semantic']:.3f} | {row['quality']:.3f} | {row['colour_accuracy']:.3f} | "
                   f"{row['shape_accuracy']:.3f} | {row['size_accuracy']:.3f} | "
                   f"{row['bg_accuracy']:.3f} |", flush=True)
-    ranking = negative_ranking(rewards, args.negatives) if args.negatives > 0 else {}
-    if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "results": results, "ranking": ranking}, indent=2) + "\n")
+    return results
 
 
 def negative_ranking(rewards: dict[str, str], n: int) -> dict[str, dict[str, float]]:
@@ -128,6 +144,52 @@ def negative_ranking(rewards: dict[str, str], n: int) -> dict[str, dict[str, flo
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in ranking[name].values()) + " |",
               flush=True)
     return ranking
+
+
+SWEEP_WIDTHS = tuple(range(9, 24))  # both sizes' training ranges (9-13, 17-23) and the gap
+
+
+def width_sweep(scorer, scenes: list, widths=SWEEP_WIDTHS) -> dict[int, float]:
+    """Mean score of each scene's own caption with its object redrawn at every width.
+
+    The centre moves just enough to keep the object in frame; nothing else changes.
+    """
+    import numpy as np
+
+    from rglcd.toy.scenes import IMAGE_SIZE, render
+
+    captions, means = [scene.caption for scene in scenes], {}
+    for width in widths:
+        margin = width / 2 + 1
+        drawn = [render(replace(scene, width=width,
+                                x=float(np.clip(scene.x, margin, IMAGE_SIZE - margin)),
+                                y=float(np.clip(scene.y, margin, IMAGE_SIZE - margin))))
+                 for scene in scenes]
+        images = torch.from_numpy(np.stack(drawn)).float().div(255).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            means[width] = scorer(images, captions).float().mean().item()
+    return means
+
+
+def size_sweep_table(rewards: dict[str, str], n: int) -> dict[str, dict[str, dict[int, float]]]:
+    """Per reward and size: mean score change by width, relative to the size's middle width."""
+    from rglcd.toy.scenes import SIZE_RANGES, SIZES, sample_scenes
+
+    scenes = sample_scenes("heldout", 4 * n, seed=1)
+    by_size = {size: [s for s in scenes if s.size == size][:n] for size in SIZES}
+    print(f"\n| reward | caption size | score change at width {' / '.join(map(str, SWEEP_WIDTHS))} "
+          "px (vs the middle of the size's range) |")
+    print("|---|---|---|")
+    sweep = {}
+    for name, directory in rewards.items():
+        scorer, sweep[name] = toy_clip_scorer(name, directory, device="cpu"), {}
+        for size, chosen in by_size.items():
+            means = width_sweep(scorer, chosen)
+            middle = means[sum(SIZE_RANGES[size]) // 2]
+            sweep[name][size] = {w: round(v - middle, 4) for w, v in means.items()}
+            print(f"| {name} | {size} ({len(chosen)}) | "
+                  + " / ".join(f"{v:+.3f}" for v in sweep[name][size].values()) + " |", flush=True)
+    return sweep
 
 
 if __name__ == "__main__":

@@ -17,7 +17,26 @@ NON_DIFFERENTIABLE_KINDS = ("toy-judge", "vlm-judge")
 
 
 def cross_field_problems(cfg: RGLCDConfig) -> list[str]:
-    return batch_problems(cfg) + overlap_problems(cfg) + reward_problems(cfg)
+    return (
+        batch_problems(cfg) + overlap_problems(cfg) + reward_problems(cfg)
+        + window_problems(cfg)
+    )
+
+
+def window_problems(cfg: RGLCDConfig) -> list[str]:
+    """reward.timestep_window must hold at least one timestep of the DDIM solver grid."""
+    window, lcd = cfg.reward.timestep_window, cfg.lcd
+    if window is None or not cfg.reward.enabled:
+        return []
+    skip = lcd.num_train_timesteps // lcd.num_ddim_timesteps  # as trainer/lcd/schedule.py
+    grid = [n * skip - 1 for n in range(1, lcd.num_ddim_timesteps + 1)]
+    if any(window[0] <= t <= window[1] for t in grid):
+        return []
+    return [
+        f"reward.timestep_window={list(window)} holds none of the solver's timesteps "
+        f"({grid[0]}, {grid[1]}, ..., {grid[-1]}), so the reward would never apply; widen it "
+        "or set it to null"
+    ]
 
 
 def overlap_problems(cfg: RGLCDConfig) -> list[str]:

@@ -42,6 +42,12 @@ def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | N
     """The reward term the config asks for (None = plain LCD)."""
     if not cfg.reward.enabled:
         return None
+    hook = _reward_hook(cfg, teacher)
+    hook.timestep_window = cfg.reward.timestep_window
+    return hook
+
+
+def _reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook:
     if cfg.reward.mode == "lrm":  # latent proxy RM + asynchronous expert (Algorithm 4)
         from trainer.lrm_hook import build_lrm_hook
 

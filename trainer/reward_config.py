@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from reward_service.config import StrictModel
 from rglcd.toy.paths import TOY_LRM_DIR
@@ -43,9 +43,26 @@ class RewardConfig(StrictModel):
         "expert). None = the whole batch at once.",
     )
 
+    timestep_window: tuple[int, int] | None = Field(
+        None,
+        description="Departure from the paper, off by default: (low, high), inclusive. Only "
+        "samples whose single-step generation starts at a timestep t_{n+k} in this range carry "
+        "the reward term (the others weigh 0 in its batch mean); None = every sample (eq. 11).",
+    )
+
     @property
     def enabled(self) -> bool:
         return self.beta > 0
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> RewardConfig:
+        window = self.timestep_window
+        if window is not None and not 0 <= window[0] <= window[1]:
+            raise ValueError(
+                f"reward.timestep_window={list(window)} must be [low, high] with "
+                "0 <= low <= high (training timesteps, e.g. [0, 499]); or null for all"
+            )
+        return self
 
 
 class LRMConfig(StrictModel):

@@ -30,6 +30,8 @@ Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code:
     when they arrive (at most lrm.max_staleness_steps later), not within step t as in
     Algorithm 4; late or missing scores skip that update and are counted, never filled in
     (trainer/lrm_hook.py).
+  * Optional, off by default: `reward.timestep_window=[low, high]` applies the reward term
+    only to samples whose t_{n+k} lies in the window (eq. 11 weighs every sample).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ calls `update_target()`. Stages, numbered as in the paper:
   5. z_e     = DDIM step of the CFG teacher from z_s to t_e          (eq. 9, 13)
   6. target  = f_theta-(z_e, w, c, t_e)        EMA target, no grad
   7. L_LCD   = pseudo-Huber(online, target)                          (eq. 8)
-  8. L       = L_LCD - beta * mean(R(online, c))   via the reward hook (eq. 10-11)
+  8. L       = L_LCD - beta * mean(R(online, c))   via the reward hook (eq. 10-11); with
+     reward.timestep_window (off by default) only samples whose t_s lies in it count
 
 Two students (`LCDSettings.lora`):
   full (default)  a copy of the teacher UNet plus a w-embedding input, trained whole; the
@@ -104,6 +105,16 @@ class RewardHook:
 
     name = "reward"
     beta: float = 0.0
+    # (low, high) inclusive on t_{n+k}: only single-step generations from these timesteps
+    # carry the reward term (config reward.timestep_window); None = all of them (the paper)
+    timestep_window: tuple[int, int] | None = None
+
+    def weights(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """(B,) weight of each sample's reward in eq. 11: 1 inside the window, else 0."""
+        if self.timestep_window is None:
+            return torch.ones(timesteps.shape, dtype=torch.float32, device=timesteps.device)
+        low, high = self.timestep_window
+        return ((timesteps >= low) & (timesteps <= high)).float()
 
     def student_reward(self, context: RewardContext) -> tuple[torch.Tensor, dict[str, float]]:
         """(B,) rewards that keep gradients w.r.t. `context.online`, and extra metrics."""
@@ -299,8 +310,11 @@ class DistillationTask:
         if self.reward is not None:
             context = RewardContext(inputs.latents, online, target, batch.captions, step)
             rewards, extra = self.reward.student_reward(context)
-            loss = lcd - self.reward.beta * rewards.mean()  # eq. 11
+            weights = self.reward.weights(inputs.t_start).to(rewards)
+            loss = lcd - self.reward.beta * (rewards * weights).mean()  # eq. 11
             metrics |= {"reward_mean": rewards.mean().item(), **extra}
+            if self.reward.timestep_window is not None:
+                metrics["reward_weight_mean"] = weights.mean().item()
             self._pending_context = replace(context, online=online.detach())
             timer.lap("reward")
         metrics["loss"] = loss.item()

@@ -233,3 +233,41 @@ def test_overlap_refuses_lcm_lora():
         DistillationTask(
             tiny_teacher(), LCDSettings(lora=LoRASettings(4, 4.0, ("to_q",))), overlap_teacher=True
         )
+
+
+def test_timestep_window_weighs_only_the_samples_inside_it(toy_clip_dir):
+    teacher, batch = tiny_teacher(), make_batch()
+    reward = toy_clip_reward(teacher, toy_clip_dir, beta=5.0)
+    task = DistillationTask(teacher, LCDSettings(), reward=reward, seed=0)
+    index, _, _ = task.draw(batch.sample_keys, 0, batch.latents.shape[1:])
+    t_start = task.grid.timesteps[index]
+    assert len(set(t_start.tolist())) > 1  # the window below splits this batch
+    low = int(t_start.sort().values[1])  # at least one sample falls below it
+    reward.timestep_window = (low, 999)
+    inside = (t_start >= low).float()
+    _, metrics = task.step(batch, step=0)
+    rewards = reward.student_reward(_context(task, batch))[0].detach()
+    expected = metrics["lcd_loss"] - 5.0 * (rewards * inside).mean().item()
+    assert metrics["loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert metrics["reward_weight_mean"] == pytest.approx(inside.mean().item())
+
+
+def test_timestep_window_outside_every_sample_gives_the_plain_lcd_gradient(toy_clip_dir):
+    teacher, batch = tiny_teacher(), make_batch()
+    torch.manual_seed(0)
+    plain = DistillationTask(teacher, LCDSettings(), seed=0)
+    reward = toy_clip_reward(teacher, toy_clip_dir, beta=5.0)
+    reward.timestep_window = (2000, 3000)
+    torch.manual_seed(0)
+    windowed = DistillationTask(teacher, LCDSettings(), reward=reward, seed=0)
+    torch.testing.assert_close(student_grads(windowed, batch), student_grads(plain, batch))
+
+
+def _context(task: DistillationTask, batch: LocalBatch):
+    """The reward context of step 0 (what `task.step` hands the hook)."""
+    from trainer.task import RewardContext
+
+    inputs = task._inputs(batch, 0)
+    with torch.no_grad():
+        online = task._online(inputs)
+    return RewardContext(inputs.latents, online, online, batch.captions, 0)
