@@ -8,7 +8,8 @@ TOY_ROOT = Path(__file__).resolve().parent
 TOY_ARTIFACTS = TOY_ROOT / "artifacts"
 TOY_PIPELINE_DIR = TOY_ARTIFACTS / "pipeline"  # diffusers StableDiffusionPipeline folder
 TOY_MINICLIP_DIR = TOY_ARTIFACTS / "miniclip"  # transformers CLIPModel + tokenizer
-# Where stage reward-clip writes a candidate toy CLIPScore reward (not committed; docs/reward-clip).
+# The mini CLIP with its image tower fine-tuned on hard negatives by stage reward-clip: the
+# expert of configs/toy-lrm-reward-clip.yaml (docs/reward-clip).
 TOY_REWARD_CLIP_DIR = TOY_ARTIFACTS / "miniclip-reward"
 TOY_LRM_DIR = TOY_ARTIFACTS / "lrm"  # pretrained latent proxy reward model
 # Generated (not committed) Parquet shards of toy scenes; `outputs/` is git-ignored.

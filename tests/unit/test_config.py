@@ -190,6 +190,19 @@ def test_every_recipe_parses_and_takes_effect_exactly(recipe):
     assert _fields(diff_from_defaults(cfg)) <= _fields(written)  # nothing else changes
 
 
+@pytest.mark.parametrize(("recipe", "checkpoint"), [
+    ("toy-lrm-toy-clip", []),
+    ("toy-lrm-reward-clip", ["serve.scorers.0.checkpoint=./rglcd/toy/artifacts/miniclip-reward"]),
+])
+def test_the_toy_clip_lrm_recipes_are_the_default_with_its_expert_swapped(recipe, checkpoint):
+    """What docs/reward-clip measured: configs/toy.yaml with these overrides."""
+    root = CONFIGS[0].parent
+    swapped = load(root / "toy.yaml", [
+        f"run_name={recipe}", "lrm.expert=toy-clip", "serve.scorers.0.name=toy-clip",
+        "serve.scorers.0.kind=toy-clip", *checkpoint])
+    assert load(root / f"{recipe}.yaml") == swapped
+
+
 def test_the_three_toy_recipes_mean_what_they_say():
     names = {p.name for p in CONFIGS}
     assert {"toy.yaml", "toy-lcd.yaml", "toy-direct-clip.yaml"} <= names
@@ -242,6 +255,11 @@ def test_the_three_toy_recipes_mean_what_they_say():
             ["scaling.overlap_teacher=true", "model.lora.rank=4"],
             ["does not work with model.lora", "scaling.overlap_teacher=false"],
         ),
+        (
+            ["reward.beta=1", "reward.timestep_window=[0,10]"],
+            ["holds none of the solver's timesteps (19, 39, ..., 999)", "widen it"],
+        ),
+        (["reward.timestep_window=[500,10]"], ["0 <= low <= high", "[0, 499]"]),
     ],
 )
 def test_cross_field_errors_say_what_to_change(overrides, expected):

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
@@ -60,6 +61,23 @@ def test_miniclip_loads_offline_and_prefers_the_true_caption():
             "a large red square on a blue background",
             "a large green circle on a white background"]).T
     assert sims[0, 0] > sims[0, 1]
+
+
+def test_reward_clip_prefers_the_true_picture_to_its_hard_negatives():
+    """The committed reward CLIP ranks a clean held-out scene above a smudged copy far more
+    often than the mini CLIP it was fine-tuned from, and still sees the captioned attributes."""
+    from orchestration.toy_build.reward_clip_stage import held_out_negatives, true_over
+    from rglcd.toy.paths import TOY_REWARD_CLIP_DIR
+    from rglcd.toy.scenes import render, sample_scenes
+
+    scenes = sample_scenes("heldout", 300, seed=3)
+    images = torch.from_numpy(np.stack([render(s) for s in scenes])).float().div(255)
+    images, captions = images.permute(0, 3, 1, 2), [s.caption for s in scenes]
+    negatives = held_out_negatives(images, captions, seed=0)
+    reward = true_over(*load_miniclip(TOY_REWARD_CLIP_DIR), images, negatives, captions)
+    source = true_over(*load_miniclip(TOY_MINICLIP_DIR), images, negatives, captions)
+    assert reward["degraded"] > 0.93 and reward["degraded"] > source["degraded"] + 0.15
+    assert min(reward["shape_swap"], reward["size_swap"], reward["colour_swap"]) > 0.85
 
 
 def test_artifacts_are_fp16_and_small():
