@@ -36,7 +36,7 @@ from orchestration.evaluation.config import ModelSpec  # noqa: E402
 from orchestration.evaluation.generation import load_pipeline, sample, sample_seed  # noqa: E402
 from orchestration.evaluation.prompts import load_prompts  # noqa: E402
 from reward_service.scorers.toy import ToyJudgeScorer, toy_clip_scorer  # noqa: E402
-from trainer.task import DirectReward  # noqa: E402
+from trainer.reward_hooks import DirectReward  # noqa: E402
 
 
 def ascent_step(latents: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
@@ -156,19 +156,21 @@ def width_sweep(scorer, scenes: list, widths=SWEEP_WIDTHS) -> dict[int, float]:
     """
     import numpy as np
 
-    from rglcd.toy.scenes import IMAGE_SIZE, render
-
     captions, means = [scene.caption for scene in scenes], {}
     for width in widths:
-        margin = width / 2 + 1
-        drawn = [render(replace(scene, width=width,
-                                x=float(np.clip(scene.x, margin, IMAGE_SIZE - margin)),
-                                y=float(np.clip(scene.y, margin, IMAGE_SIZE - margin))))
-                 for scene in scenes]
+        drawn = [_redrawn(scene, width) for scene in scenes]
         images = torch.from_numpy(np.stack(drawn)).float().div(255).permute(0, 3, 1, 2)
         with torch.no_grad():
             means[width] = scorer(images, captions).float().mean().item()
     return means
+
+
+def _redrawn(scene, width: int):
+    """The scene's picture with its object at `width`, centre kept in frame."""
+    from rglcd.toy.scenes import in_frame, render
+
+    x, y = in_frame(scene.x, scene.y, width)
+    return render(replace(scene, width=width, x=x, y=y))
 
 
 def size_sweep_table(rewards: dict[str, str], n: int) -> dict[str, dict[str, dict[int, float]]]:

@@ -25,11 +25,10 @@ def cross_field_problems(cfg: RGLCDConfig) -> list[str]:
 
 def window_problems(cfg: RGLCDConfig) -> list[str]:
     """reward.timestep_window must hold at least one timestep of the DDIM solver grid."""
-    window, lcd = cfg.reward.timestep_window, cfg.lcd
+    window = cfg.reward.timestep_window
     if window is None or not cfg.reward.enabled:
         return []
-    skip = lcd.num_train_timesteps // lcd.num_ddim_timesteps  # as trainer/lcd/schedule.py
-    grid = [n * skip - 1 for n in range(1, lcd.num_ddim_timesteps + 1)]
+    grid = solver_grid(cfg.lcd.num_train_timesteps, cfg.lcd.num_ddim_timesteps)
     if any(window[0] <= t <= window[1] for t in grid):
         return []
     return [
@@ -37,6 +36,13 @@ def window_problems(cfg: RGLCDConfig) -> list[str]:
         f"({grid[0]}, {grid[1]}, ..., {grid[-1]}), so the reward would never apply; widen it "
         "or set it to null"
     ]
+
+
+def solver_grid(num_train_timesteps: int, num_ddim_timesteps: int) -> list[int]:
+    """trainer/lcd/schedule.py's `ddim_grid(...).timesteps` without torch (the config stays
+    importable without it; a test keeps the two equal)."""
+    skip = num_train_timesteps // num_ddim_timesteps
+    return [n * skip - 1 for n in range(1, num_ddim_timesteps + 1)]
 
 
 def overlap_problems(cfg: RGLCDConfig) -> list[str]:

@@ -34,8 +34,9 @@ from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
 from trainer.lcd import LoRASettings
 from trainer.models import TeacherParts, load_teacher
 from trainer.monitoring import COUNTER_KEYS, MetricsLogger
+from trainer.reward_hooks import DirectReward, RewardHook
 from trainer.rng_state import gather_rng_states
-from trainer.task import DirectReward, DistillationTask, LCDSettings, RewardHook
+from trainer.task import DistillationTask, LCDSettings
 
 
 def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | None:

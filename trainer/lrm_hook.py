@@ -53,7 +53,7 @@ from trainer.lrm import (
     trainable_parameters,
 )
 from trainer.monitoring import SKIPPED_REWARD_UPDATES
-from trainer.task import RewardContext, RewardHook
+from trainer.reward_hooks import RewardContext, RewardHook
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import torch
 
 from orchestration.toy_build.degrade import object_masks
 from rglcd.toy.judge import object_place
-from rglcd.toy.scenes import COLOURS, IMAGE_SIZE, SHAPES, SIZE_RANGES, Scene, parse_caption, render
+from rglcd.toy.scenes import COLOURS, SHAPES, SIZE_RANGES, Scene, in_frame, parse_caption, render
 
 ATTRIBUTES = ("shape", "size", "colour")
 
@@ -32,8 +32,7 @@ def _swap(attribute: str, want: dict[str, str], place: tuple[float, float, int],
     else:  # the other size's width range, centre moved just enough to stay in frame
         lo, hi = SIZE_RANGES["large" if want["size"] == "small" else "small"]
         width = int(rng.integers(lo, hi + 1))
-        margin = width / 2 + 1
-        x, y = (float(np.clip(v, margin, IMAGE_SIZE - margin)) for v in (x, y))
+        x, y = in_frame(x, y, width)
     scene = Scene(want["size"], colour, shape, want["bg"], width, x, y)  # size: width draws it
     return render(scene).astype(np.float32) / 255
 

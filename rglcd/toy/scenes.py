@@ -135,11 +135,22 @@ def render(scene: Scene) -> np.ndarray:
     return image
 
 
+def frame_margin(width: float) -> float:
+    """How near the image edge an object's centre may lie: half its width plus one pixel."""
+    return width / 2 + 1
+
+
+def in_frame(x: float, y: float, width: float) -> tuple[float, float]:
+    """(x, y) moved just enough that an object of `width` centred there keeps its margin."""
+    margin = frame_margin(width)
+    return tuple(float(np.clip(v, margin, IMAGE_SIZE - margin)) for v in (x, y))
+
+
 def random_scene(rng: np.random.Generator, combo: tuple[str, str, str], size: str) -> Scene:
     """A scene of the given combination and size at a random width and position."""
     lo, hi = SIZE_RANGES[size]
     width = int(rng.integers(lo, hi + 1))
-    margin = width / 2 + 1
+    margin = frame_margin(width)
     x, y = rng.uniform(margin, IMAGE_SIZE - margin, size=2)
     colour, shape, bg = combo
     return Scene(size, colour, shape, bg, width, float(x), float(y))

@@ -25,8 +25,8 @@ from rglcd.toy.paths import TOY_LRM_DIR
 from tests.helpers import toy_latent_shards
 from trainer.config import load_trainer_config
 from trainer.lrm_hook import build_lrm_hook
+from trainer.reward_hooks import RewardContext
 from trainer.run import build_trainer, ensure_reward_service
-from trainer.task import RewardContext
 
 CAPTION = "a large red circle on a blue background"
 APP = "lrm-async"

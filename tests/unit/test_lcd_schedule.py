@@ -115,3 +115,11 @@ def test_unknown_prediction_type_raises():
     z = torch.zeros(1, 4, 2, 2)
     with pytest.raises(ValueError, match="prediction_type"):
         to_x0_eps(z, z, torch.ones(1), torch.ones(1), "flow")
+
+
+@pytest.mark.parametrize(("num_train", "num_ddim"), [(1000, 50), (1000, 30), (100, 7), (10, 10)])
+def test_the_configs_torch_free_grid_is_the_solver_grid(num_train, num_ddim):
+    from trainer.config_checks import solver_grid
+
+    grid = ddim_grid(scaled_linear_alphas_cumprod(num_train), num_ddim)
+    assert solver_grid(num_train, num_ddim) == grid.timesteps.tolist()

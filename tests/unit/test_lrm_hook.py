@@ -26,7 +26,7 @@ from trainer.expert_queue import ExpertQueue
 from trainer.loop import _carry_counters
 from trainer.lrm import LatentRewardModel, kl_preference_loss, preference_agreement
 from trainer.lrm_hook import LatentProxyReward, LRMSettings, pair_counts
-from trainer.task import RewardContext
+from trainer.reward_hooks import RewardContext
 
 CAPTIONS = [
     "a large red circle on a blue background",

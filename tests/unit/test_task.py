@@ -12,7 +12,8 @@ from trainer.checkpointing import DataPosition
 from trainer.data import LocalBatch
 from trainer.lcd import lcd_loss
 from trainer.models import TeacherParts
-from trainer.task import DirectReward, DistillationTask, LCDSettings
+from trainer.reward_hooks import DirectReward
+from trainer.task import DistillationTask, LCDSettings
 
 CAPTIONS = ["a small red circle", "a large blue square", "a cross", "a green triangle"]
 
@@ -265,7 +266,7 @@ def test_timestep_window_outside_every_sample_gives_the_plain_lcd_gradient(toy_c
 
 def _context(task: DistillationTask, batch: LocalBatch):
     """The reward context of step 0 (what `task.step` hands the hook)."""
-    from trainer.task import RewardContext
+    from trainer.reward_hooks import RewardContext
 
     inputs = task._inputs(batch, 0)
     with torch.no_grad():
