@@ -8,6 +8,7 @@ gradient and scores them with an in-process scorer (REFERENCE section 2).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ class RewardContext:
     step: int
 
 
-class RewardHook:
+class RewardHook(ABC):
     """The reward term of the student loss; subclasses implement `student_reward`."""
 
     name = "reward"
@@ -41,9 +42,9 @@ class RewardHook:
         low, high = self.timestep_window
         return ((timesteps >= low) & (timesteps <= high)).float()
 
+    @abstractmethod
     def student_reward(self, context: RewardContext) -> tuple[torch.Tensor, dict[str, float]]:
         """(B,) rewards that keep gradients w.r.t. `context.online`, and extra metrics."""
-        raise NotImplementedError
 
     def after_step(self, context: RewardContext) -> dict[str, float]:
         """Hook-side training after the student's step (e.g. LRM finetuning); default none."""

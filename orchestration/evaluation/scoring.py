@@ -13,6 +13,7 @@ service gave an item no score (its error is kept in `errors`), never a made-up v
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections import Counter
 
 import numpy as np
@@ -21,7 +22,7 @@ from orchestration.evaluation.config import ScoringConfig
 from orchestration.evaluation.generation import to_float
 
 
-class ScoreBackend:
+class ScoreBackend(ABC):
     """Base: chunked scoring and error bookkeeping; subclasses implement `_score_chunk`."""
 
     def __init__(self, batch_size: int) -> None:
@@ -43,12 +44,13 @@ class ScoreBackend:
                     out[start + i] = float(score)
         return out
 
+    @abstractmethod
     def _score_chunk(
         self, scorer: str, images: np.ndarray, prompts: list[str]
     ) -> tuple[list[float | None], list[str | None]]:
-        raise NotImplementedError
+        """(score or None, error or None) per item of one chunk."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op unless the backend holds something)
         """Release what the backend holds (nothing by default)."""
 
 
@@ -123,7 +125,7 @@ class ServiceHttpBackend(ScoreBackend):
         errors = [d.get("error") for d in data["details"]]
         return data["scores"], errors
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op unless the backend holds something)
         self.http.close()
 
 

@@ -272,3 +272,10 @@ def _context(task: DistillationTask, batch: LocalBatch):
     with torch.no_grad():
         online = task._online(inputs)
     return RewardContext(inputs.latents, online, online, batch.captions, 0)
+
+
+def test_a_reward_hook_must_say_how_it_rewards_the_student():
+    from trainer.reward_hooks import RewardHook
+
+    with pytest.raises(TypeError, match="student_reward"):
+        RewardHook()
