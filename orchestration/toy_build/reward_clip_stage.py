@@ -1,5 +1,7 @@
-"""Stage "reward-clip": a mini CLIP with a fine-tuned image tower, a candidate toy-clip
-(CLIPScore) reward. Built only on request; nothing uses it by default.
+"""Stage "reward-clip": a mini CLIP with a fine-tuned image tower, a toy-clip (CLIPScore)
+reward. Built only on request (not one of the default stages); the committed one
+(`rglcd/toy/artifacts/miniclip-reward`, hard negatives with counterfactuals) is the expert of
+configs/toy-lrm-reward-clip.yaml.
 
 Why: RG-LCD follows the reward's pixel gradient (paper eq. 10-11), and ascending the
 stage-"clip" mini CLIP's gradient mixes colours into the object and roughens fills (the toy
@@ -15,7 +17,8 @@ judge's quality score falls). Two objectives, `reward_clip_objective`:
   score keeps its slope along what the caption names.
 
 Measured (docs/reward-clip): neither makes direct toy-clip guidance beat plain LCD by the toy
-judge; hard negatives with counterfactuals come closest. The text tower stays the mini
+judge (hard negatives with counterfactuals come closest, a tie); as the LRM's expert the
+hard-negative tower does beat it at 2 and 4 steps. The text tower stays the mini
 CLIP's, frozen: the reward reads prompts exactly as the teacher's text encoder does. Loss:
 image-to-text cross-entropy over the distinct training captions (text embeddings fixed, so
 computed once), plus the objective's term.
