@@ -3,7 +3,8 @@
 
 Starts a local Ray (or attaches to the cluster in `RAY_ADDRESS`), deploys the app and blocks
 until Ctrl-C or SIGTERM, then deletes the app (and stops the local Ray it started). With no
-config it serves the toy scorers on http://127.0.0.1:8000 and downloads nothing. Examples:
+config it serves the toy scorers on http://127.0.0.1:8000 and downloads nothing. A local Ray
+it starts listens on 127.0.0.1 only (rglcd/local_ray.py; `--expose-ray` to opt out). Examples:
 
     python -m reward_service
     python -m reward_service --port 8001 serve.scorers.0.max_batch_size=64
@@ -23,6 +24,7 @@ import sys
 import time
 
 from reward_service.config import ServeConfig
+from rglcd.local_ray import keep_local_ray_on_loopback
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="HTTP port (default from config: 8000)")
     parser.add_argument("--num-cpus", type=float, help="logical CPUs of a new local Ray")
     parser.add_argument("--no-dashboard", action="store_true", help="local Ray without dashboard")
+    parser.add_argument(
+        "--expose-ray", action="store_true",
+        help="let a new local Ray listen on every interface (default: 127.0.0.1 only; the "
+        "HTTP address is --host either way)",
+    )
     parser.add_argument("overrides", nargs="*", help="serve.key=value overrides")
     return parser.parse_args(argv)
 
@@ -62,7 +69,7 @@ def start(config: ServeConfig, num_cpus: float | None, dashboard: bool) -> str:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()  # attaching: resources are the cluster's (REFERENCE section 6)
+        ray.init()  # attaching: resources are the cluster's, passing any raises
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
     signal.signal(signal.SIGTERM, _interrupt)  # ray.init installs its own (abort) handler
@@ -75,6 +82,7 @@ def start(config: ServeConfig, num_cpus: float | None, dashboard: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_local_ray_on_loopback(expose=args.expose_ray)  # before anything imports ray
     try:
         config = resolve_config(args)
     except ValueError as err:

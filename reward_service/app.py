@@ -8,18 +8,22 @@ reward_service/schemas.py):
   GET  /models  scorers (kind, differentiable, input size, batch settings) and VAEs
   GET  /healthz liveness (no auth)
 
-Per-item failures are answered 200 with `scores[i] = null` and `details[i]["error"]`.
-Request-level errors are JSON `{"detail": "..."}`: 401 missing/wrong bearer token (only when
-`serve.auth_token_env` is set), 404 unknown model or VAE, 413 body, item count or image
-pixels over the limits, 422 malformed body / mismatched lengths / undecodable image / bad
-latents, 503 scorer queue full (Serve `BackPressureError`), 504 no answer within
-`serve.request_timeout_s`. Nothing on the HTTP path is unpickled: images are PNG/JPEG and
-latents safetensors/.npy (rglcd/codecs.py).
+Per-item failures are answered 200 with `scores[i] = null` and `details[i]["error"]` (e.g.
+latents that decode to NaN pixels). Request-level errors are JSON `{"detail": "..."}`:
+401 missing/wrong bearer token (only when `serve.auth_token_env` is set), 404 unknown model
+or VAE, 413 body, item count, prompt length, pixels of one image or of the whole request, or
+latent size over the limits (reward_service/limits.py, checked before the work they guard),
+422 malformed body / mismatched lengths / undecodable image / too thin an image / bad latents,
+503 scorer queue full or a replica lost (with Retry-After), 504 no answer within
+`serve.request_timeout_s` (latent decoding and scoring together). User text quoted in errors
+is cut short. Nothing on the HTTP path is unpickled: images are PNG/JPEG and latents
+safetensors/.npy (rglcd/codecs.py).
 """
 
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import time
 from typing import Any
@@ -28,11 +32,20 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
+from ray.exceptions import RayError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from reward_service.config import ServeConfig
 from reward_service.deployments import ScorerDeployment, ScorerFactory, VaeDeployment
+from reward_service.limits import (
+    Limits,
+    check_items,
+    check_latent_request,
+    check_prompts,
+    decode_images,
+    echo,
+)
 from reward_service.metrics import IngressMetrics
 from reward_service.schemas import (
     HealthResponse,
@@ -43,11 +56,15 @@ from reward_service.schemas import (
 )
 from reward_service.scorers.base import ItemScore
 from rglcd import codecs
+from rglcd.codecs import PayloadTooLargeError
 from rglcd.configuration import load_config
 
 INGRESS_NAME = "ingress"
 
-fastapi_app = FastAPI(title="RG-LCD reward service", docs_url=None, redoc_url=None)
+# No /docs, /redoc or /openapi.json: they would answer without the bearer token.
+fastapi_app = FastAPI(
+    title="RG-LCD reward service", docs_url=None, redoc_url=None, openapi_url=None
+)
 
 
 def scorer_deployment_name(model: str) -> str:
@@ -67,12 +84,12 @@ def _validation_message(err: ValidationError) -> str:
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "body"
         parts.append(f"{where}: {e['msg']}")
-    return "invalid request body: " + "; ".join(parts)
+    return echo("invalid request body: " + "; ".join(parts), 1000)
 
 
 def _response(model: str, items: list[ItemScore]) -> ScoreResponse:
     details = [
-        {**item.details, "error": item.error} if item.error else dict(item.details)
+        {**item.details, "error": echo(item.error, 500)} if item.error else dict(item.details)
         for item in items
     ]
     return ScoreResponse(model=model, scores=[item.score for item in items], details=details)
@@ -80,6 +97,40 @@ def _response(model: str, items: list[ItemScore]) -> ScoreResponse:
 
 async def _await(response: Any) -> Any:
     return await response
+
+
+def _parse(body: bytes, limits: Limits) -> ScoreRequest:
+    """JSON body -> ScoreRequest; the item count is checked before the items are validated."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise HTTPException(422, f"invalid request body: not JSON ({echo(str(err))})") from None
+    if isinstance(raw, dict) and isinstance(raw.get("prompts"), list):
+        check_items(len(raw["prompts"]), limits)
+    try:
+        return ScoreRequest.model_validate(raw)
+    except ValidationError as err:
+        raise HTTPException(422, _validation_message(err)) from None
+
+
+def _backend_error(model: str, err: BaseException) -> HTTPException:
+    """An exception from a scorer or VAE replica -> the HTTP error a client can act on."""
+    if isinstance(err, BackPressureError):
+        return HTTPException(503, f"model {model!r} is overloaded; retry later",
+                             headers={"Retry-After": "1"})
+    cause = err.cause if isinstance(err, RayTaskError) else err
+    if isinstance(cause, PayloadTooLargeError):
+        return HTTPException(413, echo(str(cause), 500))
+    if isinstance(cause, ValueError):
+        return HTTPException(422, echo(str(cause), 500))
+    if isinstance(cause, TimeoutError):
+        return HTTPException(504, f"model {model!r}: {echo(str(cause))}")
+    if isinstance(err, RayError) and not isinstance(err, RayTaskError):
+        # A replica died or is restarting (Serve replaces it): the request may be resent.
+        return HTTPException(503, f"model {model!r} lost a replica ({type(err).__name__}); "
+                             "retry shortly", headers={"Retry-After": "2"})
+    return HTTPException(500, f"model {model!r} failed: {type(cause).__name__}: "
+                         f"{echo(str(cause))}")
 
 
 # Everything the ingress uses must be defined above it: `serve.ingress` pickles the class.
@@ -96,6 +147,7 @@ class RewardIngress:
         token_sha256: str | None = None,
     ) -> None:
         self.config = ServeConfig.model_validate(config)
+        self.limits = Limits.from_config(self.config)
         self.scorers = scorers
         self.vaes = vaes
         self._token_sha256 = token_sha256
@@ -137,18 +189,24 @@ class RewardIngress:
         start, model, status = time.perf_counter(), "?", 500
         try:
             self._check_auth(request)
-            body = await self._read_body(request)
-            try:
-                parsed = ScoreRequest.model_validate_json(body)
-            except ValidationError as err:
-                raise HTTPException(422, _validation_message(err)) from None
+            parsed = _parse(await self._read_body(request), self.limits)
             model = parsed.model if parsed.model in self.scorers else "?"
-            response = await self._score(parsed)
+            response = await self._score(parsed, time.time() + self.config.request_timeout_s)
             status = 200
             return response
         except HTTPException as err:
             status = err.status_code
             raise
+        except PayloadTooLargeError as err:
+            status = 413
+            raise HTTPException(413, echo(str(err), 500)) from None
+        except ValueError as err:
+            status = 422
+            raise HTTPException(422, echo(str(err), 500)) from None
+        except Exception as err:  # a JSON answer even for what nobody foresaw
+            raise HTTPException(
+                500, f"internal error: {type(err).__name__}: {echo(str(err))}"
+            ) from None
         finally:
             self._metrics.observe(model, status, time.perf_counter() - start)
 
@@ -184,96 +242,65 @@ class RewardIngress:
     def _check_model(self, model: str) -> DeploymentHandle:
         if model not in self.scorers:
             available = ", ".join(sorted(self.scorers))
-            raise HTTPException(404, f"unknown model {model!r}; available models: {available}")
+            raise HTTPException(404, f"unknown model {echo(model)!r}; available models: "
+                                f"{available}")
         return self.scorers[model]
-
-    def _check_count(self, count: int) -> None:
-        limit = self.config.max_items_per_request
-        if count > limit:
-            raise HTTPException(
-                413, f"request has {count} items, above the limit of {limit}; split it"
-            )
 
     # ---------------------------------------------------------------- scoring
 
-    async def _score(self, req: ScoreRequest) -> ScoreResponse:
+    async def _score(self, req: ScoreRequest, deadline: float) -> ScoreResponse:
+        """Decode and score `req` by `deadline` (time.time()): 504 past it, nothing left running
+        for it but the chunk a VAE is decoding."""
         scorer = self._check_model(req.model)
-        self._check_count(len(req.prompts))
-        if req.images is not None:
-            jobs = await asyncio.to_thread(self._decode_images, req.images)
-        else:
-            images = await self._decode_latents(req)
-            jobs = [(list(range(len(req.prompts))), images)]
-        calls = [scorer.score.remote(images, [req.prompts[i] for i in idx]) for idx, images in jobs]
+        check_prompts(req.prompts, self.limits)
+        timeout = self.config.request_timeout_s
         try:
-            results = await asyncio.wait_for(
-                asyncio.gather(*(_await(call) for call in calls)),
-                timeout=self.config.request_timeout_s,
+            groups = await asyncio.wait_for(
+                self._groups(req, deadline), timeout=max(deadline - time.time(), 0.0)
             )
-        except BackPressureError as err:
-            raise HTTPException(
-                503, f"model {req.model!r} is overloaded ({err}); retry later",
-                headers={"Retry-After": "1"},
-            ) from None
-        except asyncio.TimeoutError:
-            for call in calls:
+            remaining = max(deadline - time.time(), 0.0)
+            call = scorer.score_groups.remote(
+                [(images, [req.prompts[i] for i in idx]) for idx, images in groups]
+            )
+            try:
+                results = await asyncio.wait_for(_await(call), timeout=remaining)
+            except asyncio.TimeoutError:
                 call.cancel()
+                raise
+        except asyncio.TimeoutError:
             raise HTTPException(
-                504, f"model {req.model!r} did not answer within {self.config.request_timeout_s} s"
+                504, f"model {req.model!r} did not answer within {timeout} s"
             ) from None
+        except (RayError, BackPressureError, TimeoutError) as err:
+            raise _backend_error(req.model, err) from None
         items: list[ItemScore | None] = [None] * len(req.prompts)
-        for (indices, _), result in zip(jobs, results, strict=True):
+        for (indices, _), result in zip(groups, results, strict=True):
             for i, item in zip(indices, result, strict=True):
                 items[i] = item
         return _response(req.model, items)
 
-    def _decode_images(self, images: list[str]) -> list[tuple[list[int], torch.Tensor]]:
-        """base64 images -> jobs of equal-size uint8 batches ((n, 3, H, W)) with their indices."""
-        groups: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-        for i, data in enumerate(images):
-            try:
-                image = codecs.decode_image_uint8(
-                    codecs.b64decode(data, f"images[{i}]"),
-                    self.config.max_image_pixels,
-                    f"images[{i}]",
-                )
-            except codecs.PayloadTooLargeError as err:
-                raise HTTPException(413, str(err)) from None
-            except ValueError as err:
-                raise HTTPException(422, str(err)) from None
-            groups.setdefault(tuple(image.shape), []).append((i, image))
-        return [
-            ([i for i, _ in group], torch.stack([image for _, image in group]))
-            for group in groups.values()
-        ]
+    async def _groups(self, req: ScoreRequest, deadline: float) -> list[tuple[list[int], Any]]:
+        """The request's images as (item indices, (n, 3, H, W) batch) groups of equal size."""
+        if req.images is not None:
+            return await asyncio.to_thread(decode_images, req.images, self.limits)
+        return [(list(range(len(req.prompts))), await self._decode_latents(req, deadline))]
 
-    async def _decode_latents(self, req: ScoreRequest) -> torch.Tensor:
+    async def _decode_latents(self, req: ScoreRequest, deadline: float) -> torch.Tensor:
         name = req.latents.vae
         if name not in self.vaes:
             available = ", ".join(sorted(self.vaes)) or "none configured"
-            raise HTTPException(404, f"unknown vae {name!r}; available VAEs: {available}")
-        try:
-            latents = await asyncio.to_thread(codecs.decode_latents_b64, req.latents.data)
-        except ValueError as err:
-            raise HTTPException(422, str(err)) from None
+            raise HTTPException(404, f"unknown vae {echo(name)!r}; available VAEs: {available}")
+        latents = await asyncio.to_thread(codecs.decode_latents_b64, req.latents.data)
         if len(latents) != len(req.prompts):
-            raise HTTPException(
-                422, f"got {len(latents)} latents but {len(req.prompts)} prompts; "
-                "send one prompt per latent"
-            )
-        info = await self._vae(name)
-        if latents.shape[1] != info["latent_channels"]:
-            raise HTTPException(
-                422, f"latents have shape {list(latents.shape)} but vae {name!r} expects "
-                f"[N, {info['latent_channels']}, H, W]",
-            )
-        pixels = latents.shape[2] * latents.shape[3] * info["upsampling"] ** 2
-        if pixels > self.config.max_image_pixels:
-            raise HTTPException(
-                413, f"latents decode to {pixels} pixels per image, above the limit of "
-                f"{self.config.max_image_pixels}",
-            )
-        return await self.vaes[name].decode.remote(latents)
+            raise ValueError(f"got {len(latents)} latents but {len(req.prompts)} prompts; "
+                             "send one prompt per latent")
+        check_latent_request(tuple(latents.shape), await self._vae(name), self.limits, name)
+        call = self.vaes[name].decode.remote(latents, deadline)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            call.cancel()  # the request's deadline passed: stop the decode too
+            raise
 
     async def _vae(self, name: str) -> dict:
         if name not in self._vae_info:
@@ -294,7 +321,8 @@ def build_app(
                 "is empty; export the token or unset serve.auth_token_env"
             )
         token_sha256 = _token_digest(token)  # only the digest reaches the cluster
-    scorers = {spec.name: _scorer_app(spec, scorer_factory) for spec in config.scorers}
+    limits = Limits.from_config(config).__dict__
+    scorers = {spec.name: _scorer_app(spec, scorer_factory, limits) for spec in config.scorers}
     vaes = {
         name: VaeDeployment.options(
             name=vae_deployment_name(name),
@@ -310,7 +338,9 @@ def build_app(
     )
 
 
-def _scorer_app(spec, scorer_factory: ScorerFactory | None) -> serve.Application:
+def _scorer_app(
+    spec, scorer_factory: ScorerFactory | None, limits: dict
+) -> serve.Application:
     actor_options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
     if scorer_factory is None:
         from reward_service.scorers.registry import describe_scorer
@@ -324,8 +354,9 @@ def _scorer_app(spec, scorer_factory: ScorerFactory | None) -> serve.Application
         num_replicas=spec.num_replicas,
         max_ongoing_requests=spec.ongoing_requests,
         max_queued_requests=spec.max_queued_requests,
+        health_check_period_s=spec.health_check_period_s,
         ray_actor_options=actor_options,
-    ).bind(spec.model_dump(), scorer_factory)
+    ).bind(spec.model_dump(), scorer_factory, limits)
 
 
 class ServeFile(BaseModel):

@@ -48,6 +48,9 @@ class ScorerConfig(StrictModel):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    health_check_period_s: float = Field(
+        10.0, gt=0, description="How often Serve asks the replica whether its scorer works."
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Scorer-specific options (e.g. vlm-judge base_url)."
     )
@@ -81,6 +84,10 @@ class VaeConfig(StrictModel):
     )
     device: str = "auto"
     decode_chunk_size: int = Field(16, ge=1, description="Latents decoded per VAE call.")
+    max_size_factor: float = Field(
+        2.0, gt=0, description="Largest decoded image side, as a multiple of the VAE config's "
+        "sample_size (decode cost grows with the square of the latent area); 413 above.",
+    )
     max_ongoing_requests: int = Field(8, ge=1)
     max_queued_requests: int = Field(64, ge=1)
     num_replicas: int = Field(1, ge=1)
@@ -106,15 +113,39 @@ class ServeConfig(StrictModel):
         None, description="Name of an env var holding a bearer token; unset = no auth."
     )
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(4096 * 4096, ge=1)
+    max_image_pixels: int = Field(
+        2048 * 2048, ge=1, description="Pixels of one image (or one decoded latent); 413 above."
+    )
+    max_request_pixels: int = Field(
+        4096 * 4096, ge=1,
+        description="Pixels of all images of one request together, checked on the image "
+        "headers before anything is decoded; 413 above. Inside a scorer replica it also caps "
+        "the pixels of one scorer call.",
+    )
+    max_aspect_ratio: float = Field(
+        8.0, ge=1.0, description="Longest over shortest image side; 422 above (a thin image "
+        "would be resized to a huge one by the scorers' shortest-side resize).",
+    )
+    max_prompt_chars: int = Field(4096, ge=1, description="Characters of one prompt; 413 above.")
     max_items_per_request: int = Field(256, ge=1)
-    request_timeout_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Deadline of one request, latent decoding and scoring together."
+    )
     vaes: dict[str, VaeConfig] = Field(
         default_factory=lambda: {"toy": VaeConfig(path=str(TOY_PIPELINE_DIR))}
     )
     scorers: list[ScorerConfig] = Field(default_factory=_default_scorers)
 
     @model_validator(mode="after")
+    def _check(self) -> ServeConfig:
+        if self.max_request_pixels < self.max_image_pixels:
+            raise ValueError(
+                f"serve.max_request_pixels ({self.max_request_pixels}) must be >= "
+                f"serve.max_image_pixels ({self.max_image_pixels}) or no image of the largest "
+                "allowed size could be scored"
+            )
+        return self._unique_names()
+
     def _unique_names(self) -> ServeConfig:
         names = [s.name for s in self.scorers]
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -8,6 +8,7 @@ recipe as the RG-LCD direct path (REFERENCE section 2):
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,7 +30,11 @@ class LatentDecoder:
     """Wraps one frozen `AutoencoderKL`; decodes (N, C, h, w) latents to (N, 3, H, W) in [0, 1]."""
 
     def __init__(
-        self, vae: AutoencoderKL, scaling_factor: float | None = None, chunk_size: int = 16
+        self,
+        vae: AutoencoderKL,
+        scaling_factor: float | None = None,
+        chunk_size: int = 16,
+        max_size_factor: float = 2.0,
     ) -> None:
         self.device = next(vae.parameters()).device
         self.vae = vae.eval().requires_grad_(False)
@@ -38,6 +43,10 @@ class LatentDecoder:
         # Spatial upsampling of the decoder: 2 ** (number of blocks - 1), e.g. 8 for SD.
         self.upsampling = 2 ** (len(vae.config.block_out_channels) - 1)
         self.chunk_size = chunk_size
+        # Decode cost grows with the square of the latent area: refuse sides past a multiple
+        # of the size the VAE was trained at (its config's sample_size, in pixels).
+        trained_side = int(vae.config.sample_size) // self.upsampling
+        self.max_latent_side = max(1, int(max_size_factor * trained_side))
 
     @classmethod
     def from_config(cls, spec: VaeConfig) -> LatentDecoder:
@@ -51,25 +60,34 @@ class LatentDecoder:
             where = f"{spec.path}/{spec.subfolder}" if spec.subfolder else spec.path
             raise ValueError(f"could not load the VAE from {where!r}: {err}") from err
         vae = vae.to(_resolve_device(spec.device))
-        return cls(vae, spec.scaling_factor, spec.decode_chunk_size)
+        return cls(vae, spec.scaling_factor, spec.decode_chunk_size, spec.max_size_factor)
 
     def info(self) -> dict:
         return {
             "latent_channels": self.latent_channels,
             "upsampling": self.upsampling,
             "scaling_factor": self.scaling_factor,
+            "max_latent_side": self.max_latent_side,
         }
 
-    def output_pixels(self, latents_shape: tuple[int, ...]) -> int:
-        """Pixels of ONE decoded image for latents of this shape (for the service's size limit)."""
-        return latents_shape[-2] * latents_shape[-1] * self.upsampling**2
-
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) scaled latents -> (N, 3, h*f, w*f) float32 images in [0, 1] on CPU."""
+    def decode(self, latents: torch.Tensor, deadline: float | None = None) -> torch.Tensor:
+        """(N, C, h, w) scaled latents -> (N, 3, h*f, w*f) float32 images in [0, 1] on CPU.
+
+        `deadline` (a `time.time()` value) stops the work between chunks once the caller has
+        given up, so an abandoned request does not hold the replica. Latents with sides
+        above `max_latent_side` raise ValueError before any decoding.
+        """
         latents = check_latents(latents, channels=self.latent_channels)
+        if max(latents.shape[2:]) > self.max_latent_side:
+            raise ValueError(
+                f"latents of {latents.shape[2]}x{latents.shape[3]} are larger than this VAE "
+                f"decodes (sides up to {self.max_latent_side})"
+            )
         images = []
         for chunk in latents.split(self.chunk_size):
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError("latent decoding passed its deadline; the request was dropped")
             chunk = chunk.to(self.device, dtype=self.vae.dtype) / self.scaling_factor
             decoded = self.vae.decode(chunk).sample  # (n, 3, H, W) in about [-1, 1]
             images.append((decoded.float() / 2 + 0.5).clamp(0, 1).cpu())

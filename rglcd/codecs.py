@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import struct
 
 import numpy as np
@@ -27,6 +28,7 @@ from safetensors.torch import save as safetensors_save
 IMAGE_FORMATS = ("PNG", "JPEG")
 NPY_MAGIC = b"\x93NUMPY"
 LATENT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+NPY_DTYPES = tuple(np.dtype(f"{order}f{size}") for order in "<>" for size in (2, 4, 8))
 
 
 class PayloadTooLargeError(ValueError):
@@ -52,20 +54,47 @@ def b64encode(raw: bytes) -> str:
 # ---------------------------------------------------------------- images
 
 
-def decode_image_uint8(raw: bytes, max_pixels: int, what: str = "image") -> torch.Tensor:
-    """PNG/JPEG bytes -> (3, H, W) uint8 RGB; the size is checked before decoding."""
+def open_image(raw: bytes, what: str = "image") -> Image.Image:
+    """PNG/JPEG bytes -> a PIL image whose header is read and whose pixels are NOT decoded
+    yet, so a caller can check `image.size` before paying for the pixels."""
     try:
-        image = Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)  # reads the header only
+        return Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as err:  # PIL's own limit, hit while reading the header
         raise PayloadTooLargeError(f"{what} is too large: {err}") from None
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ValueError(f"{what} could not be read as PNG or JPEG ({err})") from None
-    width, height = image.size
+
+
+def check_image_size(
+    width: int, height: int, max_pixels: int, what: str = "image",
+    max_aspect_ratio: float | None = None,
+) -> None:
+    """Refuse an image size before any decode or resize: too many pixels (PayloadTooLargeError)
+    or, when `max_aspect_ratio` is given, too thin (ValueError)."""
+    if width < 1 or height < 1:
+        raise ValueError(f"{what} has an empty side ({width}x{height})")
     if width * height > max_pixels:
         raise PayloadTooLargeError(
             f"{what} is {width}x{height} = {width * height} pixels, above the limit of "
             f"{max_pixels}; downscale it before sending"
         )
+    ratio = max(width, height) / min(width, height)
+    if max_aspect_ratio is not None and ratio > max_aspect_ratio:
+        raise ValueError(
+            f"{what} is {width}x{height}, an aspect ratio of {ratio:.1f}, above the limit of "
+            f"{max_aspect_ratio:g}; crop or pad it closer to square before sending"
+        )
+
+
+def decode_image_uint8(raw: bytes, max_pixels: int, what: str = "image") -> torch.Tensor:
+    """PNG/JPEG bytes -> (3, H, W) uint8 RGB; the size is checked before decoding."""
+    image = open_image(raw, what)
+    check_image_size(*image.size, max_pixels, what)
+    return decode_opened_image(image, what)
+
+
+def decode_opened_image(image: Image.Image, what: str = "image") -> torch.Tensor:
+    """A PIL image from `open_image` (size already checked) -> (3, H, W) uint8 RGB."""
     try:
         image.load()
         rgb = image.convert("RGB")
@@ -130,14 +159,42 @@ def _load_safetensors(raw: bytes) -> torch.Tensor:
     return next(iter(tensors.values()))
 
 
-def _load_npy(raw: bytes) -> torch.Tensor:
+def _npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header, checked before any array memory is allocated."""
     try:
-        array = np.load(io.BytesIO(raw), allow_pickle=False)
+        version = np.lib.format.read_magic(stream)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"format version {version} is not supported (send 1.0 or 2.0)")
+        shape, _, dtype = read(stream)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"latents are not a valid .npy array without pickle ({err})") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
-        raise ValueError(f"latents .npy must hold a float array, got dtype {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array))
+    if dtype not in NPY_DTYPES:
+        raise ValueError(
+            f"latents .npy dtype {dtype} is not supported; send float16, float32 or float64"
+        )
+    return shape, dtype
+
+
+def _load_npy(raw: bytes) -> torch.Tensor:
+    stream = io.BytesIO(raw)
+    shape, dtype = _npy_header(stream)
+    # The header may claim any shape: it must match the bytes that were actually sent.
+    payload = len(raw) - stream.tell()
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed != payload:
+        raise ValueError(
+            f"latents .npy header claims shape {list(shape)} of {dtype} ({claimed} bytes) but "
+            f"{payload} bytes follow it; send the file np.save wrote, unmodified"
+        )
+    stream.seek(0)
+    try:
+        array = np.load(stream, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"latents are not a valid .npy array without pickle ({err})") from None
+    native = array.astype(array.dtype.newbyteorder("="), copy=False)  # torch needs native order
+    return torch.from_numpy(np.ascontiguousarray(native))
 
 
 def check_latents(latents: torch.Tensor, channels: int | None = None) -> torch.Tensor:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Every Ray the tests start listens on 127.0.0.1 only (read by Ray at import: set it first).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from orchestration.local_head import free_port
+import pytest  # noqa: E402
+
+from orchestration.local_head import free_port  # noqa: E402
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -50,6 +50,7 @@ if __package__ in (None, ""):  # `python trainer/run.py`: import from the repo r
     sys.path.insert(0, str(_here.parent))
 
 from rglcd.configuration import ConfigError  # noqa: E402
+from rglcd.local_ray import keep_local_ray_on_loopback  # noqa: E402
 from trainer.config import RGLCDConfig, load_trainer_config  # noqa: E402
 
 TOY_TRAIN_ROWS = 10_000
@@ -165,7 +166,9 @@ def prepare_toy_data(cfg: RGLCDConfig) -> None:
 
 
 def connect_ray(cfg: RGLCDConfig) -> None:
-    """Attach to RAY_ADDRESS (or the cluster of a submitted job), else start a local Ray."""
+    """Attach to RAY_ADDRESS (or the cluster of a submitted job), else start a local Ray
+    that listens on 127.0.0.1 only (rglcd/local_ray.py)."""
+    keep_local_ray_on_loopback()  # before `import ray`; no effect when attaching
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

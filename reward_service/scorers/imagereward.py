@@ -18,6 +18,7 @@ reward keeps its gradient w.r.t. the images (the "score_gard" path of reward-gui
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from reward_service.scorers.similarity import freeze, resolve_device
 
 INPUT_SIZE = 224
 TEXT_MAX_LENGTH = 35  # the package's tokenizer setting
+TOKEN_CACHE_SIZE = 4096  # prompts whose tokens are kept (least recently used dropped first)
 # Isolated environment for the ImageReward deployment (pins from REFERENCE section 7).
 IMAGEREWARD_RUNTIME_ENV: dict[str, Any] = {
     "pip": {
@@ -96,7 +98,7 @@ class ImageRewardScorer(Scorer):
         self.device = resolve_device(device)
         self.model = freeze(model).to(self.device)
         self.recipe = PreprocessRecipe(size=INPUT_SIZE, mode="shortest-crop")
-        self._tokens: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tokens: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     @classmethod
     def from_checkpoint(
@@ -108,7 +110,9 @@ class ImageRewardScorer(Scorer):
     def _tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 35) input ids and attention mask, tokenized once per prompt."""
         for prompt in prompts:
-            if prompt not in self._tokens:
+            if prompt in self._tokens:
+                self._tokens.move_to_end(prompt)
+            else:
                 tokens = self.model.blip.tokenizer(
                     prompt,
                     padding="max_length",
@@ -117,8 +121,11 @@ class ImageRewardScorer(Scorer):
                     return_tensors="pt",
                 )
                 self._tokens[prompt] = (tokens.input_ids[0], tokens.attention_mask[0])
+        # Read this batch's entries before evicting, so none of them can be the one evicted.
         ids = torch.stack([self._tokens[p][0] for p in prompts]).to(self.device)
         mask = torch.stack([self._tokens[p][1] for p in prompts]).to(self.device)
+        while len(self._tokens) > TOKEN_CACHE_SIZE:
+            self._tokens.popitem(last=False)  # least recently used first
         return ids, mask
 
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:

@@ -24,6 +24,9 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ("shortest-crop", "longest-pad")
 INTERPOLATIONS = ("bicubic", "bilinear")
+# Longest over shortest side a scorer accepts: past it the shortest-side resize would make an
+# image of size x (ratio * size) pixels (the service's own, tighter limit is checked earlier).
+MAX_ASPECT_RATIO = 64.0
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,19 @@ def normalize(
     return (images - mean_t) / std_t
 
 
+def check_aspect_ratio(images: torch.Tensor, limit: float = MAX_ASPECT_RATIO) -> None:
+    """Refuse images so thin that a shortest-side resize would allocate a huge tensor."""
+    h, w = images.shape[-2:]
+    if min(h, w) < 1 or max(h, w) / min(h, w) > limit:
+        raise ValueError(
+            f"images of {h}x{w} have an aspect ratio above {limit:g}; crop or pad them closer "
+            "to square before scoring"
+        )
+
+
 def preprocess(images: torch.Tensor, recipe: PreprocessRecipe) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] -> (N, 3, size, size) normalised model input, graph kept."""
+    check_aspect_ratio(images)
     resize_kw = {"antialias": recipe.antialias, "interpolation": recipe.interpolation}
     if recipe.mode == "shortest-crop":
         square = center_crop(resize_shortest_side(images, recipe.size, **resize_kw), recipe.size)

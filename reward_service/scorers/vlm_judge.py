@@ -228,9 +228,10 @@ class VlmJudgeScorer(Scorer):
         for key, result in fresh.items():
             if result.score is not None:  # errors are not cached: a retry may succeed
                 self._cache[key] = result
+        answers = [fresh.get(k) or self._cache[k] for k in keys]  # read, then evict
         while len(self._cache) > RESULT_CACHE_SIZE:
             self._cache.popitem(last=False)
-        return [fresh.get(k) or self._cache[k] for k in keys]
+        return answers
 
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """(N,) overall scores; raises if any item has no score (no silent defaults)."""

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from reward_service.loadtest import toy_request
@@ -37,6 +38,25 @@ def _tail(log: Path) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-40:])
 
 
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _listening(pid: int) -> dict[str, set[str]]:
+    """Addresses that the process and every process below it listen on, by process name."""
+    root = psutil.Process(pid)
+    found: dict[str, set[str]] = {}
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            conns = proc.net_connections(kind="inet")
+            name = proc.name()
+        except psutil.Error:  # a worker that ended meanwhile
+            continue
+        for conn in conns:
+            if conn.status == psutil.CONN_LISTEN:
+                found.setdefault(name, set()).add(conn.laddr.ip)
+    return found
+
+
 def test_python_m_reward_service_serves_toy_judge_then_stops(tmp_path):
     port = free_port()
     command = [sys.executable, "-m", "reward_service", "--port", str(port), "--no-dashboard",
@@ -46,6 +66,7 @@ def test_python_m_reward_service_serves_toy_judge_then_stops(tmp_path):
         command += ["serve.scorers=[{name: toy-judge, kind: toy-judge}]", "serve.vaes={}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # the service must set it by itself
     log = tmp_path / "service.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -64,6 +85,14 @@ def test_python_m_reward_service_serves_toy_judge_then_stops(tmp_path):
         # Rendered scenes with their own captions: the judge finds them right (top score 10).
         assert len(scores) == len(json.loads(body)["prompts"]) == 3
         assert all(s is not None and s > 5 for s in scores), scores
+        # Its own Ray's control plane (GCS, raylet, agents, job server) is private to the
+        # machine. Serve replicas are the exception Ray 2.60 leaves: their inter-deployment
+        # gRPC server binds [::] in Ray's own code (README, Security).
+        listening = _listening(proc.pid)
+        assert {"gcs_server", "raylet"} <= set(listening), listening
+        control = {k: v for k, v in listening.items() if "ServeReplica" not in k}
+        exposed = {k: v - LOOPBACK for k, v in control.items() if v - LOOPBACK}
+        assert not exposed, exposed
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

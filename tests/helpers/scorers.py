@@ -14,6 +14,7 @@ import torch
 
 from reward_service.config import ScorerConfig, ServeConfig, VaeConfig
 from reward_service.scorers.base import ItemScore, Scorer
+from rglcd.toy.paths import TOY_MINICLIP_DIR
 
 APP = "rewards-test"
 PREFIX = "/rewards-test"
@@ -95,13 +96,18 @@ def make_scorer(spec: ScorerConfig) -> Scorer:
 def scorer_test_config(vae_dir: str) -> ServeConfig:
     """HTTP limits small enough to hit in tests; the handle path bypasses the HTTP front."""
     scorers = [
-        ScorerConfig(name="color", kind="toy-judge", max_batch_size=8, num_cpus=0.1),
+        ScorerConfig(name="color", kind="toy-judge", max_batch_size=8, num_cpus=0.1,
+                     health_check_period_s=1.0),
         ScorerConfig(
             name="slow", kind="toy-judge", max_batch_size=1, max_ongoing_requests=1,
             max_queued_requests=1, num_cpus=0.1,
         ),
         ScorerConfig(name="toy-judge", kind="toy-judge", num_cpus=0.1),
         ScorerConfig(name="bright", kind="toy-judge", max_batch_size=4, num_cpus=0.1),
+        # The real mini CLIP (shortest-side resize), with a queue short enough to overflow.
+        ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=str(TOY_MINICLIP_DIR),
+                     max_batch_size=4, max_ongoing_requests=4, max_queued_requests=2,
+                     num_cpus=0.1),
     ]
     return ServeConfig(
         app_name=APP,
@@ -109,6 +115,8 @@ def scorer_test_config(vae_dir: str) -> ServeConfig:
         auth_token_env=TOKEN_ENV,
         max_request_bytes=200_000,
         max_image_pixels=64 * 64,
+        max_request_pixels=8 * 64 * 64,
+        max_prompt_chars=1000,
         max_items_per_request=16,
         request_timeout_s=1.5,
         vaes={"tiny": VaeConfig(path=vae_dir, num_cpus=0.1)},

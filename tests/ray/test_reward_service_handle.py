@@ -8,7 +8,6 @@ missing results (never 0.0 or None rewards).
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import torch
@@ -63,10 +62,7 @@ def test_async_path_with_latents_and_per_item_errors(service):
 def test_slow_scorer_times_out_into_explicit_missing_results(service):
     images, prompts = _inputs(2)[0], ["slow one", "slow two"]
     client = RewardClient(app_name=APP, timeout_s=0.5, max_retries=1, retry_backoff_s=0.1)
-    start = time.monotonic()
     result = client.score_images_sync("bright", images, prompts)
-    elapsed = time.monotonic() - start
-    assert elapsed < 2 * 0.5 + 0.1 + 1.0  # two attempts and one back-off, not the slow answer
     assert [item.score for item in result.items] == [None, None]
     assert result.reason is not None and "missing after 2 attempt(s)" in result.reason
     assert "within 0.5 s" in result.items[0].error

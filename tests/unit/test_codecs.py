@@ -89,7 +89,7 @@ def test_half_precision_latents_are_upcast():
 def test_pickled_npy_is_refused():
     buffer = io.BytesIO()
     np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="without pickle"):
+    with pytest.raises(ValueError, match="dtype object is not supported"):
         codecs.decode_latents(buffer.getvalue())
 
 
@@ -116,8 +116,45 @@ def test_invalid_latents_raise_value_error(latents, message):
 def test_integer_npy_is_refused():
     buffer = io.BytesIO()
     np.save(buffer, np.ones((1, 4, 2, 2), dtype=np.int64))
-    with pytest.raises(ValueError, match="float array"):
+    with pytest.raises(ValueError, match="dtype int64 is not supported"):
         codecs.decode_latents(buffer.getvalue())
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_npy_of_unsupported_float_width_is_a_value_error():
+    with pytest.raises(ValueError, match="float16, float32 or float64"):
+        codecs.decode_latents(_npy(np.zeros((1, 4, 2, 2), dtype=np.longdouble)))
+
+
+def test_npy_header_claiming_more_bytes_than_sent_is_refused_before_allocating():
+    raw = _npy(np.zeros((1, 4, 2, 2), dtype=np.float32))
+    # The same header with a shape of about 1.5 TB, in the header's padding: refused from the
+    # header, nothing allocated.
+    start = raw.index(b"(1, 4, 2, 2), }")
+    end = raw.index(b"\n", start)
+    lying = raw[:start] + b"(9999, 4, 9999, 999), }".ljust(end - start) + raw[end:]
+    assert len(lying) == len(raw)
+    with pytest.raises(ValueError, match="header claims shape"):
+        codecs.decode_latents(lying)
+
+
+def test_big_endian_npy_decodes_to_the_same_values():
+    values = np.arange(16, dtype=np.float32).reshape(1, 4, 2, 2)
+    decoded = codecs.decode_latents(_npy(values.astype(">f4")))
+    assert torch.equal(decoded, torch.from_numpy(values))
+
+
+def test_image_size_check_refuses_thin_images_before_decoding():
+    codecs.check_image_size(64, 8, 4096, "img", max_aspect_ratio=8)
+    with pytest.raises(ValueError, match="aspect ratio of 9.0, above the limit of 8"):
+        codecs.check_image_size(72, 8, 4096, "img", max_aspect_ratio=8)
+    with pytest.raises(codecs.PayloadTooLargeError, match="above the limit of 4096"):
+        codecs.check_image_size(1, 16_777_216, 4096, "img", max_aspect_ratio=8)
 
 
 def test_check_latents_channel_count():

@@ -32,7 +32,10 @@ def test_blotches_recolour_only_object_pixels_with_palette_colours(images):
     assert changed.any() and not (changed & ~obj).any()
     palette = torch.as_tensor(D.PALETTE, dtype=torch.float32) / 255
     pixels = out.permute(0, 2, 3, 1)[changed]
-    assert torch.cdist(pixels, palette).min(1).values.max() < 1e-6
+    # Recoloured pixels are copies of palette entries: compare exactly, not by a distance
+    # whose matrix-multiply path rounds differently on different CPUs.
+    is_palette_colour = (pixels[:, None, :] == palette[None, :, :]).all(-1).any(1)
+    assert is_palette_colour.all()
 
 
 def test_speckle_paints_a_few_background_pixels(images):
