@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import pytest
 import torch
@@ -121,3 +122,18 @@ def test_scorer_preprocessing_refuses_extreme_aspect_ratios():
     with pytest.raises(ValueError, match="aspect ratio above 64"):
         preprocess(torch.rand(1, 3, 1, 65), PreprocessRecipe(size=16))
     assert preprocess(torch.rand(1, 3, 4, 32), PreprocessRecipe(size=16)).shape == (1, 3, 16, 16)
+
+
+def test_vae_decoder_bounds_latent_sides_and_stops_at_its_deadline():
+    from reward_service.latents import LatentDecoder
+    from rglcd.tiny_models import tiny_vae
+
+    decoder = LatentDecoder(tiny_vae(), max_size_factor=2.0)
+    side = decoder.max_latent_side  # twice the VAE's trained latent side
+    assert side == 2 * decoder.vae.config.sample_size // decoder.upsampling
+    assert decoder.info()["max_latent_side"] == side
+    assert decoder.decode(torch.zeros(1, 4, side, side)).shape[-1] == side * decoder.upsampling
+    with pytest.raises(ValueError, match="larger than this VAE decodes"):
+        decoder.decode(torch.zeros(1, 4, side + 1, side))
+    with pytest.raises(TimeoutError, match="deadline"):
+        decoder.decode(torch.zeros(1, 4, 8, 8), deadline=time.time() - 1.0)
