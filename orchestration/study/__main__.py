@@ -31,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     create.add_argument("--repeats", type=int, default=3, help="screens shown twice per rater")
     create.add_argument("--attention", type=int, default=2, help="attention checks")
     create.add_argument("--seed", type=int, default=0)
+    create.add_argument("--lrm", help="also score the pairs with this LRM folder (column lrm), "
+                        "e.g. rglcd/toy/artifacts/lrm")
+    create.add_argument("--lrm-vae", default=None,
+                        help="pipeline (or VAE) folder whose VAE makes the LRM's latents "
+                        "(default: the toy pipeline)")
     serve = sub.add_parser("serve", help="run the labelling page on 127.0.0.1")
     serve.add_argument("study_dir")
     serve.add_argument("--port", type=int, default=8765)
@@ -43,11 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _create(args: argparse.Namespace) -> None:
     from orchestration.study.create import create_study
     from orchestration.study.design import parse_pair
+    from rglcd.toy.paths import TOY_PIPELINE_DIR
 
+    lrm = None if args.lrm is None else (Path(args.lrm), args.lrm_vae or str(TOY_PIPELINE_DIR))
     path = create_study(
         Path(args.eval_dir), Path(args.out), [parse_pair(p) for p in args.pairs],
         [r.strip() for r in args.raters.split(",") if r.strip()], seed=args.seed,
-        per_pair=args.per_pair or None, repeats=args.repeats, attention=args.attention,
+        per_pair=args.per_pair or None, repeats=args.repeats, attention=args.attention, lrm=lrm,
     )
     print(f"study written to {path}; run: python -m orchestration.study serve {path.parent}")
 

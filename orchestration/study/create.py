@@ -107,8 +107,12 @@ def _copy_images(items: list[dict], folder: Path) -> None:
 
 def create_study(eval_dir: Path, out: Path, pairs: list[tuple[str, str]], raters: list[str],
                  seed: int = 0, per_pair: int | None = 20, repeats: int = 3,
-                 attention: int = 2) -> Path:
-    """Write a study folder (see module docstring); returns the study.json path."""
+                 attention: int = 2, lrm: tuple[Path, str] | None = None) -> Path:
+    """Write a study folder (see module docstring); returns the study.json path.
+
+    `lrm` = (LRM folder, pipeline or VAE folder): also score every pair with that LRM
+    (column "lrm", orchestration/study/lrm_scores.py), which the evaluation cannot record.
+    """
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty; pick a new folder (answers of an earlier study "
                          "are never overwritten)")
@@ -117,6 +121,10 @@ def create_study(eval_dir: Path, out: Path, pairs: list[tuple[str, str]], raters
     check_rater_ids(raters)
     rng = np.random.default_rng(seed)
     items = plan_items(eval_dir, pairs, per_pair, attention, rng)
+    if lrm is not None:
+        from orchestration.study.lrm_scores import add_lrm_scores
+
+        add_lrm_scores(items, *lrm)
     trained = _trained_on(eval_dir)
     _copy_images(items, out / "images")
     study = {

@@ -74,3 +74,20 @@ def test_sd_sized_images(tmp_path):
     assert {i["width"] for i in study["items"]} == {512}
     check = next(i for i in study["items"] if i["kind"] == "attention")
     assert Image.open(path.parent / "images" / check["images"][1]).size == (512, 512)
+
+
+def test_lrm_scores_the_pairs_people_see(eval_dir, tmp_path):
+    """The committed toy LRM and toy VAE score both sides of every pair (column lrm)."""
+    from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
+
+    if not (TOY_LRM_DIR / "config.json").is_file():
+        pytest.skip("no committed toy LRM: build the toy world first")
+    path = create_study(eval_dir, tmp_path / "study", [("good@2", "poor@4")], ["r1"],
+                        per_pair=4, attention=1, lrm=(TOY_LRM_DIR, str(TOY_PIPELINE_DIR)))
+    study = load_study(path.parent)
+    pairs = [i for i in study["items"] if i["kind"] == "pair"]
+    scores = np.array([i["scores"]["lrm"] for i in pairs])  # (4, 2)
+    assert np.isfinite(scores).all() and (np.abs(scores) <= 1).all()  # cosines
+    assert (scores[:, 0] != scores[:, 1]).all()
+    check = next(i for i in study["items"] if i["kind"] == "attention")
+    assert "lrm" not in check["scores"]
