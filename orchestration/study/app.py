@@ -32,6 +32,19 @@ def _error(request: Request, status: int, message: str, rater: str | None = None
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _screen_answered(form: dict[str, str], screens: list[dict]) -> tuple[dict, dict[str, str]]:
+    """The screen a posted form answers and its choices in A/B terms.
+
+    Raises AnswerRejected for a screen that is not the rater's, ValueError for a bad choice.
+    """
+    position = int(form.get("position", ""))
+    if not 0 <= position < len(screens) or screens[position]["item"] != form.get("item"):
+        raise AnswerRejected(409, f"item {form.get('item')!r} at screen {form.get('position')!r} "
+                             f"was never shown to {form.get('rater')!r}")
+    screen = screens[position]
+    return screen, {q: to_ab(form.get(q, ""), screen["a_side"]) for q in QUESTION_KEYS}
+
+
 def make_app(study_dir: str | Path) -> FastAPI:
     """The app of one study folder (ValueError if it is not one)."""
     study_dir = Path(study_dir)
@@ -76,14 +89,8 @@ def make_app(study_dir: str | Path) -> FastAPI:
         rater = form.get("rater")
         if (refused := check_rater(request, rater)) is not None:
             return refused
-        screens = schedule(rater)
         try:
-            position = int(form.get("position", ""))
-            if not 0 <= position < len(screens) or screens[position]["item"] != form.get("item"):
-                raise AnswerRejected(409, f"item {form.get('item')!r} at screen "
-                                     f"{form.get('position')!r} was never shown to {rater!r}")
-            screen = screens[position]
-            choices = {q: to_ab(form.get(q, ""), screen["a_side"]) for q in QUESTION_KEYS}
+            screen, choices = _screen_answered(form, schedule(rater))
             store.record(rater, screen, form.get("token", ""), choices)
         except ValueError as err:  # a missing or unknown choice, a non-integer position
             return _error(request, 422, f"{err}; answer all of {list(QUESTION_KEYS)} with "
