@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint env
+.PHONY: demo test lint env browser
 
 env: $(VENV)/.installed
 
@@ -24,7 +24,16 @@ demo: env
 lint: env
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The browser tier (tests/e2e/test_study_browser.py) drives Debian's chromium + chromedriver:
+# installed here when missing and apt-get can; otherwise that test skips and says why.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver) || echo "browser: chromium not installed; its test will skip"; \
+	else echo "browser: no apt-get here; the browser test will skip"; fi
+
+test: lint browser
 	@start=$$(date +%s); \
 	$(PY) -m pytest -q --timeout=900; rc=$$?; \
 	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc

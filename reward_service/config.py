@@ -16,6 +16,7 @@ from rglcd.toy.paths import TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
 # Names a scorer may have; `kind` picks the implementation (registry in reward_service.scorers).
 SCORER_KINDS = (
     "toy-judge",
+    "heldout-judge",
     "toy-clip",
     "clipscore",
     "pickscore",

@@ -37,6 +37,12 @@ class ModelSpec(StrictModel):
         description="Teacher: CFG scale (default 7.5). LCM: the pipeline's guidance_scale, "
         "fed to the UNet as the embedding of w = guidance_scale - 1 (default 8.5).",
     )
+    trained_on: list[str] = Field(
+        default_factory=list,
+        description="Scorer columns (scoring.scorers names) this model's recipe trained on, "
+        "directly or through an LRM's expert: the table marks them, as their verdict on this "
+        "model is not a held-out one.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -61,6 +67,9 @@ class ModelSpec(StrictModel):
 def _default_scorers() -> list[ScorerConfig]:
     return [
         ScorerConfig(name="toy-judge", kind="toy-judge", max_batch_size=32),
+        # rules written apart from the toy judge's: the held-out judge of a recipe that
+        # trained on the toy judge (paper section 5 reports rewards it did not train on)
+        ScorerConfig(name="heldout-judge", kind="heldout-judge", max_batch_size=32),
         ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=str(TOY_MINICLIP_DIR)),
     ]
 
@@ -142,7 +151,11 @@ class OutputConfig(StrictModel):
     dir: str = "outputs/eval"
     grid_prompts: int = Field(8, ge=1, description="Prompts (grid rows) per PNG grid.")
     grid_scale: int = Field(4, ge=1, description="Nearest-neighbour upscaling of grid tiles.")
-    save_images: bool = Field(False, description="Also save every image under images/<row>/.")
+    save_images: bool = Field(
+        True,
+        description="Also save every image as images/<row>/<group>/<item>.png (what "
+        "`python -m orchestration.study create` builds a human study from).",
+    )
 
 
 class EvalConfig(StrictModel):
@@ -177,6 +190,13 @@ class EvalConfig(StrictModel):
                 f"win_rates.judge={self.win_rates.judge!r} is not a configured scorer; "
                 f"choose one of {scorer_names}"
             )
+        for model in self.models:
+            unknown = sorted(set(model.trained_on) - set(scorer_names))
+            if unknown:
+                raise ValueError(
+                    f"models {model.name!r}: trained_on {unknown} are not scorer columns; "
+                    f"list the names among {scorer_names} that its recipe trained on"
+                )
         labels = set(self.row_labels())
         for a, b in self.win_rates.pairs or []:
             unknown = [x for x in (a, b) if x not in labels]

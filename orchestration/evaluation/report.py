@@ -15,6 +15,11 @@ import numpy as np
 from PIL import Image
 
 GRID_GAP = 2  # white pixels between grid tiles
+TRAINED_MARK = "*"
+TRAINED_NOTE = (
+    f"`{TRAINED_MARK}` = the row's recipe trained on this scorer (directly or as its LRM's "
+    "expert): its verdict there is not a held-out one."
+)
 
 
 @dataclass
@@ -32,6 +37,7 @@ class RowResult:
     fid: float | None = None
     hf_noise_ratio: float | None = None
     seconds_per_image: float | None = None
+    trained_on: list[str] = field(default_factory=list)  # scorers the recipe optimised
 
 
 @dataclass
@@ -71,9 +77,12 @@ def markdown_table(results: EvalResults) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results.rows:
         cells = [_row_name(row), str(row.steps), str(row.unet_calls)]
-        cells += [_fmt(row.scores[s]["mean"]) for s in results.scorers]
+        cells += [_fmt(row.scores[s]["mean"]) + (f" {TRAINED_MARK}" if s in row.trained_on else "")
+                  for s in results.scorers]
         cells += [_fmt(row.fid, 2), _fmt(row.hf_noise_ratio, 2)]
         lines.append("| " + " | ".join(cells) + " |")
+    if any(row.trained_on for row in results.rows):
+        lines += ["", TRAINED_NOTE]
     return "\n".join(lines)
 
 
@@ -95,10 +104,15 @@ def win_rate_table(win_rates: list[dict]) -> str:
     ]
     for w in win_rates:
         ci = f"[{w['ci_low']:.3f}, {w['ci_high']:.3f}] ({w['method']}, {w['confidence']:.0%})"
+        judge = w["judge"] + (f" {TRAINED_MARK}" if w.get("judge_trained") else "")
         lines.append(
-            f"| {w['a']} | {w['b']} | {w['judge']} | {w['wins']} | {w['ties']} | {w['losses']} "
+            f"| {w['a']} | {w['b']} | {judge} | {w['wins']} | {w['ties']} | {w['losses']} "
             f"| {w['win_rate']:.3f} | {ci} |"
         )
+    if any(w.get("judge_trained") for w in win_rates):
+        lines += ["", f"`{TRAINED_MARK}` = a side's recipe trained on the judge: "
+                  + ", ".join(f"{w['a']} vs {w['b']}: {'/'.join(w['judge_trained'])}"
+                              for w in win_rates if w.get("judge_trained")) + "."]
     return "\n".join(lines)
 
 

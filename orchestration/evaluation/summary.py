@@ -49,6 +49,7 @@ def summarise_rows(
             unet_calls=spec.unet_calls(steps),
             guidance_scale=spec.guidance,
             seconds_per_image=seconds,
+            trained_on=list(spec.trained_on),
         )
         row.scores = {name: score_summary(v, item_groups) for name, v in scores[label].items()}
         if fid is not None:
@@ -67,6 +68,7 @@ def compute_win_rates(cfg: EvalConfig, scores: Scores) -> tuple[list[dict], list
     """
     judge = cfg.judge_name()
     wr = cfg.win_rates
+    trained = {row_label(m.name, s): m.trained_on for m, s in cfg.rows()}
     out, problems = [], []
     for a, b in cfg.win_rate_pairs():
         try:
@@ -78,5 +80,6 @@ def compute_win_rates(cfg: EvalConfig, scores: Scores) -> tuple[list[dict], list
         except ValueError as err:
             problems.append(f"win rate {a} vs {b}: {err}")
             continue
-        out.append(result.as_dict())
+        judge_trained = [label for label in (a, b) if judge in trained[label]]
+        out.append(result.as_dict() | {"judge_trained": judge_trained})
     return out, problems

@@ -37,6 +37,7 @@ class ScorerInfo:
 
 SCORER_INFO: dict[str, ScorerInfo] = {
     "toy-judge": ScorerInfo("toy-judge", False, TOY_IMAGE_SIZE, False),
+    "heldout-judge": ScorerInfo("heldout-judge", False, TOY_IMAGE_SIZE, False),
     "toy-clip": ScorerInfo("toy-clip", True, TOY_IMAGE_SIZE, False),
     "clipscore": ScorerInfo("clipscore", True, 224, True),
     "pickscore": ScorerInfo("pickscore", True, 224, True),
@@ -108,6 +109,13 @@ def _build_toy_judge(spec: ScorerConfig) -> Scorer:
     return ToyJudgeScorer(spec.name)
 
 
+def _build_heldout_judge(spec: ScorerConfig) -> Scorer:
+    from reward_service.scorers.toy import ToyJudgeScorer
+    from rglcd.toy.heldout_judge import HeldoutJudge
+
+    return ToyJudgeScorer(spec.name, judge=HeldoutJudge())
+
+
 def _build_toy_clip(spec: ScorerConfig) -> Scorer:
     from reward_service.scorers.toy import toy_clip_scorer
 
@@ -157,6 +165,7 @@ def _build_vlm_judge(spec: ScorerConfig) -> Scorer:
 
 BUILDERS: dict[str, Callable[[ScorerConfig], Scorer]] = {
     "toy-judge": _build_toy_judge,
+    "heldout-judge": _build_heldout_judge,
     "toy-clip": _build_toy_clip,
     "clipscore": _build_clip,
     "pickscore": _build_clip,

@@ -75,9 +75,9 @@ class ToyJudgeScorer(Scorer):
     differentiable = False
     input_size = IMAGE_SIZE
 
-    def __init__(self, name: str = "toy-judge") -> None:
+    def __init__(self, name: str = "toy-judge", judge=None) -> None:
         self.name = name
-        self.judge = ToyJudge()
+        self.judge = judge or ToyJudge()  # or any judge with the same calls (HeldoutJudge)
 
     def _toy_size(self, images: torch.Tensor) -> torch.Tensor:
         return resize(images.detach().float(), IMAGE_SIZE, IMAGE_SIZE)
@@ -94,7 +94,7 @@ class ToyJudgeScorer(Scorer):
             try:
                 parse_caption(prompt)
             except ValueError as err:
-                errors[i] = f"toy-judge: {err}"
+                errors[i] = f"{self.name}: {err}"
         valid = [i for i in range(len(prompts)) if i not in errors]
         judged = []
         if valid:

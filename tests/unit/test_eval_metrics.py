@@ -69,6 +69,12 @@ def test_eval_config_checks_rows_and_pairs(tmp_path):
         load_config(EvalConfig, yaml_file, ["win_rates.judge=hps"])
     with pytest.raises(ConfigError, match="models"):
         load_config(EvalConfig, None, [])
+    assert [s.name for s in cfg.scoring.scorers] == ["toy-judge", "heldout-judge", "toy-clip"]
+    assert cfg.output.save_images  # a human study is built from the saved images
+    trained = load_config(EvalConfig, yaml_file, ["models.1.trained_on=[toy-judge]"])
+    assert trained.models[1].trained_on == ["toy-judge"] and trained.models[0].trained_on == []
+    with pytest.raises(ConfigError, match="not scorer columns"):
+        load_config(EvalConfig, yaml_file, ["models.1.trained_on=[hps]"])
 
 
 def test_high_frequency_fraction_by_construction():

@@ -88,3 +88,15 @@ def test_plot_metrics_vs_steps_writes_a_png(tmp_path):
     plot_metrics_vs_steps(_results(), path)
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] > image.size[1] > 100
+
+
+def test_trained_on_columns_and_judges_are_marked():
+    results = _results()
+    results.rows[1].trained_on = ["judge"]
+    results.win_rates[0]["judge_trained"] = ["rg-lcm@2"]
+    text = markdown_report(results, [])
+    assert "| rg-lcm (LCM, w+1 = 8.5) | 2 | 2 | 8.000 * | n/a | n/a |" in text
+    assert "| teacher (ddim, CFG 7.5) | 50 | 100 | 7.250 | 12.35 | 1.02 |" in text
+    assert "| rg-lcm@2 | teacher@50 | judge * | 6 |" in text
+    assert "rg-lcm@2 vs teacher@50: rg-lcm@2" in text and "not a held-out one" in text
+    assert "not a held-out" not in markdown_report(_results(), [])
