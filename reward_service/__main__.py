@@ -62,7 +62,7 @@ def start(config: ServeConfig, num_cpus: float | None, dashboard: bool) -> str:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()  # attaching: resources are the cluster's (REFERENCE section 6)
+        ray.init()  # attaching: resources are the cluster's (docs/method.md §7)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
     signal.signal(signal.SIGTERM, _interrupt)  # ray.init installs its own (abort) handler

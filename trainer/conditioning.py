@@ -12,7 +12,7 @@ The time ids use original size = target size = the training image size and crop 
 what the pipeline passes at sampling time and what the LCM-LoRA script's
 ``--use_fix_crop_and_size`` trains with: the latent shards carry no original sizes or crops.
 
-Unconditional branch of CFG: SD encodes the empty prompt (REFERENCE section 1). SDXL pipelines
+Unconditional branch of CFG: SD encodes the empty prompt (docs/method.md §1). SDXL pipelines
 with ``force_zeros_for_empty_prompt`` (SDXL base sets it; SDXL was trained with dropped captions
 as zeros) use all-zero hidden states and pooled embeds instead, as do diffusers' LCM-LoRA SDXL
 script and pipeline; a non-empty `lcd.uncond_prompt` is encoded like any prompt.

@@ -97,7 +97,7 @@ class ModelConfig(StrictModel):
         "auto", description="'auto' reads the teacher scheduler's (SD2.1-768 is v_prediction)."
     )
     time_cond_proj_dim: int = Field(
-        256, ge=4, description="Width of the guidance-scale embedding (REFERENCE section 1)."
+        256, ge=4, description="Width of the guidance-scale embedding (docs/method.md §1)."
     )
     resolution: int = Field(32, ge=8, description="Training image side in pixels (toy: 32).")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -156,7 +156,7 @@ class DataConfig(StrictModel):
 
 
 class LCDConfig(StrictModel):
-    """Latent consistency distillation (paper Algorithm 3; REFERENCE section 1)."""
+    """Latent consistency distillation (paper Algorithm 3; docs/method.md §1)."""
 
     num_ddim_timesteps: int = Field(50, ge=1, description="N; skip k = T // N = 20.")
     num_train_timesteps: int = Field(1000, ge=1, description="T of the teacher's DDPM schedule.")

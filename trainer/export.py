@@ -1,4 +1,4 @@
-"""Export the distilled model as a diffusers pipeline folder (issue 5, item 6; REFERENCE s. 4).
+"""Export the distilled model as a diffusers pipeline folder (issue 5, item 6; docs/method.md §4).
 
 The folder holds the EMA target UNet, the teacher's VAE, text encoder and tokenizer, and an
 ``LCMScheduler`` built from the teacher's scheduler config with the teacher's prediction
@@ -79,7 +79,7 @@ def lcm_scheduler_from_teacher(
     prediction_type: str | None = None,
     original_inference_steps: int = 50,
 ) -> LCMScheduler:
-    """An ``LCMScheduler`` on the teacher's noise schedule (REFERENCE s. 4).
+    """An ``LCMScheduler`` on the teacher's noise schedule (docs/method.md §4).
 
     The prediction type must be the teacher's (a default epsilon scheduler on a
     v-prediction model gives garbage); passing a different one is an error.

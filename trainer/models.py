@@ -40,7 +40,7 @@ class TeacherParts:
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
     alphas_cumprod: torch.Tensor  # (T,) float32, from the teacher's training schedule
-    prediction_type: str  # epsilon | v_prediction | sample (REFERENCE section 1)
+    prediction_type: str  # epsilon | v_prediction | sample (docs/method.md §1)
     scheduler: DDPMScheduler | None = None  # the training schedule (export reads its config)
     family: str = "sd"  # sd | sdxl (module docstring)
     text_encoder_2: CLIPTextModelWithProjection | None = None  # SDXL only

@@ -174,7 +174,7 @@ def connect_ray(cfg: RGLCDConfig) -> None:
         return
     needed = logical_cpus_needed(cfg)
     if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
-        ray.init()  # passing resources when attaching raises (REFERENCE section 6)
+        ray.init()  # passing resources when attaching raises (docs/method.md §7)
         warn_if_too_few_cpus(ray.cluster_resources().get("CPU", 0.0), needed)
         return
     ray.init(

@@ -74,7 +74,7 @@ from trainer.reward_hooks import RewardContext, RewardHook
 
 @dataclass(frozen=True)
 class LCDSettings:
-    """Hyper-parameters of the LCD loss (REFERENCE section 1 defaults)."""
+    """Hyper-parameters of the LCD loss (docs/method.md §1 defaults)."""
 
     num_ddim_timesteps: int = 50
     w_min: float = 5.0

@@ -88,7 +88,7 @@ def budgeted_steps(steps: int, minutes: float, desc: str) -> Iterator[tuple[int,
 
 
 def warmup_lr(step: int, warmup: int) -> float:
-    """Linear warm-up factor, then constant (REFERENCE section 9 recipe)."""
+    """Linear warm-up factor, then constant (docs/method.md §8 recipe)."""
     return min(1.0, (step + 1) / warmup)
 
 

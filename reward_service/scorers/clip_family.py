@@ -1,6 +1,6 @@
 """CLIP-family reward models on transformers `CLIPModel`: CLIPScore, PickScore, the toy CLIP.
 
-REFERENCE section 8:
+docs/method.md §5:
   CLIPScore  reward = cos(image, text)                        (reported as 100 * max(cos, 0))
   PickScore  reward = logit_scale.exp() * cos(image, text)    (about 18-24 on real images)
 Both: shortest side -> 224 bicubic, center crop, OpenAI CLIP mean/std. The input size and

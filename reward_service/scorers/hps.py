@@ -1,4 +1,4 @@
-"""HPSv2.1: an open_clip ViT-H-14 fine-tuned on human preferences (REFERENCE section 8).
+"""HPSv2.1: an open_clip ViT-H-14 fine-tuned on human preferences (docs/method.md §5).
 
 reward = cos(image, text), no logit scale (papers report x100; SD-class models ~25-31).
 Preprocessing: longest side -> 224 bicubic, zero-pad to 224 (open_clip's "longest" mode).
@@ -7,7 +7,7 @@ The checkpoint `HPS_v2.1_compressed.pt` (hub repo `xswu/HPSv2`) is a dict with `
 `open_clip.create_model_and_transforms(arch, pretrained=<local .pt>)` builds the architecture
 from the package's config and loads it without fetching the base weights. The `hpsv2` package
 itself is not used: it pins old pytest/protobuf, reloads the checkpoint on every call and runs
-under `no_grad` (REFERENCE sections 7-8).
+under `no_grad` (docs/method.md §7 and §5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ImageReward v1.0 (BLIP ViT-L/16 + BERT with cross-attention + MLP head), REFERENCE s. 7-8.
+"""ImageReward v1.0 (BLIP ViT-L/16 + BERT with cross-attention + MLP head), docs/method.md §5, §7.
 
 reward = (mlp(cls) - 0.16717362830052426) / 1.0333394966054072   (about -2..+2)
 preprocessing: shortest side -> 224 bicubic, center crop 224, OpenAI CLIP mean/std.
@@ -29,7 +29,7 @@ from reward_service.scorers.similarity import freeze, resolve_device
 
 INPUT_SIZE = 224
 TEXT_MAX_LENGTH = 35  # the package's tokenizer setting
-# Isolated environment for the ImageReward deployment (pins from REFERENCE section 7).
+# Isolated environment for the ImageReward deployment (pins from docs/method.md §7).
 IMAGEREWARD_RUNTIME_ENV: dict[str, Any] = {
     "pip": {
         "packages": [
@@ -46,7 +46,7 @@ INSTALL_HINT = (
     "run this scorer in its own environment: the reward service gives its deployment the Ray "
     "runtime_env reward_service.scorers.imagereward.IMAGEREWARD_RUNTIME_ENV, or run "
     "`pip install image-reward==1.5 'transformers<5' clip-anytorch 'setuptools<70'` in an "
-    "isolated virtualenv (never in the core environment, REFERENCE section 7)"
+    "isolated virtualenv (never in the core environment, docs/method.md §7)"
 )
 
 

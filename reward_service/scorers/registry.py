@@ -25,7 +25,7 @@ TOY_IMAGE_SIZE = 32
 
 @dataclass(frozen=True)
 class ScorerInfo:
-    """Static facts about a scorer kind (REFERENCE section 8)."""
+    """Static facts about a scorer kind (docs/method.md §5)."""
 
     kind: str
     differentiable: bool

@@ -1,7 +1,7 @@
 """Shared machinery of the dual-encoder reward models (CLIPScore, PickScore, HPSv2.1, toy CLIP).
 
 Each of them scores an (image, prompt) pair as a (possibly scaled) cosine between the image
-and text embeddings (REFERENCE section 8). The image side runs with gradients through the
+and text embeddings (docs/method.md §5). The image side runs with gradients through the
 tensor preprocessing; the text side runs under `no_grad` and is cached per prompt, since the
 prompts of a training run repeat and the text tower never needs a gradient.
 """

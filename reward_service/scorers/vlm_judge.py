@@ -1,6 +1,6 @@
 """VIEScore-style judge: a vision-language model behind an OpenAI-compatible chat API.
 
-Per image, two calls (REFERENCE section 8, VIEScore t2i), each answered as JSON
+Per image, two calls (docs/method.md §5, VIEScore t2i), each answered as JSON
 `{"score": [...], "reasoning": "..."}` on a 0-10 scale:
   SC: semantic consistency, one score ("does the image follow the prompt")
   PQ: perceptual quality, [naturalness, artifacts]

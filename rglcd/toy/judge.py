@@ -1,6 +1,6 @@
 """The toy judge: a non-differentiable, VIEScore-style expert for toy scenes.
 
-VIEScore (REFERENCE section 8) asks a VLM for a semantic-consistency score SC and perceptual
+VIEScore (docs/method.md §5) asks a VLM for a semantic-consistency score SC and perceptual
 quality scores PQ (0-10 each) and reports ``O = sqrt(SC * PQ)``. Here the "VLM" is a fixed
 procedure on a uint8 copy of the image, built from deliberately non-differentiable steps:
 

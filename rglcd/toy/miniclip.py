@@ -4,7 +4,7 @@ Its text tower is the toy teacher's text encoder; the whole model is the toy CLI
 The tokenizer is a real ``CLIPTokenizer`` (byte-level BPE): every byte is a token, and merges
 build each word of the caption grammar into one ``word</w>`` token, so any text tokenizes and
 grammar words cost one id each. Images: [0, 1] RGB, resized to 32x32, normalised with the
-OpenAI CLIP mean/std (REFERENCE section 8), as recorded in ``preprocess.json``.
+OpenAI CLIP mean/std (docs/method.md §5), as recorded in ``preprocess.json``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Deterministic scene grammar and renderer of the toy world (REFERENCE section 9).
+"""Deterministic scene grammar and renderer of the toy world (docs/method.md §8).
 
 A scene is one flat-coloured shape on a flat-coloured background, rendered at 32x32 without
 anti-aliasing. Its caption follows one grammar::

@@ -3,7 +3,7 @@
 Plus the two student builders: full UNet with a w-embedding (student.py, EMA target in
 ema.py) and LCM-LoRA adapters on the frozen teacher (lora.py).
 
-See REFERENCE sections 1 and 4 and the paper's eq. 5, 8, 9, 13 and Algorithms 2-3.
+See docs/method.md §1 and §4 and the paper's eq. 5, 8, 9, 13 and Algorithms 2-3.
 """
 
 from trainer.lcd.boundary import (
