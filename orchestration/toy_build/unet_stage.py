@@ -41,7 +41,7 @@ def build_toy_unet(seed: int) -> UNet2DConditionModel:
     """Conditional UNet on 4x8x8 latents, blocks (64, 128), cross-attention dim 64 (3.2M).
 
     The sizes of docs/method.md §8; a (32, 64) net trained for the same wall time gets shapes
-    wrong on most samples (docs/results.md).
+    wrong on most samples.
     """
     torch.manual_seed(seed)
     return UNet2DConditionModel(

@@ -28,7 +28,7 @@ def build_toy_vae(seed: int) -> AutoencoderKL:
     """KL autoencoder with 4x downsampling: (B, 3, 32, 32) <-> (B, 4, 8, 8).
 
     Blocks (32, 64, 64) as in docs/method.md §8: a narrower (16, 32, 64) VAE is faster but its
-    reconstructions lose small shapes (docs/results.md). The decoder can be fine-tuned
+    reconstructions lose small shapes. The decoder can be fine-tuned
     later with the encoder frozen (``--vae-resume --vae-decoder-only``), which keeps the
     latent space of the UNet and LRM.
     """

@@ -82,8 +82,7 @@ def miniclip_config(vocab_size: int) -> CLIPConfig:
     """Text: 2 layers, hidden 64. Vision: ViT 32x32, patch 4 (64 patches), 3 layers, hidden 64.
 
     Patch 4: the small shapes (9-13 px) span only about 2x2 patches of 8 pixels, too coarse
-    to tell a cross from a square (a patch-8 tower reached 0.37 held-out top-1); patch 4 costs
-    ~2.5x more per step (0.33 s at batch 128 on 2 CPU cores).
+    to tell a cross from a square (docs/toy-world.md); patch 4 costs more per step.
     """
     text = {
         "vocab_size": vocab_size,

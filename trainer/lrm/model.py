@@ -277,7 +277,7 @@ class LatentRewardModel(nn.Module):
 
         The reward reads only the EOS-pooled output, which padding after EOS cannot change
         (causal attention), so padding to the batch's longest prompt instead of the
-        tokenizer's max length (77) gives the same rewards ~2x faster on the toy LRM.
+        tokenizer's max length (77) gives the same rewards for less compute.
         """
         if self.tokenizer is None:
             raise ValueError("this LRM has no tokenizer; pass input_ids instead of prompts.")
