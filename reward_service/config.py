@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
 
 # Names a scorer may have; `kind` picks the implementation (registry in reward_service.scorers).
@@ -23,12 +24,6 @@ SCORER_KINDS = (
     "imagereward",
     "vlm-judge",
 )
-
-
-class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ScorerConfig(StrictModel):

@@ -43,10 +43,6 @@ class Conditioning:
         assert self.time_ids is not None, "SDXL conditioning needs time ids (with_time_ids)"
         return {"text_embeds": self.text_embeds, "time_ids": self.time_ids}
 
-    def unet_kwargs(self) -> dict:
-        """Keyword arguments of ``UNet2DConditionModel.forward`` for this conditioning."""
-        return {"encoder_hidden_states": self.hidden_states, "added_cond_kwargs": self.added}
-
     def with_time_ids(self, image_size: tuple[int, int]) -> Conditioning:
         """SDXL: attach the time ids of an (H, W) training image; SD: unchanged."""
         if self.text_embeds is None:

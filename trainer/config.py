@@ -28,7 +28,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from reward_service.config import ServeConfig, StrictModel
+from reward_service.config import ServeConfig
+from rglcd.config_base import StrictModel
 from rglcd.configuration import ConfigError, load_config
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
 from trainer.config_checks import cross_field_problems
@@ -182,8 +183,8 @@ class LCDConfig(StrictModel):
     )
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    # Toy: 600 steps of 16 rather than 300 of 32 (same samples, ~1.3x the time): across three
-    # training seeds the 2-step RG-LCM + LRM then beats plain LCD's 4-step (docs/seed-study).
+    # Toy: 600 steps of 16 rather than 300 of 32 (the same samples): more, smaller steps are
+    # what lets the 2-step RG-LCM + LRM beat plain LCD's 4-step (docs/results.md).
     max_steps: int = Field(600, ge=1, description="Optimizer steps (paper: 10k; toy: 600).")
     global_batch_size: int = Field(
         16, ge=1, description="Summed over workers (paper: 256 LCD, 40 RG-LCD; toy: 16)."

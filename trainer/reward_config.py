@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from reward_service.config import StrictModel
+from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_LRM_DIR
 
 

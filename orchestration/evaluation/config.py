@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from reward_service.config import ScorerConfig, StrictModel
+from reward_service.config import ScorerConfig
+from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP_DIR
 
 TEACHER_SAMPLERS = ("ddim", "dpmsolver++")

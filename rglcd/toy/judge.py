@@ -119,11 +119,6 @@ def analyse_images(images: np.ndarray) -> list[dict]:
     return [_analyse_one(c, d, lab, bg) for c, d, lab, bg in parts]
 
 
-def analyse_image(image: np.ndarray) -> dict:
-    """Detected attributes and quality sub-scores of one (H, W, 3) uint8 image."""
-    return analyse_images(image[None])[0]
-
-
 def _analyse_one(classes: np.ndarray, deviation: np.ndarray, labels: np.ndarray, bg: int) -> dict:
     detected = {"bg": COLOUR_NAMES[bg], "colour": None, "shape": None, "size": None}
     if (labels < 0).all():
