@@ -121,6 +121,8 @@ def shape_mask(shape: str, width: float, x: float, y: float, size: int = IMAGE_S
     if shape == "square":
         return (np.abs(dx) <= h) & (np.abs(dy) <= h)
     if shape == "triangle":  # apex up, base at the bottom
+        if h == 0:  # covers no pixel centre (the judge's templates try width 0)
+            return np.zeros((size, size), dtype=bool)
         depth = (dy + h) / (2 * h)  # 0 at the apex, 1 at the base
         return (depth >= 0) & (depth <= 1) & (np.abs(dx) <= depth * h)
     arm = width / 6.0  # cross: two bars one third of the width thick
