@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from reward_service.scorers.base import Scorer, check_batch
+from reward_service.config import ScorerConfig
+from reward_service.scorers.base import Scorer, check_batch, register_scorer
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 from reward_service.scorers.similarity import freeze, resolve_device
 
@@ -85,11 +86,25 @@ def load_imagereward(checkpoint: str, med_config: str | None, device: torch.devi
     return package.load(name=checkpoint, device=str(device), med_config=med_config)
 
 
+@register_scorer
 class ImageRewardScorer(Scorer):
     """Frozen ImageReward on tensor-preprocessed images; differentiable inside its environment."""
 
+    kind = "imagereward"
     differentiable = True
     input_size = INPUT_SIZE
+    needs_checkpoint = True
+    options = ("med_config",)
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> ImageRewardScorer:
+        return cls.from_checkpoint(
+            spec.name, spec.checkpoint, spec.options.get("med_config"), spec.device
+        )
+
+    @classmethod
+    def runtime_env(cls) -> dict[str, Any]:
+        return imagereward_runtime_env()
 
     def __init__(self, name: str, model: torch.nn.Module, device: str = "auto") -> None:
         self.name = name

@@ -8,8 +8,10 @@ prompts of a training run repeat and the text tower never needs a gradient.
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,13 @@ from reward_service.scorers.base import Scorer, check_batch
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 
 TEXT_CACHE_SIZE = 4096  # prompts kept per scorer; bounded so a long-lived service stays small
+
+
+def local_json(folder: str | Path | None, filename: str) -> dict | None:
+    """A small json from a local model folder, or None (never touches the network)."""
+    if folder is None or not (Path(folder) / filename).is_file():
+        return None
+    return json.loads((Path(folder) / filename).read_text(encoding="utf-8"))
 
 
 def resolve_device(device: str) -> torch.device:

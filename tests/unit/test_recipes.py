@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reward_service.scorers.registry import SCORER_INFO, describe_scorer
+from reward_service.scorers.registry import describe_scorer, scorer_classes
 from rglcd.configuration import ConfigError
 from trainer.config import load_trainer_config
 
@@ -48,7 +48,7 @@ REAL_RECIPES = [p for p in CONFIGS if any(b.startswith("teachers/") for b in ext
 def test_every_recipe_parses_and_names_known_scorers(path):
     cfg = load(path)
     for spec in cfg.serve.scorers:
-        assert spec.kind in SCORER_INFO
+        assert spec.kind in scorer_classes()
         describe_scorer(spec)  # options and checkpoint presence, without loading weights
     names = {s.name for s in cfg.serve.scorers}
     if not cfg.reward.enabled:
