@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from trainer.family import model_family
 from trainer.models import TeacherParts, encode_prompts, token_ids
 
 
@@ -85,7 +86,7 @@ def encode_sdxl_prompts(
 
 def encode_text(teacher: TeacherParts, prompts: list[str]) -> Conditioning:
     """The prompts' conditioning for the teacher's family (SDXL: call with_time_ids next)."""
-    if teacher.family == "sdxl":
+    if model_family(teacher.family).dual_text_encoders:
         hidden, pooled = encode_sdxl_prompts(
             (teacher.text_encoder, teacher.text_encoder_2),
             (teacher.tokenizer, teacher.tokenizer_2),
@@ -98,7 +99,8 @@ def encode_text(teacher: TeacherParts, prompts: list[str]) -> Conditioning:
 def encode_uncond(teacher: TeacherParts, prompt: str = "") -> Conditioning:
     """One row of CFG's unconditional conditioning (module docstring: SD vs SDXL zeros)."""
     cond = encode_text(teacher, [prompt])
-    if teacher.family == "sdxl" and prompt == "" and teacher.force_zeros_for_empty_prompt:
+    family = model_family(teacher.family)
+    if family.dual_text_encoders and prompt == "" and teacher.force_zeros_for_empty_prompt:
         zeros = torch.zeros_like
         return Conditioning(zeros(cond.hidden_states), zeros(cond.text_embeds))
     return cond

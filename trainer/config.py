@@ -33,6 +33,7 @@ from rglcd.config_base import StrictModel
 from rglcd.configuration import ConfigError, load_config
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
 from trainer.config_checks import cross_field_problems
+from trainer.family import FAMILIES, model_family
 from trainer.reward_config import LRMConfig, RewardConfig
 
 TOY_DATA_SUBDIR = "toy-data"
@@ -80,9 +81,10 @@ class ModelConfig(StrictModel):
         "the committed toy pipeline. Write relative local paths as ./path (see is_local_path).",
     )
     revision: str | None = Field(None, description="Hub revision of the teacher.")
-    family: Literal["sd", "sdxl"] = Field(
+    family: str = Field(
         "sd",
-        description="'sd': SD1.x/2.x StableDiffusionPipeline folder (one text encoder). "
+        description=f"One of {tuple(FAMILIES)} (trainer/family.py). "
+        "'sd': SD1.x/2.x StableDiffusionPipeline folder (one text encoder). "
         "'sdxl': StableDiffusionXLPipeline folder (two text encoders, pooled text + time-id "
         "conditioning); needs model.lora (the paper distils SDXL as LCM-LoRA).",
     )
@@ -111,9 +113,9 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        if self.family == "sdxl" and self.lora is None:
+        if model_family(self.family).lora_only and self.lora is None:
             raise ValueError(
-                "model.family=sdxl needs model.lora (e.g. model.lora.rank=64): SDXL is "
+                f"model.family={self.family} needs model.lora (e.g. model.lora.rank=64): SDXL is "
                 "distilled as LCM-LoRA (paper appendix D); full-UNet SDXL distillation with an "
                 "EMA target is not supported"
             )

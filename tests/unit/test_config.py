@@ -408,3 +408,12 @@ def test_extends_refuses_a_cycle_and_a_malformed_value(tmp_path):
     (tmp_path / "d.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "d.yaml")
+
+
+def test_model_family_names_one_of_the_family_objects():
+    from trainer.family import FAMILIES
+
+    assert load(None, ["model.family=sd"]).model.family == "sd"
+    with pytest.raises(ConfigError, match=r"model.family='flux' is unknown; use one of \('sd', 'sdxl'\)"):
+        load(None, ["model.family=flux"])
+    assert set(FAMILIES) == {"sd", "sdxl"}
