@@ -41,7 +41,12 @@ def extends(path: Path) -> list[str]:
     return [bases] if isinstance(bases, str) else bases
 
 
-REAL_RECIPES = [p for p in CONFIGS if any(b.startswith("teachers/") for b in extends(p))]
+def is_teacher_method_recipe(path: Path) -> bool:
+    bases = extends(path)
+    return len(bases) == 2 and bases[0].startswith("teachers/") and bases[1].startswith("methods/")
+
+
+REAL_RECIPES = [p for p in CONFIGS if is_teacher_method_recipe(p)]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
