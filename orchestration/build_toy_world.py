@@ -1,6 +1,6 @@
 """Rebuild every toy-world artifact from scratch: data -> mini CLIP -> VAE -> UNet -> verify.
 
-    python orchestration/build_toy_world.py                       # everything (~40 min, 2 CPUs)
+    python orchestration/build_toy_world.py                       # everything
     python orchestration/build_toy_world.py --stages clip,vae,unet
     python orchestration/build_toy_world.py --stages reward-clip --device cuda  # docs/reward-clip
     python orchestration/build_toy_world.py --stages verify --verify-prompts 200

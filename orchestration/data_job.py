@@ -19,8 +19,8 @@ which ones, resolution, VAE, scaling factor, latent shape, shard list).
 
 Stages: read -> decode + filter + resize/centre-crop (CPU tasks) -> VAE encode (class UDF, on
 GPUs with --num-gpus) -> write shards. Undecodable, tiny or caption-less samples are counted
-and listed, never fatal. Latents are posterior samples times the scaling factor (REFERENCE
-section 1, as the trainer encodes), seeded per sample; `--posterior mean` stores the mean.
+and listed, never fatal. Latents are posterior samples times the scaling factor (docs/method.md
+§1, as the trainer encodes), seeded per sample; `--posterior mean` stores the mean.
 """
 
 from __future__ import annotations

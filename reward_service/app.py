@@ -345,10 +345,9 @@ def _scorer_app(
     if scorer_factory is None:
         from reward_service.scorers.registry import describe_scorer
 
-        if describe_scorer(spec).isolated_env:
-            from reward_service.scorers.imagereward import imagereward_runtime_env
-
-            actor_options["runtime_env"] = imagereward_runtime_env()
+        runtime_env = describe_scorer(spec).runtime_env  # the scorer's isolated environment
+        if runtime_env is not None:
+            actor_options["runtime_env"] = runtime_env
     return ScorerDeployment.options(
         name=scorer_deployment_name(spec.name),
         num_replicas=spec.num_replicas,

@@ -6,7 +6,7 @@
     scores, present = result.as_tensor()   # (N,) float32 (NaN where missing), (N,) bool
 
 Large arrays go through the object store (`ray.put`; a top-level ObjectRef argument arrives
-resolved in the replica, REFERENCE section 6), so a retry resends only a reference. Every call
+resolved in the replica, docs/method.md §7), so a retry resends only a reference. Every call
 answers one `ItemScore` per item: a score, or an explicit error (per-item scorer error,
 timeout, overload, lost replica) - never a made-up 0.0 or a bare None. Wrong inputs (shapes,
 lengths) raise ValueError before anything is sent.

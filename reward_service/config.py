@@ -9,34 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
-
-# Names a scorer may have; `kind` picks the implementation (registry in reward_service.scorers).
-SCORER_KINDS = (
-    "toy-judge",
-    "heldout-judge",
-    "toy-clip",
-    "clipscore",
-    "pickscore",
-    "hpsv2.1",
-    "imagereward",
-    "vlm-judge",
-)
-
-
-class StrictModel(BaseModel):
-    """Base for every config section: unknown keys are errors, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ScorerConfig(StrictModel):
     """One scorer deployment. `checkpoint` is a local path or hub id (loaded offline)."""
 
     name: str = Field(description="Name used in requests (`model` field of POST /score).")
-    kind: str = Field(description=f"Implementation, one of {SCORER_KINDS}.")
+    kind: str = Field(description="Implementation: a kind registered in reward_service.scorers.")
     checkpoint: str | None = Field(None, description="Local path or hub id of the weights.")
     processor: str | None = Field(None, description="Processor/tokenizer path or hub id.")
     device: str = "auto"
@@ -58,10 +41,12 @@ class ScorerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> ScorerConfig:
-        if self.kind not in SCORER_KINDS:
+        from reward_service.scorers.registry import scorer_classes  # the scorers declare kinds
+
+        if self.kind not in scorer_classes():
             raise ValueError(
                 f"unknown scorer kind {self.kind!r} for scorer {self.name!r}; "
-                f"choose one of {', '.join(SCORER_KINDS)}"
+                f"choose one of {', '.join(scorer_classes())}"
             )
         if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
             raise ValueError(

@@ -2,7 +2,7 @@
 per configured VAE. The HTTP ingress (reward_service/app.py) and the trainer's handle client
 (reward_service/client.py) both call them through `DeploymentHandle`s.
 
-Batching (REFERENCE section 6): `@serve.batch` needs an `async def` over a list; its size
+Batching (docs/method.md §7): `@serve.batch` needs an `async def` over a list; its size
 counts *images* (`batch_size_fn`), not requests, and comes from `ScorerConfig` through
 `set_max_batch_size` / `set_batch_wait_timeout_s`. A request with more images than one batch is
 split into batch-sized jobs first. The scorer runs in one worker thread so the replica's event

@@ -1,8 +1,8 @@
 """Decoding latent score requests with a configured VAE (plain class; no Ray here).
 
 A latent request carries `z = vae.encode(x).latent_dist.sample() * scaling_factor`
-(REFERENCE section 1). The service turns it into the images the scorers expect with the same
-recipe as the RG-LCD direct path (REFERENCE section 2):
+(docs/method.md §1). The service turns it into the images the scorers expect with the same
+recipe as the RG-LCD direct path (docs/method.md §2):
 `img = (vae.decode(z / scaling_factor).sample / 2 + 0.5).clamp(0, 1)`.
 """
 

@@ -8,7 +8,7 @@ was wrong and what to send instead.
 
 Conventions: images are float32 tensors in [0, 1], shape (3, H, W) for one image or
 (N, 3, H, W) for a batch; latents are float32 tensors of shape (N, C, h, w) as produced by
-`vae.encode(x).latent_dist.sample() * scaling_factor` (REFERENCE section 1).
+`vae.encode(x).latent_dist.sample() * scaling_factor` (docs/method.md §1).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ from those defaults (a nested mapping); command-line overrides address one key e
     data.validation_prompts=[a red circle, a blue square]
     serve.scorers.0.max_batch_size=8  # list items by index
 
+A YAML file may build on others with `extends: FILE` or `extends: [FILE, ...]` (paths relative
+to it): a teacher file and a method file, say, composed into one recipe.
+
 Merge rules: a section (a nested model) in the YAML is merged key by key with its defaults;
 any other value (a list, a dict-typed field such as `serve.vaes`, a scalar) replaces the default
 whole. An override that reaches into a list or dict the YAML did not set starts from the
@@ -84,7 +87,7 @@ def load_config(
     Raises ConfigError for a missing or malformed file, a malformed override, an unknown key,
     a wrong value, or a failed cross-field check of the model.
     """
-    data = _read_yaml(path) if path is not None else {}
+    data = read_config_file(model_cls, path) if path is not None else {}
     origins: dict[str, str] = {}
     for raw in overrides:
         keys, text = _split_override(raw)
@@ -169,6 +172,52 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
             f"got a {type(data).__name__}"
         )
     return data
+
+
+def read_config_file(model_cls: type, path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML file holds with its `extends:` files merged in (not yet validated)."""
+    return _read_recipe(model_cls, Path(path), ())
+
+
+def _read_recipe(model_cls: type, path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """A YAML file with its `extends:` files (paths relative to it) merged in beneath it.
+
+    `extends: base.yaml` or `extends: [teacher.yaml, method.yaml]`: the files are merged in
+    order, each later one over the earlier, and the file itself last, by the same rules as
+    the YAML over the defaults (a section key by key; any other value replaces whole).
+    """
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise ConfigError(f"config files extend each other in a cycle: {cycle}")
+    data = _read_yaml(path)
+    bases = data.pop("extends", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(
+            f"config file {str(path)!r}: `extends` must be a file name or a list of them, "
+            f"got {bases!r}"
+        )
+    merged: dict[str, Any] = {}
+    for base in bases:
+        layer = _read_recipe(model_cls, path.parent / base, (*chain, resolved))
+        merged = _merge(model_cls, merged, layer)
+    return _merge(model_cls, merged, data)
+
+
+def _merge(annotation: Any, base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`: model sections merge key by key, every other value replaces whole."""
+    core, _ = _unwrap(annotation)
+    out = dict(base)
+    for key, value in top.items():
+        field = core.model_fields.get(key) if _is_model(core) else None
+        sub = _unwrap(field.annotation)[0] if field is not None else None
+        if _is_model(sub) and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(sub, out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _split_override(raw: str) -> tuple[list[str], str]:

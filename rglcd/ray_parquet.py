@@ -1,10 +1,9 @@
 """`ray.data.read_parquet` through Ray Data's V1 Parquet datasource.
 
 Ray 2.60 reads Parquet with its V2 datasource by default, which first lists the files in a
-separate task with a pool of footer-reader workers. On a 2-core node that listing costs
-13-20 s per read even for one 24-row file, warm cluster or not; the V1 datasource reads
-the same file in 0.2-2.4 s (the first read after the cluster starts is the slowest). Every
-training run starts with such a read (so its first step waited for it), and so does the
+separate task with a pool of footer-reader workers. On a small node that listing costs
+seconds per read even for a one-file data set, and the V1 datasource skips it. Every
+training run starts with such a read (so its first step waits for it), and so does the
 data job on Parquet input. V1 reads the same columns, paths and rows; it lacks only V2's
 ``ignore_missing_paths`` / ``skip_paths``, which nothing here uses.
 """

@@ -3,7 +3,7 @@
 Everything here builds in well under a second, downloads nothing and is deterministic for a
 given seed. The pieces have the same classes and interfaces as a real SD1.x/2.x teacher
 (diffusers ``UNet2DConditionModel`` / ``AutoencoderKL``, transformers ``CLIPTextModel`` /
-``CLIPTokenizer``, SD's scaled-linear DDPM schedule, REFERENCE section 1), only with a few
+``CLIPTokenizer``, SD's scaled-linear DDPM schedule, docs/method.md §1), only with a few
 thousand parameters, so code written against them runs unchanged on real checkpoints.
 
 Sizes: 16x16 RGB images <-> 4x8x8 latents (VAE downsampling 2), text embeddings (B, 77, 32).
@@ -58,7 +58,7 @@ SDXL_TIME_EMBED_DIM = 8
 SDXL_POOLED_DIM = CROSS_ATTENTION_DIM  # text_encoder_2's projection_dim
 SDXL_VAE_SCALING_FACTOR = 0.13025
 
-# SD1.x/2.x training schedule (REFERENCE section 1): scaled-linear betas, T = 1000.
+# SD1.x/2.x training schedule (docs/method.md §1): scaled-linear betas, T = 1000.
 SD_SCHEDULE = {
     "num_train_timesteps": 1000,
     "beta_start": 0.00085,

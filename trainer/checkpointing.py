@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic save, verified load, rotation, Ray Train glue (RNG streams:
+"""Training checkpoints: atomic save, verified load, Ray Train glue (RNG streams:
 ``trainer/rng_state.py``).
 
 A checkpoint is one directory (issue 5, item 4)::
@@ -21,6 +21,7 @@ the manifest before reading anything and raises ``CheckpointError`` for a partia
 manifest) or corrupt (missing file, wrong size, wrong hash) checkpoint; it never loads one
 silently. Ray Train's checkpoint objects are read by ``local_checkpoint_dir`` only (no Ray
 import here).
+Rotation is Ray Train's: ``CheckpointConfig(num_to_keep=output.keep_checkpoints)``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -46,7 +46,6 @@ MANIFEST_NAME = "manifest.json"
 TRAIN_STATE_NAME = "train_state.json"
 RNG_NAME = "rng_states.pt"
 CHECKPOINT_PREFIX = "step_"
-_CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 _HASH_CHUNK = 1 << 20
 
 
@@ -345,37 +344,6 @@ def load_checkpoint(
     if restore_rng:
         restore_rng_states(rng_states_for_rank(into, rank))
     return into
-
-
-# ----------------------------------------------------------------------------- rotation
-
-
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Checkpoint directories (``step_XXXXXXXX``) under `root`, oldest step first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CHECKPOINT_RE.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(root: str | Path) -> Path | None:
-    """The newest checkpoint directory under `root` (not verified: ``load_checkpoint`` does)."""
-    checkpoints = list_checkpoints(root)
-    return checkpoints[-1] if checkpoints else None
-
-
-def rotate_checkpoints(root: str | Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` checkpoints and stale temporary dirs; return deleted."""
-    if keep < 1:
-        raise ValueError(f"keep={keep} would delete every checkpoint; keep at least 1.")
-    root = Path(root)
-    doomed = list_checkpoints(root)[:-keep]
-    if root.is_dir():
-        doomed += [p for p in root.iterdir() if p.name.startswith((".tmp-", ".old-"))]
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-    return doomed
 
 
 # ----------------------------------------------------------------------------- Ray Train

@@ -12,7 +12,7 @@ The time ids use original size = target size = the training image size and crop 
 what the pipeline passes at sampling time and what the LCM-LoRA script's
 ``--use_fix_crop_and_size`` trains with: the latent shards carry no original sizes or crops.
 
-Unconditional branch of CFG: SD encodes the empty prompt (REFERENCE section 1). SDXL pipelines
+Unconditional branch of CFG: SD encodes the empty prompt (docs/method.md §1). SDXL pipelines
 with ``force_zeros_for_empty_prompt`` (SDXL base sets it; SDXL was trained with dropped captions
 as zeros) use all-zero hidden states and pooled embeds instead, as do diffusers' LCM-LoRA SDXL
 script and pipeline; a non-empty `lcd.uncond_prompt` is encoded like any prompt.
@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from trainer.family import model_family
 from trainer.models import TeacherParts, encode_prompts, token_ids
 
 
@@ -42,10 +43,6 @@ class Conditioning:
             return None
         assert self.time_ids is not None, "SDXL conditioning needs time ids (with_time_ids)"
         return {"text_embeds": self.text_embeds, "time_ids": self.time_ids}
-
-    def unet_kwargs(self) -> dict:
-        """Keyword arguments of ``UNet2DConditionModel.forward`` for this conditioning."""
-        return {"encoder_hidden_states": self.hidden_states, "added_cond_kwargs": self.added}
 
     def with_time_ids(self, image_size: tuple[int, int]) -> Conditioning:
         """SDXL: attach the time ids of an (H, W) training image; SD: unchanged."""
@@ -89,7 +86,7 @@ def encode_sdxl_prompts(
 
 def encode_text(teacher: TeacherParts, prompts: list[str]) -> Conditioning:
     """The prompts' conditioning for the teacher's family (SDXL: call with_time_ids next)."""
-    if teacher.family == "sdxl":
+    if model_family(teacher.family).dual_text_encoders:
         hidden, pooled = encode_sdxl_prompts(
             (teacher.text_encoder, teacher.text_encoder_2),
             (teacher.tokenizer, teacher.tokenizer_2),
@@ -102,7 +99,8 @@ def encode_text(teacher: TeacherParts, prompts: list[str]) -> Conditioning:
 def encode_uncond(teacher: TeacherParts, prompt: str = "") -> Conditioning:
     """One row of CFG's unconditional conditioning (module docstring: SD vs SDXL zeros)."""
     cond = encode_text(teacher, [prompt])
-    if teacher.family == "sdxl" and prompt == "" and teacher.force_zeros_for_empty_prompt:
+    family = model_family(teacher.family)
+    if family.dual_text_encoders and prompt == "" and teacher.force_zeros_for_empty_prompt:
         zeros = torch.zeros_like
         return Conditioning(zeros(cond.hidden_states), zeros(cond.text_embeds))
     return cond

@@ -28,10 +28,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from reward_service.config import ServeConfig, StrictModel
+from reward_service.config import ServeConfig
+from rglcd.config_base import StrictModel
 from rglcd.configuration import ConfigError, load_config
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
 from trainer.config_checks import cross_field_problems
+from trainer.family import FAMILIES, model_family
 from trainer.reward_config import LRMConfig, RewardConfig
 
 TOY_DATA_SUBDIR = "toy-data"
@@ -79,9 +81,10 @@ class ModelConfig(StrictModel):
         "the committed toy pipeline. Write relative local paths as ./path (see is_local_path).",
     )
     revision: str | None = Field(None, description="Hub revision of the teacher.")
-    family: Literal["sd", "sdxl"] = Field(
+    family: str = Field(
         "sd",
-        description="'sd': SD1.x/2.x StableDiffusionPipeline folder (one text encoder). "
+        description=f"One of {tuple(FAMILIES)} (trainer/family.py). "
+        "'sd': SD1.x/2.x StableDiffusionPipeline folder (one text encoder). "
         "'sdxl': StableDiffusionXLPipeline folder (two text encoders, pooled text + time-id "
         "conditioning); needs model.lora (the paper distils SDXL as LCM-LoRA).",
     )
@@ -97,7 +100,7 @@ class ModelConfig(StrictModel):
         "auto", description="'auto' reads the teacher scheduler's (SD2.1-768 is v_prediction)."
     )
     time_cond_proj_dim: int = Field(
-        256, ge=4, description="Width of the guidance-scale embedding (REFERENCE section 1)."
+        256, ge=4, description="Width of the guidance-scale embedding (docs/method.md §1)."
     )
     resolution: int = Field(32, ge=8, description="Training image side in pixels (toy: 32).")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -110,9 +113,9 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
-        if self.family == "sdxl" and self.lora is None:
+        if model_family(self.family).lora_only and self.lora is None:
             raise ValueError(
-                "model.family=sdxl needs model.lora (e.g. model.lora.rank=64): SDXL is "
+                f"model.family={self.family} needs model.lora (e.g. model.lora.rank=64): SDXL is "
                 "distilled as LCM-LoRA (paper appendix D); full-UNet SDXL distillation with an "
                 "EMA target is not supported"
             )
@@ -156,7 +159,7 @@ class DataConfig(StrictModel):
 
 
 class LCDConfig(StrictModel):
-    """Latent consistency distillation (paper Algorithm 3; REFERENCE section 1)."""
+    """Latent consistency distillation (paper Algorithm 3; docs/method.md §1)."""
 
     num_ddim_timesteps: int = Field(50, ge=1, description="N; skip k = T // N = 20.")
     num_train_timesteps: int = Field(1000, ge=1, description="T of the teacher's DDPM schedule.")
@@ -182,8 +185,8 @@ class LCDConfig(StrictModel):
     )
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    # Toy: 600 steps of 16 rather than 300 of 32 (same samples, ~1.3x the time): across three
-    # training seeds the 2-step RG-LCM + LRM then beats plain LCD's 4-step (docs/seed-study).
+    # Toy: 600 steps of 16 rather than 300 of 32 (the same samples): more, smaller steps are
+    # what lets the 2-step RG-LCM + LRM beat plain LCD's 4-step (docs/results.md).
     max_steps: int = Field(600, ge=1, description="Optimizer steps (paper: 10k; toy: 600).")
     global_batch_size: int = Field(
         16, ge=1, description="Summed over workers (paper: 256 LCD, 40 RG-LCD; toy: 16)."

@@ -11,10 +11,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from trainer.config import RGLCDConfig
 
-# Scorer kinds whose scores carry no gradient w.r.t. the pixels (rule-based toy judge, remote
-# VLM): usable as the LRM expert, never as the direct reward.
-NON_DIFFERENTIABLE_KINDS = ("toy-judge", "vlm-judge")
-
 
 def cross_field_problems(cfg: RGLCDConfig) -> list[str]:
     return (
@@ -84,8 +80,10 @@ def reward_problems(cfg: RGLCDConfig) -> list[str]:
         ]
     if reward.model not in names:
         return [f"reward.model={reward.model!r} is not in serve.scorers {names}"]
+    from reward_service.scorers.registry import scorer_classes  # the scorer class says
+
     kind = cfg.serve.scorer(reward.model).kind
-    if kind in NON_DIFFERENTIABLE_KINDS:
+    if not scorer_classes()[kind].differentiable:
         return [
             f"reward.model={reward.model!r} (kind {kind!r}) gives no gradient, so it cannot "
             "guide the student directly; use it as lrm.expert with reward.mode=lrm, or pick a "

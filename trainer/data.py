@@ -1,7 +1,7 @@
 """Training data on Ray Data: Parquet shards -> scaled VAE latents + captions -> local batches.
 
 Shards hold either images or pre-encoded latents (never guessed: the columns decide, and a
-shard with neither is an error, unlike the reference code, REFERENCE section 5):
+shard with neither is an error, unlike the reference code, docs/method.md §6):
   images:  ``image`` (PNG/JPEG bytes) + ``caption``  -> encoded by `EncodeImages`
   latents: ``latent`` (safetensors/.npy bytes of one (1, C, h, w) latent that is already
            multiplied by the VAE scaling factor) + ``caption``

@@ -20,7 +20,7 @@ item is never given a default score.
 The expert is anything with `async score_latents(model, latents, prompts, vae) -> ScoreResult`
 (`reward_service.client.RewardClient`, or a plain in-process class in tests). Its coroutines
 run on a private event-loop thread, so `submit` works from a Ray Train worker's plain thread,
-where no event loop runs (REFERENCE section 6: never block on `.result()` inside a loop).
+where no event loop runs (docs/method.md §7: never block on `.result()` inside a loop).
 
 With several data-parallel ranks, `agree` (a collective AND over ranks) makes every rank take
 the same requests at the same step, so the LRM updates, and their gradient all-reduce, line up.

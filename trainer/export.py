@@ -1,4 +1,4 @@
-"""Export the distilled model as a diffusers pipeline folder (issue 5, item 6; REFERENCE s. 4).
+"""Export the distilled model as a diffusers pipeline folder (issue 5, item 6; docs/method.md §4).
 
 The folder holds the EMA target UNet, the teacher's VAE, text encoder and tokenizer, and an
 ``LCMScheduler`` built from the teacher's scheduler config with the teacher's prediction
@@ -34,13 +34,12 @@ from typing import Any
 from diffusers import (
     LatentConsistencyModelPipeline,
     LCMScheduler,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 
+from trainer.family import model_family
+
 TEACHER_PARTS = ("vae", "text_encoder", "tokenizer")
-LORA_PIPELINES = {"sd": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default file name
 
 
@@ -79,7 +78,7 @@ def lcm_scheduler_from_teacher(
     prediction_type: str | None = None,
     original_inference_steps: int = 50,
 ) -> LCMScheduler:
-    """An ``LCMScheduler`` on the teacher's noise schedule (REFERENCE s. 4).
+    """An ``LCMScheduler`` on the teacher's noise schedule (docs/method.md §4).
 
     The prediction type must be the teacher's (a default epsilon scheduler on a
     v-prediction model gives garbage); passing a different one is an error.
@@ -155,12 +154,6 @@ def export_pipeline(
     return out_dir
 
 
-def _lora_pipeline_class(family: str):
-    if family not in LORA_PIPELINES:
-        raise ValueError(f"family={family!r} is unknown; use one of {sorted(LORA_PIPELINES)}.")
-    return LORA_PIPELINES[family]
-
-
 def export_lora_adapters(unet: UNet2DConditionModel, out_dir: str | Path, family: str) -> Path:
     """Save `unet`'s LoRA adapters where ``pipe.load_lora_weights(out_dir)`` finds them.
 
@@ -181,7 +174,7 @@ def export_lora_adapters(unet: UNet2DConditionModel, out_dir: str | Path, family
     state = get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME)
     state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
     out_dir = Path(out_dir)
-    _lora_pipeline_class(family).save_lora_weights(
+    model_family(family).pipeline.save_lora_weights(
         out_dir,
         unet_lora_layers=convert_state_dict_to_diffusers(state),
         unet_lora_adapter_metadata=unet.peft_config[ADAPTER_NAME].to_dict(),
@@ -206,9 +199,9 @@ def export_fused_lora_pipeline(
     replaces the teacher's VAE when the run used another one. Loads a full copy of the
     teacher on the CPU (SDXL: ~14 GB in float32).
     """
-    pipeline_cls = _lora_pipeline_class(family)
+    pipeline_cls = model_family(family).pipeline
     extra = {"vae": vae} if vae is not None else {}
-    if family == "sd":
+    if model_family(family).has_safety_checker:
         extra |= {"safety_checker": None, "feature_extractor": None,
                   "requires_safety_checker": False}
     pipe = pipeline_cls.from_pretrained(teacher_folder, local_files_only=True, **extra)

@@ -19,16 +19,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from trainer.family import TEACHER_SUBFOLDERS, family_of_unet, model_family
 from trainer.lcd.predictions import check_prediction_type
 
 if TYPE_CHECKING:  # imported where models load: the driver's checks read JSON only
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-TEACHER_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-SDXL_SUBFOLDERS = TEACHER_SUBFOLDERS + ("text_encoder_2", "tokenizer_2")
-FAMILIES = ("sd", "sdxl")
-PIPELINE_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
 
 
 @dataclass
@@ -40,7 +37,7 @@ class TeacherParts:
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
     alphas_cumprod: torch.Tensor  # (T,) float32, from the teacher's training schedule
-    prediction_type: str  # epsilon | v_prediction | sample (REFERENCE section 1)
+    prediction_type: str  # epsilon | v_prediction | sample (docs/method.md §1)
     scheduler: DDPMScheduler | None = None  # the training schedule (export reads its config)
     family: str = "sd"  # sd | sdxl (module docstring)
     text_encoder_2: CLIPTextModelWithProjection | None = None  # SDXL only
@@ -106,21 +103,14 @@ def _cached_hub_snapshot(repo_id: str, revision: str | None = None) -> Path | No
         return None
 
 
-def teacher_subfolders(family: str) -> tuple[str, ...]:
-    if family not in FAMILIES:
-        raise ValueError(f"model.family={family!r} is unknown; use one of {FAMILIES}.")
-    return SDXL_SUBFOLDERS if family == "sdxl" else TEACHER_SUBFOLDERS
-
-
 def check_family(unet_config: dict, family: str, source: str) -> None:
     """The UNet's conditioning must match model.family (SDXL: addition_embed_type text_time)."""
-    is_sdxl = unet_config.get("addition_embed_type") == "text_time"
-    if is_sdxl != (family == "sdxl"):
-        found = "sdxl" if is_sdxl else "sd"
+    found = family_of_unet(unet_config)
+    if found.name != family:
         raise ValueError(
-            f"model.teacher={source!r} is an {PIPELINE_CLASSES[found]} (its UNet has "
+            f"model.teacher={source!r} is an {found.pipeline_class} (its UNet has "
             f"addition_embed_type={unet_config.get('addition_embed_type')!r}) but "
-            f"model.family={family!r}; set model.family={found}."
+            f"model.family={family!r}; set model.family={found.name}."
         )
 
 
@@ -138,7 +128,7 @@ def _json_config(path: Path) -> dict:
 def teacher_folder(source: str, revision: str | None = None, family: str = "sd") -> Path:
     """The teacher's folder, checked to hold `family`'s layout (the family check comes first,
     so an SD folder given as SDXL says "set model.family=sd", not "text_encoder_2 missing")."""
-    subfolders = teacher_subfolders(family)
+    subfolders = model_family(family).subfolders
     folder = resolve_teacher_source(source, revision)
     check_family(_json_config(folder / "unet" / "config.json"), family, source)
     return resolve_teacher_source(source, revision, subfolders)
@@ -181,7 +171,7 @@ def _load_text_parts(folder: Path, family: str) -> dict:
         ),
         "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
     }
-    if family == "sdxl":
+    if model_family(family).dual_text_encoders:
         parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(
             folder / "text_encoder_2", local_files_only=True, dtype=torch.float32
         )

@@ -1,7 +1,7 @@
 """The run report, ``<output_dir>/report.md`` (issue 5, item 6).
 
 ``summarize_metrics`` condenses ``metrics.jsonl`` (steps, final losses and reward means over
-the last steps, summed counters such as skipped reward updates, mean phase timings);
+the last steps, summed counters such as skipped reward updates, median phase timings);
 ``write_run_report`` renders it with the config's differences from the defaults and the
 paths of the exported pipeline, checkpoints and sample grids.
 """
@@ -9,6 +9,7 @@ paths of the exported pipeline, checkpoints and sample grids.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,13 @@ def summarize_metrics(
     """Summary of per-step metric rows (each with a "step").
 
     Returns ``{"num_steps", "first_step", "last_step", "final": {key: mean of the last
-    `last_n` values}, "counters": {key: sum}, "timing_mean_s": {phase: mean seconds}}``.
+    `last_n` values}, "counters": {key: sum}, "timing_median_s": {phase: median seconds}}``.
+    Phase times are medians: the first step's wait for data would dominate a mean.
     Counter keys never logged are absent from "counters" (reported as "not recorded").
     """
     rows = sorted(rows, key=lambda row: row["step"])
     if not rows:
-        return {"num_steps": 0, "final": {}, "counters": {}, "timing_mean_s": {}}
+        return {"num_steps": 0, "final": {}, "counters": {}, "timing_median_s": {}}
     series: dict[str, list[float]] = {}
     for row in rows:
         for key, value in row.items():
@@ -51,8 +53,8 @@ def summarize_metrics(
         "last_step": rows[-1]["step"],
         "final": final,
         "counters": {k: sum(series[k]) for k in counter_keys if k in series},
-        "timing_mean_s": {
-            k.removeprefix(TIMING_PREFIX): sum(v) / len(v)
+        "timing_median_s": {
+            k.removeprefix(TIMING_PREFIX): statistics.median(v)
             for k, v in series.items()
             if k.startswith(TIMING_PREFIX)
         },
@@ -155,10 +157,10 @@ def _metrics_section(summary: Mapping[str, Any]) -> list[str]:
             ]
     skipped = summary["counters"].get(SKIPPED_REWARD_UPDATES)
     lines += [f"Skipped reward updates: {'not recorded' if skipped is None else int(skipped)}", ""]
-    if summary["timing_mean_s"]:
-        timing = sorted(summary["timing_mean_s"].items())
+    if summary["timing_median_s"]:
+        timing = sorted(summary["timing_median_s"].items())
         lines += [
-            "### Step time per phase (mean seconds)",
+            "### Step time per phase (median seconds)",
             "",
             *_table(("phase", "seconds"), timing),
             "",

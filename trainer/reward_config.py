@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from reward_service.config import StrictModel
+from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_LRM_DIR
 
 
@@ -25,10 +25,8 @@ class RewardConfig(StrictModel):
         0.0,
         ge=0,
         description="Reward scale; 0 = plain LCD. Paper Table 2: CLIPScore/PickScore 5, "
-        "HPSv2.1/ImageReward 1. The toy default (configs/toy.yaml, LRM cosine in [-1, 1]) uses "
-        "3, chosen over 1 and 5 on the first toy teacher (docs/beta-choice: beta 5's LRM-expert "
-        "agreement fell during training); on the current one beta 5 and 3 tie across three "
-        "training seeds (docs/seed-study).",
+        "HPSv2.1/ImageReward 1. The toy default (configs/toy.yaml) uses 3 for LRM cosine "
+        "scores in [-1, 1] (the comparison that chose it: docs/results.md).",
     )
     mode: Literal["direct", "lrm"] = Field(
         "lrm",
@@ -82,8 +80,8 @@ class LRMConfig(StrictModel):
         3.3e-6,
         gt=0,
         description="Paper appendix A (after HPSv2), for 10k updates of a CLIP-H-sized LRM. "
-        "The toy LRM recipes use 1e-4: ~600 updates of a 0.6M-parameter LRM, the same "
-        "~30-100x step-budget scaling as lcd.learning_rate; 3.3e-6 leaves it where it started.",
+        "The toy LRM recipes use 1e-4: a few hundred updates of a small LRM need a larger "
+        "step, as lcd.learning_rate does; at 3.3e-6 it stays where it started.",
     )
     tau_l: float = Field(
         0.01,

@@ -3,7 +3,7 @@
 Reward hooks: `RewardHook.student_reward(context)` returns per-sample rewards that keep
 gradients w.r.t. `context.online`; `after_step(context)` lets a hook train itself (the latent
 proxy RM of Algorithm 4) on detached tensors. `DirectReward` decodes the online latents with
-gradient and scores them with an in-process scorer (REFERENCE section 2).
+gradient and scores them with an in-process scorer (docs/method.md §2).
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ stage 4, so they run on a second thread: stage 6 beside the student's forward, a
 update) beside this step's backward and optimizer. Each thread keeps its own
 single-threaded op stream on its own core (the same numbers either way).
 
+The stages are the pure functions of trainer/lcd/distill.py, whose `lcd_loss` runs them in
+order; tests/unit/test_task.py checks that a step equals `lcd_loss` bit for bit.
+
 Randomness: each sample's (n, w, eps) comes from its own generator seeded by
 (seed, step, sample_key), so a run gives the same numbers whatever the number of workers.
 
@@ -56,16 +59,15 @@ from trainer.lcd import (
     AdaptersDisabled,
     LoRASettings,
     add_lora_adapters,
-    add_noise,
     build_student_unet,
-    consistency_output,
+    consistency_function,
     ddim_grid,
     distance_loss,
     ema_update_,
     guided_teacher_step,
+    noised_start,
     sample_guidance_scale,
     sample_solver_indices,
-    solver_timesteps,
     student_w_embedding,
 )
 from trainer.models import TeacherParts
@@ -74,7 +76,7 @@ from trainer.reward_hooks import RewardContext, RewardHook
 
 @dataclass(frozen=True)
 class LCDSettings:
-    """Hyper-parameters of the LCD loss (REFERENCE section 1 defaults)."""
+    """Hyper-parameters of the LCD loss (docs/method.md §1 defaults)."""
 
     num_ddim_timesteps: int = 50
     w_min: float = 5.0
@@ -95,7 +97,7 @@ class StepInputs:
     z_start: torch.Tensor
     t_start: torch.Tensor
     t_end: torch.Tensor
-    index: torch.Tensor  # solver index n per sample
+    abar_end: torch.Tensor  # abar_prev[n] of each sample's solver index n
     w: torch.Tensor
     w_embedding: torch.Tensor | None
     cond: Conditioning
@@ -258,14 +260,16 @@ class DistillationTask:
         latents = batch.latents.to(self.device)
         index, w, noise = self.draw(batch.sample_keys, step, latents.shape[1:])
         index, w, noise = index.to(self.device), w.to(self.device), noise.to(latents)
-        t_start, t_end = solver_timesteps(self.grid, index)
+        z_start, t_start, t_end, abar_end = noised_start(  # stage 2
+            latents, noise, index, self.grid, self.alphas_cumprod
+        )
         image_size = image_size_of(latents, self.teacher)
         return StepInputs(
             latents=latents,
-            z_start=add_noise(latents, noise, self.alphas_cumprod, t_start),  # stage 2
+            z_start=z_start,
             t_start=t_start,
             t_end=t_end,
-            index=index,
+            abar_end=abar_end,
             w_embedding=student_w_embedding(self.student, w, latents),  # None for LCM-LoRA
             w=w,
             cond=encode_text(self.teacher, batch.captions).with_time_ids(image_size),  # 3
@@ -287,7 +291,7 @@ class DistillationTask:
     def _teacher(self, inputs: StepInputs) -> torch.Tensor:
         """Stage 5: the guided teacher's DDIM step from t_start to t_end."""
         return guided_teacher_step(
-            self.teacher_unet, inputs.z_start, inputs.t_start, self.grid.abar_prev[inputs.index],
+            self.teacher_unet, inputs.z_start, inputs.t_start, inputs.abar_end,
             inputs.cond.hidden_states, inputs.uncond.hidden_states, inputs.w,
             self.alphas_cumprod, self.teacher.prediction_type, inputs.cond.added,
             inputs.uncond.added,
@@ -314,9 +318,9 @@ class DistillationTask:
 
     def _consistency(self, unet, z, t, w_embedding, cond: Conditioning) -> torch.Tensor:
         """Stages 4/6: f(z, t) = c_skip z + c_out x0(unet(z, t, w, c))."""
-        out = unet(z, t, timestep_cond=w_embedding, **cond.unet_kwargs()).sample
-        return consistency_output(
-            out, z, t, self.alphas_cumprod, self.teacher.prediction_type
+        return consistency_function(
+            unet, z, t, w_embedding, cond.hidden_states, cond.added, self.alphas_cumprod,
+            self.teacher.prediction_type,
         )
 
     def after_optimizer_step(self) -> dict[str, float]:

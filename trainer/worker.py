@@ -1,7 +1,7 @@
 """Ray Train's entry point for the RG-LCD run; the loop itself is trainer/loop.py.
 
 Kept light on purpose: Ray imports this module in every new worker process, while the loop's
-modules pull in diffusers and transformers (about 10 s of imports on a 2-core machine) and
+modules pull in diffusers and transformers (seconds of imports) and
 then load the teacher, student and target (a minute or more at Stable Diffusion scale). The
 checkpoint Ray Train hands a restarted or resumed run is verified against its manifest first,
 so a corrupt or partial one is refused before any of that.

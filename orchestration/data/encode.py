@@ -1,6 +1,6 @@
 """Pixels -> scaled VAE latents, as a Ray Data class UDF (plain class: callable without Ray).
 
-`z = vae.encode(x).latent_dist.sample() * scaling_factor` (REFERENCE section 1; Algorithm 3,
+`z = vae.encode(x).latent_dist.sample() * scaling_factor` (docs/method.md §1; Algorithm 3,
 line 1), with x in [-1, 1]. Each row's posterior sample uses its own generator seeded from
 (seed, sample_key) exactly as `trainer.data.EncodeImages` does, so a latent shard holds the very
 latents the trainer would have encoded from the image shard, and re-running the job gives the

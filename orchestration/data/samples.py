@@ -9,7 +9,7 @@ or when its caption is missing or empty. Each skip carries one of `SKIP_REASONS`
 string, so the job can report exactly which samples it dropped and why.
 
 Resizing follows the trainer's `trainer.data.load_image` exactly (shortest side to R with
-bicubic, PIL's always-antialiased filter, then a centre crop; REFERENCE section 5 on resize
+bicubic, PIL's always-antialiased filter, then a centre crop; docs/method.md §6 on resize
 antialiasing), so latents written by the job equal what the trainer would encode from images.
 """
 

@@ -12,12 +12,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from reward_service.config import ScorerConfig, StrictModel
+from reward_service.config import ScorerConfig
+from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP_DIR
 
 TEACHER_SAMPLERS = ("ddim", "dpmsolver++")
 DEFAULT_TEACHER_GUIDANCE = 7.5  # SD's usual CFG scale (Imagen form)
-DEFAULT_LCM_GUIDANCE = 8.5  # LatentConsistencyModelPipeline default: w = 7.5 (REFERENCE s. 4)
+DEFAULT_LCM_GUIDANCE = 8.5  # LatentConsistencyModelPipeline default: w = 7.5 (docs/method.md §4)
 
 
 class ModelSpec(StrictModel):

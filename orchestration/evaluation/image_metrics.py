@@ -12,7 +12,7 @@ square root) with one of two feature extractors:
   here. With few images (say < 2048) Inception FID is biased upwards: compare models only at
   equal image counts.
 
-HF-noise ratio (the over-optimisation symptom of REFERENCE section 3): the share of an image's
+HF-noise ratio (the over-optimisation symptom of docs/method.md §3): the share of an image's
 spectral energy above a radial frequency cut-off (``rglcd.toy.metrics.high_frequency_fraction``),
 averaged over the generated set and divided by the same average over the reference set. About
 1 for images as clean as real ones; above 1 with added noise. Generated images are resized to

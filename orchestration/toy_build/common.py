@@ -32,7 +32,7 @@ class BuildSettings:
     reward_clip_counterfactuals: bool = False  # hard-negatives: add shape/size/colour swaps
     reward_clip_steps: int = 3_000
     reward_clip_minutes: float = 10.0
-    reward_clip_eps: float = 0.25  # the most accurate of 0.25-2 (docs/reward-clip)
+    reward_clip_eps: float = 0.25  # PGD radius; docs/reward-clip
     reward_clip_attack_steps: int = 5
     reward_clip_batch: int = 256
     vae_steps: int = 3_000
@@ -88,7 +88,7 @@ def budgeted_steps(steps: int, minutes: float, desc: str) -> Iterator[tuple[int,
 
 
 def warmup_lr(step: int, warmup: int) -> float:
-    """Linear warm-up factor, then constant (REFERENCE section 9 recipe)."""
+    """Linear warm-up factor, then constant (docs/method.md §8 recipe)."""
     return min(1.0, (step + 1) / warmup)
 
 

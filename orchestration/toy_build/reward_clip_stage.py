@@ -16,12 +16,10 @@ judge's quality score falls). Two objectives, `reward_clip_objective`:
   also the same scene with its shape, size or colour changed (`counterfactual.py`), so the
   score keeps its slope along what the caption names.
 
-Measured (docs/reward-clip): neither makes direct toy-clip guidance beat plain LCD by the toy
-judge (hard negatives with counterfactuals come closest, a tie); as the LRM's expert the
-hard-negative tower does beat it at 2 and 4 steps. The text tower stays the mini
-CLIP's, frozen: the reward reads prompts exactly as the teacher's text encoder does. Loss:
-image-to-text cross-entropy over the distinct training captions (text embeddings fixed, so
-computed once), plus the objective's term.
+How each fares as a reward: docs/results.md. The text tower stays the mini CLIP's, frozen:
+the reward reads prompts exactly as the teacher's text encoder does. Loss: image-to-text
+cross-entropy over the distinct training captions (text embeddings fixed, so computed once),
+plus the objective's term.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ SD_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0
 def build_toy_unet(seed: int) -> UNet2DConditionModel:
     """Conditional UNet on 4x8x8 latents, blocks (64, 128), cross-attention dim 64 (3.2M).
 
-    The sizes of REFERENCE section 9's trial (0.76 s a step at batch 64 on 2 CPU cores); a
-    (32, 64) net (0.8M) trained for the same wall time got shapes wrong on most samples.
+    The sizes of docs/method.md §8; a (32, 64) net trained for the same wall time gets shapes
+    wrong on most samples.
     """
     torch.manual_seed(seed)
     return UNet2DConditionModel(

@@ -1,11 +1,10 @@
 """Stage "vae": train the toy AutoencoderKL (32x32x3 <-> 4x8x8) and measure its scaling factor.
 
-Recipe from REFERENCE section 9: blocks (32, 64, 64), one layer each, 4 latent channels,
+Recipe from docs/method.md §8: blocks (32, 64, 64), one layer each, 4 latent channels,
 object pixels weighted x5 in an L1 + L2 loss (plain losses blur small crosses and squares into
 blobs), a small KL term as in SD's VAE. ``scaling_factor = 1 / std(latents)``
 is written into the config, as SD's 0.18215 was measured for its VAE. Trained in float32:
-bf16 autocast (1.7x faster in REFERENCE's trial) was 8x slower on this CPU, which lacks
-native bf16 instructions.
+bf16 autocast is slow on CPUs without native bf16 instructions.
 """
 
 from __future__ import annotations
@@ -28,9 +27,8 @@ KL_WEIGHT = 1e-6
 def build_toy_vae(seed: int) -> AutoencoderKL:
     """KL autoencoder with 4x downsampling: (B, 3, 32, 32) <-> (B, 4, 8, 8).
 
-    Blocks (32, 64, 64) as in REFERENCE section 9 (0.95M parameters, 0.64 s a step at batch
-    32 on 2 CPU cores). A narrower (16, 32, 64) VAE was ~1.8x faster but its reconstructions
-    lost small shapes (shape accuracy 0.76 on reconstructions). The decoder can be fine-tuned
+    Blocks (32, 64, 64) as in docs/method.md §8: a narrower (16, 32, 64) VAE is faster but its
+    reconstructions lose small shapes. The decoder can be fine-tuned
     later with the encoder frozen (``--vae-resume --vae-decoder-only``), which keeps the
     latent space of the UNet and LRM.
     """

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from reward_service.config import ScorerConfig
 
 
 @dataclass
@@ -29,11 +32,35 @@ class ItemScore:
 
 
 class Scorer(ABC):
-    """Base class: subclasses set the three attributes and implement `__call__`."""
+    """Base class: subclasses set the three attributes and implement `__call__`.
+
+    A scorer that a config can name (`ScorerConfig.kind`) also declares, in its class and
+    nowhere else, what the project needs to know about its kind, and is registered with
+    `@register_scorer`; the registry (registry.py) derives everything else from it.
+    """
 
     name: str
     differentiable: bool
     input_size: int  # native square input side in pixels
+
+    kind: ClassVar[str]  # the `ScorerConfig.kind` that selects this class
+    needs_checkpoint: ClassVar[bool] = False  # `ScorerConfig.checkpoint` must be set
+    options: ClassVar[tuple[str, ...]] = ()  # keys `ScorerConfig.options` may hold
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> Scorer:
+        """Load the scorer a config entry describes (weights from local files only)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a config")
+
+    @classmethod
+    def native_input_size(cls, spec: ScorerConfig) -> int:
+        """Input size of a configured scorer without loading weights (local files only)."""
+        return cls.input_size
+
+    @classmethod
+    def runtime_env(cls) -> dict[str, Any] | None:
+        """A Ray `runtime_env` of its own (an isolated environment), or None for the core one."""
+        return None
 
     @abstractmethod
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -58,3 +85,14 @@ def check_batch(images: torch.Tensor, prompts: list[str]) -> None:
         raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts")
     if not torch.is_floating_point(images):
         raise ValueError(f"images must be a float tensor in [0, 1], got dtype {images.dtype}")
+
+
+SCORER_CLASSES: dict[str, type[Scorer]] = {}
+
+
+def register_scorer(cls: type[Scorer]) -> type[Scorer]:
+    """Class decorator: make `cls.kind` a scorer kind a config can name."""
+    if cls.kind in SCORER_CLASSES and SCORER_CLASSES[cls.kind] is not cls:
+        raise ValueError(f"scorer kind {cls.kind!r} is registered twice")
+    SCORER_CLASSES[cls.kind] = cls
+    return cls

@@ -1,6 +1,6 @@
 """CLIP-family reward models on transformers `CLIPModel`: CLIPScore, PickScore, the toy CLIP.
 
-REFERENCE section 8:
+docs/method.md §5:
   CLIPScore  reward = cos(image, text)                        (reported as 100 * max(cos, 0))
   PickScore  reward = logit_scale.exp() * cos(image, text)    (about 18-24 on real images)
 Both: shortest side -> 224 bicubic, center crop, OpenAI CLIP mean/std. The input size and
@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoTokenizer, CLIPModel, PreTrainedTokenizerBase
-from transformers.utils import cached_file
 
+from reward_service.config import ScorerConfig
+from reward_service.scorers.base import register_scorer
 from reward_service.scorers.preprocess import CLIP_MEAN, CLIP_STD, PreprocessRecipe
-from reward_service.scorers.similarity import EmbeddingSimilarityScorer, freeze, resolve_device
+from reward_service.scorers.similarity import (
+    EmbeddingSimilarityScorer,
+    freeze,
+    local_json,
+    resolve_device,
+)
 from rglcd.hf_compat import projected_features
 
+if TYPE_CHECKING:  # transformers' model classes load with the weights (from_pretrained)
+    from transformers import CLIPModel, PreTrainedTokenizerBase
+
 PREPROCESSOR_FILE = "preprocessor_config.json"
+PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"  # PickScore ships no processor
 
 
 def _side(value: int | dict | None) -> int | None:
@@ -40,6 +51,8 @@ def _side(value: int | dict | None) -> int | None:
 
 def recipe_from_processor(path_or_id: str, default_size: int) -> PreprocessRecipe:
     """Shortest-side/center-crop recipe with the processor config's size and mean/std, if any."""
+    from transformers.utils import cached_file
+
     config_file = cached_file(
         path_or_id, PREPROCESSOR_FILE, _raise_exceptions_for_missing_entries=False
     )
@@ -84,6 +97,8 @@ class ClipFamilyScorer(EmbeddingSimilarityScorer):
         device: str = "auto",
     ) -> ClipFamilyScorer:
         """Load model from `checkpoint` and tokenizer/preprocessing from `processor` (or it)."""
+        from transformers import AutoTokenizer, CLIPModel
+
         model = CLIPModel.from_pretrained(checkpoint)
         processor = processor or checkpoint
         tokenizer = AutoTokenizer.from_pretrained(processor)
@@ -110,3 +125,47 @@ class ClipFamilyScorer(EmbeddingSimilarityScorer):
         if not self.use_logit_scale:
             return 1.0
         return self.model.logit_scale.exp()
+
+
+def clip_input_size(checkpoint: str | Path | None, default: int) -> int:
+    """The vision tower's input size from a local CLIP folder's config.json, else `default`."""
+    config = local_json(checkpoint, "config.json")
+    if config is None:
+        return default
+    return int(config.get("vision_config", {}).get("image_size", default))
+
+
+@register_scorer
+class ClipScoreScorer(ClipFamilyScorer):
+    """CLIPScore: the raw cosine of a transformers CLIP model."""
+
+    kind = "clipscore"
+    input_size = 224
+    needs_checkpoint = True
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> ClipScoreScorer:
+        return cls.from_pretrained(
+            spec.name, spec.checkpoint, processor=spec.processor, device=spec.device
+        )
+
+    @classmethod
+    def native_input_size(cls, spec: ScorerConfig) -> int:
+        return clip_input_size(spec.checkpoint, cls.input_size)
+
+
+@register_scorer
+class PickScoreScorer(ClipScoreScorer):
+    """PickScore: `logit_scale.exp()` x the cosine of a CLIP fine-tuned on human preferences."""
+
+    kind = "pickscore"
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> PickScoreScorer:
+        processor = spec.processor
+        if processor is None and spec.checkpoint == PICKSCORE_MODEL:
+            processor = PICKSCORE_PROCESSOR
+        return cls.from_pretrained(
+            spec.name, spec.checkpoint, processor=processor, use_logit_scale=True,
+            device=spec.device,
+        )

@@ -1,4 +1,4 @@
-"""HPSv2.1: an open_clip ViT-H-14 fine-tuned on human preferences (REFERENCE section 8).
+"""HPSv2.1: an open_clip ViT-H-14 fine-tuned on human preferences (docs/method.md §5).
 
 reward = cos(image, text), no logit scale (papers report x100; SD-class models ~25-31).
 Preprocessing: longest side -> 224 bicubic, zero-pad to 224 (open_clip's "longest" mode).
@@ -7,18 +7,24 @@ The checkpoint `HPS_v2.1_compressed.pt` (hub repo `xswu/HPSv2`) is a dict with `
 `open_clip.create_model_and_transforms(arch, pretrained=<local .pt>)` builds the architecture
 from the package's config and loads it without fetching the base weights. The `hpsv2` package
 itself is not used: it pins old pytest/protobuf, reloads the checkpoint on every call and runs
-under `no_grad` (REFERENCE sections 7-8).
+under `no_grad` (docs/method.md §7 and §5).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import open_clip
 import torch
 
+from reward_service.config import ScorerConfig
+from reward_service.scorers.base import register_scorer
 from reward_service.scorers.preprocess import CLIP_MEAN, CLIP_STD, PreprocessRecipe
-from reward_service.scorers.similarity import EmbeddingSimilarityScorer, freeze, resolve_device
+from reward_service.scorers.similarity import (
+    EmbeddingSimilarityScorer,
+    freeze,
+    local_json,
+    resolve_device,
+)
 
 DEFAULT_ARCH = "ViT-H-14"
 HPS_HUB_REPO = "xswu/HPSv2"
@@ -44,12 +50,39 @@ def register_model_config(config_path: str) -> str:
     path = Path(config_path)
     if not path.is_file():
         raise ValueError(f"open_clip model config {config_path!r} does not exist")
+    import open_clip
+
     open_clip.add_model_config(path)
     return path.stem
 
 
+@register_scorer
 class HpsScorer(EmbeddingSimilarityScorer):
     """A frozen open_clip model scoring cos(image, text) with HPS's longest-side/pad recipe."""
+
+    kind = "hpsv2.1"
+    input_size = 224
+    needs_checkpoint = True
+    options = ("arch", "model_config")
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> HpsScorer:
+        return cls.from_checkpoint(
+            spec.name,
+            spec.checkpoint,
+            arch=spec.options.get("arch", DEFAULT_ARCH),
+            model_config=spec.options.get("model_config"),
+            device=spec.device,
+        )
+
+    @classmethod
+    def native_input_size(cls, spec: ScorerConfig) -> int:
+        """From options.model_config's vision_cfg when that json is local."""
+        if not spec.options.get("model_config"):
+            return cls.input_size
+        path = Path(spec.options["model_config"])
+        config = local_json(path.parent, path.name) or {}
+        return int(config.get("vision_cfg", {}).get("image_size", cls.input_size))
 
     def __init__(self, name: str, model: torch.nn.Module, tokenizer, device: str = "auto") -> None:
         image_size = model.visual.image_size
@@ -69,6 +102,8 @@ class HpsScorer(EmbeddingSimilarityScorer):
         device: str = "auto",
     ) -> HpsScorer:
         """Build `arch` (optionally registered from a json `model_config`) and load `checkpoint`."""
+        import open_clip  # with the weights only: describing the kind needs none of it
+
         if model_config is not None:
             arch = register_model_config(model_config)
         if open_clip.get_model_config(arch) is None:

@@ -1,4 +1,4 @@
-"""ImageReward v1.0 (BLIP ViT-L/16 + BERT with cross-attention + MLP head), REFERENCE s. 7-8.
+"""ImageReward v1.0 (BLIP ViT-L/16 + BERT with cross-attention + MLP head), docs/method.md §5, §7.
 
 reward = (mlp(cls) - 0.16717362830052426) / 1.0333394966054072   (about -2..+2)
 preprocessing: shortest side -> 224 bicubic, center crop 224, OpenAI CLIP mean/std.
@@ -24,14 +24,15 @@ from typing import Any
 
 import torch
 
-from reward_service.scorers.base import Scorer, check_batch
+from reward_service.config import ScorerConfig
+from reward_service.scorers.base import Scorer, check_batch, register_scorer
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 from reward_service.scorers.similarity import freeze, resolve_device
 
 INPUT_SIZE = 224
 TEXT_MAX_LENGTH = 35  # the package's tokenizer setting
 TOKEN_CACHE_SIZE = 4096  # prompts whose tokens are kept (least recently used dropped first)
-# Isolated environment for the ImageReward deployment (pins from REFERENCE section 7).
+# Isolated environment for the ImageReward deployment (pins from docs/method.md §7).
 IMAGEREWARD_RUNTIME_ENV: dict[str, Any] = {
     "pip": {
         "packages": [
@@ -48,7 +49,7 @@ INSTALL_HINT = (
     "run this scorer in its own environment: the reward service gives its deployment the Ray "
     "runtime_env reward_service.scorers.imagereward.IMAGEREWARD_RUNTIME_ENV, or run "
     "`pip install image-reward==1.5 'transformers<5' clip-anytorch 'setuptools<70'` in an "
-    "isolated virtualenv (never in the core environment, REFERENCE section 7)"
+    "isolated virtualenv (never in the core environment, docs/method.md §7)"
 )
 
 
@@ -87,11 +88,25 @@ def load_imagereward(checkpoint: str, med_config: str | None, device: torch.devi
     return package.load(name=checkpoint, device=str(device), med_config=med_config)
 
 
+@register_scorer
 class ImageRewardScorer(Scorer):
     """Frozen ImageReward on tensor-preprocessed images; differentiable inside its environment."""
 
+    kind = "imagereward"
     differentiable = True
     input_size = INPUT_SIZE
+    needs_checkpoint = True
+    options = ("med_config",)
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> ImageRewardScorer:
+        return cls.from_checkpoint(
+            spec.name, spec.checkpoint, spec.options.get("med_config"), spec.device
+        )
+
+    @classmethod
+    def runtime_env(cls) -> dict[str, Any]:
+        return imagereward_runtime_env()
 
     def __init__(self, name: str, model: torch.nn.Module, device: str = "auto") -> None:
         self.name = name

@@ -1,13 +1,13 @@
-"""Differentiable image preprocessing for reward models (REFERENCE section 8).
+"""Differentiable image preprocessing for reward models (docs/method.md §5).
 
 The reward models' own pipelines go through PIL / `ToTensor` / numpy image processors, which
 quantise to uint8 and cut the autograd graph. Here every step is a tensor op, so rewards keep
 their gradient w.r.t. the generated pixels (paper eq. 10-11). Resizing always passes
 `antialias=True` explicitly: torchvision changed that default between versions and it changes
-reward gradients (REFERENCE section 5). PIL's bicubic filter always antialiases, so this is
+reward gradients (docs/method.md §6). PIL's bicubic filter always antialiases, so this is
 also the closest tensor match to the packages' PIL paths.
 
-Two recipes cover the reward models of REFERENCE section 8:
+Two recipes cover the reward models of docs/method.md §5:
   "shortest-crop": shortest side -> size (bicubic), center crop  (CLIPScore, PickScore, ImageReward)
   "longest-pad":   longest side -> size (bicubic), zero-pad      (HPSv2.1, open_clip "longest")
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# OpenAI CLIP normalisation, shared by CLIP, PickScore, HPSv2.1 and ImageReward (REFERENCE s. 8).
+# OpenAI CLIP normalisation of CLIP, PickScore, HPSv2.1 and ImageReward (docs/method.md §5).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESIZE_MODES = ("shortest-crop", "longest-pad")
@@ -38,7 +38,7 @@ class PreprocessRecipe:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
     interpolation: str = "bicubic"
-    antialias: bool = True  # kept explicit on purpose (REFERENCE section 5)
+    antialias: bool = True  # kept explicit on purpose (docs/method.md §6)
 
     def __post_init__(self) -> None:
         if self.mode not in RESIZE_MODES:

@@ -1,15 +1,17 @@
 """Shared machinery of the dual-encoder reward models (CLIPScore, PickScore, HPSv2.1, toy CLIP).
 
 Each of them scores an (image, prompt) pair as a (possibly scaled) cosine between the image
-and text embeddings (REFERENCE section 8). The image side runs with gradients through the
+and text embeddings (docs/method.md §5). The image side runs with gradients through the
 tensor preprocessing; the text side runs under `no_grad` and is cached per prompt, since the
 prompts of a training run repeat and the text tower never needs a gradient.
 """
 
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
@@ -17,6 +19,13 @@ from reward_service.scorers.base import Scorer, check_batch
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 
 TEXT_CACHE_SIZE = 4096  # prompts kept per scorer; bounded so a long-lived service stays small
+
+
+def local_json(folder: str | Path | None, filename: str) -> dict | None:
+    """A small json from a local model folder, or None (never touches the network)."""
+    if folder is None or not (Path(folder) / filename).is_file():
+        return None
+    return json.loads((Path(folder) / filename).read_text(encoding="utf-8"))
 
 
 def resolve_device(device: str) -> torch.device:

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from reward_service.scorers.base import ItemScore, Scorer, check_batch
+from reward_service.config import ScorerConfig
+from reward_service.scorers.base import ItemScore, Scorer, check_batch, register_scorer
+from reward_service.scorers.clip_family import ClipFamilyScorer, clip_input_size
 from reward_service.scorers.preprocess import PreprocessRecipe, resize
 from rglcd.toy.judge import ToyJudge
+from rglcd.toy.paths import TOY_MINICLIP_DIR
 from rglcd.toy.scenes import IMAGE_SIZE, parse_caption
-
-if TYPE_CHECKING:  # transformers loads with the mini CLIP only: a judge replica needs none
-    from reward_service.scorers.clip_family import ClipFamilyScorer
 
 TOY_PREPROCESS_FILE = "preprocess.json"  # = rglcd.toy.miniclip.PREPROCESS_FILE
 
@@ -46,7 +45,7 @@ def toy_clip_recipe(directory: str | Path, default_size: int) -> PreprocessRecip
     )
 
 
-def toy_clip_scorer(name: str, directory: str | Path, device: str = "auto") -> ClipFamilyScorer:
+def toy_clip_scorer(name: str, directory: str | Path, device: str = "auto") -> ToyClipScorer:
     """The miniature CLIP as a CLIPScore-style reward (raw cosine), loaded offline."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
@@ -54,16 +53,31 @@ def toy_clip_scorer(name: str, directory: str | Path, device: str = "auto") -> C
             f"no miniature CLIP at {directory}; build it with "
             "`python orchestration/build_toy_world.py` or set the scorer's checkpoint"
         )
-    from transformers import AutoTokenizer, CLIPModel
-
-    from reward_service.scorers.clip_family import ClipFamilyScorer
+    from transformers import AutoTokenizer, CLIPModel  # loaded with the mini CLIP only
 
     model = CLIPModel.from_pretrained(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     recipe = toy_clip_recipe(directory, model.config.vision_config.image_size)
-    return ClipFamilyScorer(name, model, tokenizer, recipe, use_logit_scale=False, device=device)
+    return ToyClipScorer(name, model, tokenizer, recipe, use_logit_scale=False, device=device)
 
 
+@register_scorer
+class ToyClipScorer(ClipFamilyScorer):
+    """The miniature CLIP as a CLIPScore-style reward; checkpoint defaults to the committed one."""
+
+    kind = "toy-clip"
+    input_size = IMAGE_SIZE
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> ToyClipScorer:
+        return toy_clip_scorer(spec.name, spec.checkpoint or str(TOY_MINICLIP_DIR), spec.device)
+
+    @classmethod
+    def native_input_size(cls, spec: ScorerConfig) -> int:
+        return clip_input_size(spec.checkpoint or TOY_MINICLIP_DIR, cls.input_size)
+
+
+@register_scorer
 class ToyJudgeScorer(Scorer):
     """`ToyJudge` as a scorer: reward = overall = sqrt(semantic * quality), 0-10, no gradient.
 
@@ -72,12 +86,17 @@ class ToyJudgeScorer(Scorer):
     that item's error; the other items are still judged.
     """
 
+    kind = "toy-judge"
     differentiable = False
     input_size = IMAGE_SIZE
 
     def __init__(self, name: str = "toy-judge", judge=None) -> None:
         self.name = name
         self.judge = judge or ToyJudge()  # or any judge with the same calls (HeldoutJudge)
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> ToyJudgeScorer:
+        return cls(spec.name)
 
     def _toy_size(self, images: torch.Tensor) -> torch.Tensor:
         return resize(images.detach().float(), IMAGE_SIZE, IMAGE_SIZE)
@@ -110,3 +129,17 @@ def _item(result: dict) -> ItemScore:
     """One judge result -> score = overall, details = the sub-scores and what was detected."""
     details = {key: value for key, value in result.items() if key != "overall"}
     return ItemScore(score=float(result["overall"]), details=details)
+
+
+@register_scorer
+class HeldoutJudgeScorer(ToyJudgeScorer):
+    """The held-out toy judge (rglcd/toy/heldout_judge.py): rules written independently of the
+    toy judge's, for evaluations that report a judge no recipe trained on."""
+
+    kind = "heldout-judge"
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> HeldoutJudgeScorer:
+        from rglcd.toy.heldout_judge import HeldoutJudge
+
+        return cls(spec.name, judge=HeldoutJudge())

@@ -1,6 +1,6 @@
 """VIEScore-style judge: a vision-language model behind an OpenAI-compatible chat API.
 
-Per image, two calls (REFERENCE section 8, VIEScore t2i), each answered as JSON
+Per image, two calls (docs/method.md §5, VIEScore t2i), each answered as JSON
 `{"score": [...], "reasoning": "..."}` on a 0-10 scale:
   SC: semantic consistency, one score ("does the image follow the prompt")
   PQ: perceptual quality, [naturalness, artifacts]
@@ -35,7 +35,8 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from reward_service.scorers.base import ItemScore, Scorer, check_batch
+from reward_service.config import ScorerConfig
+from reward_service.scorers.base import ItemScore, Scorer, check_batch, register_scorer
 from reward_service.scorers.preprocess import resize_longest_side
 
 RESULT_CACHE_SIZE = 16384
@@ -123,10 +124,22 @@ def _raise_if_error(answer: str | RuntimeError, which: str) -> str:
     return answer
 
 
+@register_scorer
 class VlmJudgeScorer(Scorer):
     """Non-differentiable reward from a VLM judge; per-item errors, never default scores."""
 
+    kind = "vlm-judge"
     differentiable = False
+    input_size = 512
+    options = tuple(VlmJudgeOptions.model_fields)
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> VlmJudgeScorer:
+        return cls(spec.name, spec.options)
+
+    @classmethod
+    def native_input_size(cls, spec: ScorerConfig) -> int:
+        return int(spec.options.get("image_max_side", cls.input_size))
 
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         self.name = name

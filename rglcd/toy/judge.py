@@ -1,6 +1,6 @@
 """The toy judge: a non-differentiable, VIEScore-style expert for toy scenes.
 
-VIEScore (REFERENCE section 8) asks a VLM for a semantic-consistency score SC and perceptual
+VIEScore (docs/method.md §5) asks a VLM for a semantic-consistency score SC and perceptual
 quality scores PQ (0-10 each) and reports ``O = sqrt(SC * PQ)``. Here the "VLM" is a fixed
 procedure on a uint8 copy of the image, built from deliberately non-differentiable steps:
 
@@ -117,11 +117,6 @@ def analyse_images(images: np.ndarray) -> list[dict]:
     labels = connected_components(classes != np.array(bgs)[:, None, None])
     parts = zip(classes, deviation, labels, bgs, strict=True)
     return [_analyse_one(c, d, lab, bg) for c, d, lab, bg in parts]
-
-
-def analyse_image(image: np.ndarray) -> dict:
-    """Detected attributes and quality sub-scores of one (H, W, 3) uint8 image."""
-    return analyse_images(image[None])[0]
 
 
 def _analyse_one(classes: np.ndarray, deviation: np.ndarray, labels: np.ndarray, bg: int) -> dict:

@@ -4,7 +4,7 @@ Its text tower is the toy teacher's text encoder; the whole model is the toy CLI
 The tokenizer is a real ``CLIPTokenizer`` (byte-level BPE): every byte is a token, and merges
 build each word of the caption grammar into one ``word</w>`` token, so any text tokenizes and
 grammar words cost one id each. Images: [0, 1] RGB, resized to 32x32, normalised with the
-OpenAI CLIP mean/std (REFERENCE section 8), as recorded in ``preprocess.json``.
+OpenAI CLIP mean/std (docs/method.md §5), as recorded in ``preprocess.json``.
 """
 
 from __future__ import annotations
@@ -82,8 +82,7 @@ def miniclip_config(vocab_size: int) -> CLIPConfig:
     """Text: 2 layers, hidden 64. Vision: ViT 32x32, patch 4 (64 patches), 3 layers, hidden 64.
 
     Patch 4: the small shapes (9-13 px) span only about 2x2 patches of 8 pixels, too coarse
-    to tell a cross from a square (a patch-8 tower reached 0.37 held-out top-1); patch 4 costs
-    ~2.5x more per step (0.33 s at batch 128 on 2 CPU cores).
+    to tell a cross from a square (docs/toy-world.md); patch 4 costs more per step.
     """
     text = {
         "vocab_size": vocab_size,

@@ -1,4 +1,4 @@
-"""Deterministic scene grammar and renderer of the toy world (REFERENCE section 9).
+"""Deterministic scene grammar and renderer of the toy world (docs/method.md §8).
 
 A scene is one flat-coloured shape on a flat-coloured background, rendered at 32x32 without
 anti-aliasing. Its caption follows one grammar::
@@ -121,6 +121,8 @@ def shape_mask(shape: str, width: float, x: float, y: float, size: int = IMAGE_S
     if shape == "square":
         return (np.abs(dx) <= h) & (np.abs(dy) <= h)
     if shape == "triangle":  # apex up, base at the bottom
+        if h == 0:  # covers no pixel centre (the judge's templates try width 0)
+            return np.zeros((size, size), dtype=bool)
         depth = (dy + h) / (2 * h)  # 0 at the apex, 1 at the base
         return (depth >= 0) & (depth <= 1) & (np.abs(dx) <= depth * h)
     arm = width / 6.0  # cross: two bars one third of the width thick

@@ -1,4 +1,4 @@
-"""Checkpoint round trip, refusal of partial / corrupt checkpoints, rotation."""
+"""Checkpoint round trip and refusal of partial / corrupt checkpoints."""
 
 from __future__ import annotations
 
@@ -18,11 +18,8 @@ from trainer.checkpointing import (
     DataPosition,
     TrainState,
     checkpoint_name,
-    latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     local_checkpoint_dir,
-    rotate_checkpoints,
     save_checkpoint,
     verify_checkpoint,
 )
@@ -171,25 +168,6 @@ def test_manifest_lists_every_file_and_save_leaves_no_temp_dirs(saved):
     assert manifest["step"] == 2
     assert json.loads((path / "train_state.json").read_text())["modules"]["lrm"] == "safetensors"
     assert [p.name for p in path.parent.iterdir()] == [path.name]
-
-
-def test_rotation_keeps_the_newest_k(tmp_path):
-    small = TrainState(step=0, modules={"lrm": nn.Linear(2, 2)})
-    for step in (5, 10, 15, 20, 25):
-        small.step = step
-        save_checkpoint(tmp_path / checkpoint_name(step), small)
-    (tmp_path / ".tmp-step_00000030-dead").mkdir()  # left by a crash mid-save
-
-    deleted = rotate_checkpoints(tmp_path, keep=2)
-
-    assert [p.name for p in list_checkpoints(tmp_path)] == [
-        checkpoint_name(20),
-        checkpoint_name(25),
-    ]
-    assert len(deleted) == 4
-    assert latest_checkpoint(tmp_path).name == checkpoint_name(25)
-    with pytest.raises(ValueError, match="keep at least 1"):
-        rotate_checkpoints(tmp_path, keep=0)
 
 
 def test_saving_the_same_step_again_replaces_it(tmp_path):

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict
 
-from rglcd.configuration import ConfigError, diff_from_defaults, dump_config, load_config
+from rglcd.configuration import (
+    ConfigError,
+    diff_from_defaults,
+    dump_config,
+    load_config,
+    read_config_file,
+)
 from trainer.config import RGLCDConfig, is_local_path, load_trainer_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -185,7 +190,7 @@ def _fields(data: dict) -> set[str]:
 @pytest.mark.parametrize("recipe", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_recipe_parses_and_takes_effect_exactly(recipe):
     cfg = load(recipe)
-    written = yaml.safe_load(recipe.read_text()) or {}
+    written = read_config_file(RGLCDConfig, recipe)  # with the files it extends
     assert _is_subset(written, cfg.model_dump(mode="json"))  # each value lands as written
     assert _fields(diff_from_defaults(cfg)) <= _fields(written)  # nothing else changes
 
@@ -376,3 +381,39 @@ def test_optional_8bit_adam_says_how_to_get_it_when_absent():
         with pytest.raises(ValueError, match="pip install bitsandbytes, or set lcd.optimizer"):
             optimizer_class("adamw8bit")
     assert load(overrides=["lcd.optimizer=adamw8bit"]).lcd.optimizer == "adamw8bit"
+
+
+def test_extends_merges_files_in_order_sections_key_by_key(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "lcd: {learning_rate: 1.0e-6, max_steps: 10}\nserve: {vaes: {a: {path: x}}}\n"
+    )
+    (tmp_path / "method.yaml").write_text("lcd: {max_steps: 20}\nserve: {vaes: {b: {path: y}}}\n")
+    (tmp_path / "recipe.yaml").write_text(
+        "extends: [base.yaml, method.yaml]\nrun_name: composed\nlcd: {global_batch_size: 4}\n"
+    )
+    cfg = load(tmp_path / "recipe.yaml")
+    assert (cfg.lcd.learning_rate, cfg.lcd.max_steps, cfg.lcd.global_batch_size) == (1e-6, 20, 4)
+    assert list(cfg.serve.vaes) == ["b"]  # a dict-typed field is replaced whole, like a list
+    assert cfg.run_name == "composed"
+
+
+def test_extends_refuses_a_cycle_and_a_malformed_value(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: {teacher: t.yaml}\n")
+    with pytest.raises(ConfigError, match="`extends` must be a file name or a list"):
+        load(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "d.yaml")
+
+
+def test_model_family_names_one_of_the_family_objects():
+    from trainer.family import FAMILIES
+
+    assert load(None, ["model.family=sd"]).model.family == "sd"
+    with pytest.raises(ConfigError, match=r"model.family='flux' is unknown; use one of \('sd', 'sdxl'\)"):
+        load(None, ["model.family=flux"])
+    assert set(FAMILIES) == {"sd", "sdxl"}

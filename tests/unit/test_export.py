@@ -84,7 +84,7 @@ def test_export_loads_and_samples_in_a_fresh_process(exported):
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     results = json.loads(line.removeprefix("RESULT "))
 
-    expected_timesteps = {1: [999], 2: [999, 499], 4: [999, 759, 499, 259]}  # REFERENCE s. 4
+    expected_timesteps = {1: [999], 2: [999, 499], 4: [999, 759, 499, 259]}  # docs/method.md §4
     for kind, folder in zip(("epsilon", "v_prediction"), folders, strict=True):
         entry = results[folder]
         assert entry["pipeline"] == "LatentConsistencyModelPipeline"

@@ -1,8 +1,10 @@
 """Every recipe in configs/ parses, names scorers the registry knows, and means what it says.
 
-Real-scale recipes (paper appendix A, Table 2): three teachers x {LCM, RG-LCM direct with one of
-four RMs, RG-LCM + LRM with that RM as the expert} = 27 files named
-`<teacher>-lcd.yaml`, `<teacher>-rglcd-<rm>.yaml`, `<teacher>-rglcd-lrm-<rm>.yaml`.
+Real-scale recipes compose a teacher file (configs/teachers/) and a method file
+(configs/methods/): `<teacher>-<method>.yaml` holds `extends: [teachers/<teacher>.yaml,
+methods/<method>.yaml]`, its run name and, for LRM methods, the teacher's LRM and VAE. The
+tests iterate the teacher and method files that exist: adding a teacher file needs a recipe
+per method, not a change here.
 """
 
 from __future__ import annotations
@@ -10,49 +12,48 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from reward_service.scorers.registry import SCORER_INFO, describe_scorer
+from reward_service.scorers.registry import describe_scorer, scorer_classes
 from rglcd.configuration import ConfigError
 from trainer.config import load_trainer_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+TEACHER_FILES = sorted((CONFIG_DIR / "teachers").glob("*.yaml"))
+METHOD_FILES = sorted((CONFIG_DIR / "methods").glob("*.yaml"))
 
-# teacher prefix -> (hub id, prediction type, resolution)
-TEACHERS = {
-    "sd15": ("runwayml/stable-diffusion-v1-5", "epsilon", 512),
-    "sd21": ("stabilityai/stable-diffusion-2-1-base", "epsilon", 512),
-    "sd21v": ("stabilityai/stable-diffusion-2-1", "v_prediction", 768),
-}
-# recipe suffix -> (scorer kind, beta from paper Table 2)
+# method file suffix -> (scorer kind, beta from paper Table 2)
 REWARDS = {
     "hps": ("hpsv2.1", 1.0),
     "imagereward": ("imagereward", 1.0),
     "pickscore": ("pickscore", 5.0),
     "clipscore": ("clipscore", 5.0),
 }
-REAL_RECIPES = [
-    (teacher, variant, reward)
-    for teacher in TEACHERS
-    for variant, reward in [("lcd", None)] + [(v, r) for r in REWARDS for v in ("direct", "lrm")]
-]
-
-
-def recipe_name(teacher: str, variant: str, reward: str | None) -> str:
-    if variant == "lcd":
-        return f"{teacher}-lcd.yaml"
-    return f"{teacher}-rglcd-{'lrm-' if variant == 'lrm' else ''}{reward}.yaml"
 
 
 def load(path: Path, overrides=()):
     return load_trainer_config(path, overrides, check_paths=False)
 
 
+def extends(path: Path) -> list[str]:
+    bases = (yaml.safe_load(path.read_text()) or {}).get("extends", [])
+    return [bases] if isinstance(bases, str) else bases
+
+
+def is_teacher_method_recipe(path: Path) -> bool:
+    bases = extends(path)
+    return len(bases) == 2 and bases[0].startswith("teachers/") and bases[1].startswith("methods/")
+
+
+REAL_RECIPES = [p for p in CONFIGS if is_teacher_method_recipe(p)]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_recipe_parses_and_names_known_scorers(path):
     cfg = load(path)
     for spec in cfg.serve.scorers:
-        assert spec.kind in SCORER_INFO
+        assert spec.kind in scorer_classes()
         describe_scorer(spec)  # options and checkpoint presence, without loading weights
     names = {s.name for s in cfg.serve.scorers}
     if not cfg.reward.enabled:
@@ -65,33 +66,35 @@ def test_every_recipe_parses_and_names_known_scorers(path):
         assert cfg.lrm.batch_size <= cfg.per_worker_batch_size
 
 
-def test_every_teacher_reward_combination_has_a_recipe():
-    expected = {recipe_name(*combo) for combo in REAL_RECIPES}
-    present = {p.name for p in CONFIGS if p.name.split("-")[0] in TEACHERS}
-    assert present == expected and len(expected) == 27
+def test_every_teacher_has_a_recipe_for_every_method():
+    assert TEACHER_FILES and METHOD_FILES
+    for teacher in TEACHER_FILES:
+        for method in METHOD_FILES:
+            recipe = CONFIG_DIR / f"{teacher.stem}-{method.stem}.yaml"
+            assert recipe.is_file(), f"no recipe {recipe.name} for {teacher.name} + {method.name}"
+            assert extends(recipe) == [f"teachers/{teacher.name}", f"methods/{method.name}"]
 
 
-@pytest.mark.parametrize(
-    ("teacher", "variant", "reward"), REAL_RECIPES, ids=[recipe_name(*c) for c in REAL_RECIPES]
-)
-def test_real_recipe_follows_the_paper(teacher, variant, reward):
-    cfg = load(CONFIG_DIR / recipe_name(teacher, variant, reward))
-    hub_id, prediction_type, resolution = TEACHERS[teacher]
-    assert cfg.run_name == recipe_name(teacher, variant, reward).removesuffix(".yaml")
-    assert (cfg.model.teacher, cfg.model.prediction_type) == (hub_id, prediction_type)
-    assert cfg.model.resolution == resolution
+def check_follows_the_paper(cfg, teacher_file: Path, method: str) -> None:
+    """Teacher fields as the teacher file says; appendix A and Table 2 for the method."""
+    teacher = yaml.safe_load(teacher_file.read_text())
+    model = teacher["model"]
+    assert (cfg.model.teacher, cfg.model.prediction_type) == (
+        model["teacher"], model["prediction_type"]
+    )
+    assert cfg.model.resolution == model["resolution"]
+    assert cfg.data.train_path == teacher["data"]["train_path"]
     # Appendix A: lr 1e-6, EMA 0.95, w in [5, 15], 10k steps, batch 32 (LCM) / 5 (RG) x 8 GPUs.
     lcd = cfg.lcd
     assert (lcd.learning_rate, lcd.ema_decay, lcd.w_min, lcd.w_max) == (1e-6, 0.95, 5.0, 15.0)
     assert (lcd.max_steps, lcd.num_ddim_timesteps) == (10_000, 50)
     assert (cfg.scaling.num_workers, cfg.scaling.use_gpu) == (8, True)
-    assert cfg.per_worker_batch_size == (32 if variant == "lcd" else 5)
-    assert cfg.data.train_path.endswith(f"-{resolution}")
-
-    if variant == "lcd":
+    assert cfg.per_worker_batch_size == (32 if method == "lcd" else 5)
+    if method == "lcd":
         assert cfg.reward.beta == 0 and cfg.serve.scorers == []
         return
-    kind, beta = REWARDS[reward]
+    variant = "lrm" if method.startswith("rglcd-lrm-") else "direct"
+    kind, beta = REWARDS[method.rsplit("-", 1)[1]]
     assert cfg.reward.beta == beta  # paper Table 2
     assert cfg.reward.mode == variant
     (scorer,) = cfg.serve.scorers
@@ -100,8 +103,39 @@ def test_real_recipe_follows_the_paper(teacher, variant, reward):
     assert used == scorer.name
     if variant == "lrm":
         assert cfg.uses_lrm and cfg.lrm.checkpoint.startswith("/models/")
-        assert cfg.serve.vaes["teacher"].path == hub_id  # expert decodes with the teacher's VAE
+        assert cfg.serve.vaes["teacher"].path == model["teacher"]  # the teacher's VAE decodes
         assert scorer.num_gpus > 0  # the expert runs in the reward service, on a GPU
+
+
+@pytest.mark.parametrize("recipe", REAL_RECIPES, ids=[p.name for p in REAL_RECIPES])
+def test_real_recipe_follows_the_paper(recipe):
+    teacher, method = extends(recipe)
+    cfg = load(recipe)
+    assert cfg.run_name == recipe.stem
+    check_follows_the_paper(cfg, CONFIG_DIR / teacher, Path(method).stem)
+
+
+@pytest.mark.parametrize("method", ["lcd", "rglcd-hps", "rglcd-lrm-pickscore"])
+def test_a_new_teacher_file_composes_with_the_method_files(tmp_path, method):
+    """A teacher written outside configs/ combines with the committed base and methods."""
+    teacher = tmp_path / "my-teacher.yaml"
+    teacher.write_text(
+        f"extends: {CONFIG_DIR / 'base' / 'real-scale.yaml'}\n"
+        "model: {teacher: /models/my-sd, prediction_type: v_prediction, resolution: 640}\n"
+        "data: {train_path: /data/my-latents-640}\n"
+    )
+    recipe = tmp_path / "recipe.yaml"
+    lrm_parts = (
+        "lrm: {checkpoint: /models/my-lrm}\n"
+        "serve: {vaes: {teacher: {path: /models/my-sd, num_gpus: 0.5}}}\n"
+    )
+    recipe.write_text(
+        f"extends: [{teacher}, {CONFIG_DIR / 'methods' / (method + '.yaml')}]\n"
+        f"run_name: my-{method}\n" + (lrm_parts if "lrm" in method else "")
+    )
+    cfg = load(recipe)
+    assert cfg.run_name == f"my-{method}"
+    check_follows_the_paper(cfg, teacher, method)
 
 
 def test_sdxl_recipe_is_lcm_lora():

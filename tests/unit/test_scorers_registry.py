@@ -9,22 +9,80 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
+import torch
 
-from reward_service.config import SCORER_KINDS, ScorerConfig
+from reward_service.config import ScorerConfig
+from reward_service.scorers.base import SCORER_CLASSES, Scorer, register_scorer
 from reward_service.scorers.imagereward import (
     IMAGEREWARD_RUNTIME_ENV,
     imagereward_runtime_env,
     import_imagereward,
 )
-from reward_service.scorers.registry import SCORER_INFO, build_scorer, describe_scorer
+from reward_service.scorers.registry import build_scorer, describe_scorer, scorer_classes
+from rglcd.configuration import ConfigError
+from trainer.config import load_trainer_config
 
 
-def test_every_config_kind_has_static_facts():
-    assert set(SCORER_INFO) == set(SCORER_KINDS)
-    assert {k for k, info in SCORER_INFO.items() if info.differentiable} == {
+def test_every_kind_is_declared_by_its_scorer_class():
+    classes = scorer_classes()
+    assert set(classes) == {
+        "toy-judge", "heldout-judge", "toy-clip", "clipscore", "pickscore", "hpsv2.1",
+        "imagereward", "vlm-judge",
+    }
+    assert all(cls.kind == kind for kind, cls in classes.items())
+    assert {k for k, cls in classes.items() if cls.differentiable} == {
         "toy-clip", "clipscore", "pickscore", "hpsv2.1", "imagereward"
     }
     assert describe_scorer(ScorerConfig(name="j", kind="toy-judge")).differentiable is False
+    isolated = describe_scorer(ScorerConfig(name="i", kind="imagereward", checkpoint="/m.pt"))
+    assert isolated.isolated_env and isolated.runtime_env == imagereward_runtime_env()
+    assert not describe_scorer(ScorerConfig(name="c", kind="toy-clip")).isolated_env
+
+
+class BrightnessScorer(Scorer):
+    """A scorer a test adds: mean brightness, differentiable."""
+
+    kind = "test-brightness"
+    differentiable = True
+    input_size = 8
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return images.mean(dim=(1, 2, 3))
+
+    @classmethod
+    def from_spec(cls, spec: ScorerConfig) -> BrightnessScorer:
+        return cls(spec.name)
+
+
+@pytest.fixture
+def brightness_kind():
+    register_scorer(BrightnessScorer)  # the one registration a new scorer needs
+    yield BrightnessScorer.kind
+    SCORER_CLASSES.pop(BrightnessScorer.kind)
+
+
+def test_a_new_scorer_needs_one_registration(brightness_kind):
+    spec = ScorerConfig(name="bright", kind=brightness_kind)  # the config accepts the kind
+    info = describe_scorer(spec)
+    assert (info.differentiable, info.input_size, info.runtime_env) == (True, 8, None)
+    scorer = build_scorer(spec)
+    assert scorer(torch.ones(2, 3, 8, 8), ["a", "b"]).tolist() == [1.0, 1.0]
+
+    direct = [
+        f"serve.scorers=[{{name: bright, kind: {brightness_kind}}}]",
+        "reward.mode=direct", "reward.model=bright", "reward.beta=1",
+    ]
+    cfg = load_trainer_config(None, direct, check_paths=False)  # direct reward: differentiable
+    assert cfg.reward.model == "bright"
+    BrightnessScorer.differentiable = False
+    try:
+        with pytest.raises(ConfigError, match="gives no gradient"):
+            load_trainer_config(None, direct, check_paths=False)
+    finally:
+        BrightnessScorer.differentiable = True
 
 
 def test_describe_vlm_judge_uses_its_image_side():

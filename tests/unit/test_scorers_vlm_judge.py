@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from reward_service.config import ScorerConfig
-from reward_service.scorers.registry import SCORER_INFO, build_scorer
+from reward_service.scorers.registry import build_scorer, scorer_classes
 from reward_service.scorers.vlm_judge import VlmJudgeOptions, parse_scores, viescore
 
 SC_ANSWER = {"score": [8], "reasoning": "follows the prompt"}
@@ -190,4 +190,4 @@ def test_options_are_validated(monkeypatch):
         _scorer("http://127.0.0.1:9/v1")
     with pytest.raises(ValueError, match="unknown options"):
         _scorer("http://127.0.0.1:9/v1", temperature=0.7)
-    assert set(SCORER_INFO["vlm-judge"].options) == set(VlmJudgeOptions.model_fields)
+    assert set(scorer_classes()["vlm-judge"].options) == set(VlmJudgeOptions.model_fields)

@@ -3,7 +3,7 @@
 Plus the two student builders: full UNet with a w-embedding (student.py, EMA target in
 ema.py) and LCM-LoRA adapters on the frozen teacher (lora.py).
 
-See REFERENCE sections 1 and 4 and the paper's eq. 5, 8, 9, 13 and Algorithms 2-3.
+See docs/method.md §1 and §4 and the paper's eq. 5, 8, 9, 13 and Algorithms 2-3.
 """
 
 from trainer.lcd.boundary import (
@@ -12,7 +12,13 @@ from trainer.lcd.boundary import (
     boundary_scalings,
     consistency_output,
 )
-from trainer.lcd.distill import LCDOutput, lcd_loss, student_w_embedding
+from trainer.lcd.distill import (
+    LCDOutput,
+    consistency_function,
+    lcd_loss,
+    noised_start,
+    student_w_embedding,
+)
 from trainer.lcd.ema import EMA_MU, ema_update_
 from trainer.lcd.guidance import (
     W_EMBEDDING_DIM,
@@ -74,6 +80,7 @@ __all__ = [
     "boundary_scalings",
     "build_student_unet",
     "check_prediction_type",
+    "consistency_function",
     "consistency_output",
     "ddim_grid",
     "ddim_step",
@@ -90,6 +97,7 @@ __all__ = [
     "lcm_timesteps",
     "lora_parameters",
     "lora_state_dict",
+    "noised_start",
     "pseudo_huber_loss",
     "sample_guidance_scale",
     "sample_solver_indices",

@@ -1,4 +1,4 @@
-"""Consistency-model boundary conditions of LCM (paper eq. 5; REFERENCE section 1).
+"""Consistency-model boundary conditions of LCM (paper eq. 5; docs/method.md §1).
 
 f(z, t) = c_skip(t) z + c_out(t) x0(F(z, t), z, t), with sigma_data = 0.5 and the timestep
 scaled by 10 so that c_skip ~ 1 and c_out ~ 0 only very near t = 0 (as diffusers'

@@ -1,7 +1,10 @@
 """One LCD loss evaluation (paper eq. 8, Algorithm 3 without the reward term).
 
 Pure given its inputs: the caller draws the solver indices, guidance scales and noise (so a
-seeded run is reproducible) and owns the optimizer and the EMA update.
+seeded run is reproducible) and owns the optimizer and the EMA update. `lcd_loss` runs the
+stages in order; the training task (trainer/task.py) runs the same stage functions
+(`noised_start`, `consistency`, `guided_teacher_step`, `distance_loss`), some of them on a
+second thread, and a test checks that both give the same loss bit for bit.
 """
 
 from __future__ import annotations
@@ -53,15 +56,13 @@ def lcd_loss(
     teacher's CFG. `cond_added` / `uncond_added`: SDXL's ``added_cond_kwargs``.
     """
     index = index.to(latents.device)
-    t_start, t_end = solver_timesteps(grid, index)
-    abar_end = grid.abar_prev[index.to(grid.abar_prev.device)]
-    z_start = add_noise(latents, noise, alphas_cumprod, t_start)
+    z_start, t_start, t_end, abar_end = noised_start(latents, noise, index, grid, alphas_cumprod)
     w_embedding = student_w_embedding(student, w, latents)
-    conditioning = {"encoder_hidden_states": cond_embeds, "added_cond_kwargs": cond_added}
 
-    online_out = student(z_start, t_start, timestep_cond=w_embedding, **conditioning).sample
-    online = consistency_output(online_out, z_start, t_start, alphas_cumprod, prediction_type)
-
+    online = consistency_function(  # with grad
+        student, z_start, t_start, w_embedding, cond_embeds, cond_added, alphas_cumprod,
+        prediction_type,
+    )
     z_end = guided_teacher_step(
         teacher_unet,
         z_start,
@@ -76,11 +77,50 @@ def lcd_loss(
         uncond_added,
     )
     with torch.no_grad():
-        target_out = target_unet(z_end, t_end, timestep_cond=w_embedding, **conditioning).sample
-        target = consistency_output(target_out, z_end, t_end, alphas_cumprod, prediction_type)
+        target = consistency_function(
+            target_unet, z_end, t_end, w_embedding, cond_embeds, cond_added, alphas_cumprod,
+            prediction_type,
+        )
 
     loss = distance_loss(online, target, loss_type, huber_c)
     return LCDOutput(loss=loss, online=online, target=target, t_start=t_start, t_end=t_end)
+
+
+def noised_start(
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    index: torch.Tensor,
+    grid: DDIMGrid,
+    alphas_cumprod: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(z_s, t_s, t_e, abar_prev[n]): z_s = alpha_{t_s} z0 + sigma_{t_s} eps (Algorithm 3).
+
+    index: solver indices n (B,) on the latents' device; t_s = ddim_t[n], t_e = t_s - k.
+    """
+    t_start, t_end = solver_timesteps(grid, index)
+    abar_end = grid.abar_prev[index.to(grid.abar_prev.device)]
+    return add_noise(latents, noise, alphas_cumprod, t_start), t_start, t_end, abar_end
+
+
+def consistency_function(
+    unet: nn.Module,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    w_embedding: torch.Tensor | None,
+    hidden_states: torch.Tensor,
+    added_cond_kwargs: dict[str, torch.Tensor] | None,
+    alphas_cumprod: torch.Tensor,
+    prediction_type: str,
+) -> torch.Tensor:
+    """f(z, w, c, t) = c_skip z + c_out x0(unet(z, t, w, c)) (eq. 5): online and target net."""
+    out = unet(
+        z,
+        t,
+        timestep_cond=w_embedding,
+        encoder_hidden_states=hidden_states,
+        added_cond_kwargs=added_cond_kwargs,
+    ).sample
+    return consistency_output(out, z, t, alphas_cumprod, prediction_type)
 
 
 def student_w_embedding(

@@ -1,6 +1,6 @@
 """EMA of the online consistency model into the target model (Algorithm 3, last line).
 
-Direction (REFERENCE section 1): target <- mu * target + (1 - mu) * online, mu = 0.95. The
+Direction (docs/method.md §1): target <- mu * target + (1 - mu) * online, mu = 0.95. The
 paper's eq. 6 text writes it the other way round; Algorithms 3-4 and the reference code use
 this one, so a target starts as a copy of the student and trails it slowly.
 """

@@ -1,4 +1,4 @@
-"""Guidance scale: sampling, Fourier embedding and classifier-free guidance (REFERENCE section 1).
+"""Guidance scale: sampling, Fourier embedding and classifier-free guidance (docs/method.md §1).
 
 LCM form throughout: x_w = x_c + w (x_c - x_u), i.e. the Imagen / diffusers pipeline scale is
 w + 1 (``LatentConsistencyModelPipeline`` embeds ``guidance_scale - 1``).

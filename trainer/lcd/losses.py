@@ -1,4 +1,4 @@
-"""Distance functions d(., .) of the LCD loss (paper eq. 8: Huber; REFERENCE section 1)."""
+"""Distance functions d(., .) of the LCD loss (paper eq. 8: Huber; docs/method.md §1)."""
 
 from __future__ import annotations
 

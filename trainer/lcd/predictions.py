@@ -1,4 +1,4 @@
-"""Conversions between a diffusion model's output and (x0, eps) (REFERENCE section 1).
+"""Conversions between a diffusion model's output and (x0, eps) (docs/method.md §1).
 
 With alpha = sqrt(abar_t), sigma = sqrt(1 - abar_t) and z = alpha x0 + sigma eps:
   epsilon:      o = eps                      -> x0 = (z - sigma o)/alpha, eps = o

@@ -1,4 +1,4 @@
-"""Multistep latent consistency sampling (paper Algorithm 2; REFERENCE section 4).
+"""Multistep latent consistency sampling (paper Algorithm 2; docs/method.md §4).
 
 Numerically the same as running diffusers' ``LCMScheduler`` (``set_timesteps`` + ``step``)
 with the same model outputs and the same generator: the timestep schedule, the boundary

@@ -1,4 +1,4 @@
-"""Noise schedule lookups and the DDIM solver grid of LCD (REFERENCE section 1).
+"""Noise schedule lookups and the DDIM solver grid of LCD (docs/method.md §1).
 
 All functions are pure: they take the teacher's ``alphas_cumprod`` (abar, shape (T,)) and
 integer timesteps and return tensors. Shapes: B = batch, latents (B, C, H, W).
@@ -37,7 +37,7 @@ def scaled_linear_alphas_cumprod(
 
 
 def ddim_grid(alphas_cumprod: torch.Tensor, num_ddim_timesteps: int = 50) -> DDIMGrid:
-    """Build the DDIM solver grid (REFERENCE section 1; paper appendix A, skip k = 20)."""
+    """Build the DDIM solver grid (docs/method.md §1; paper appendix A, skip k = 20)."""
     num_train = alphas_cumprod.shape[0]
     if not 1 <= num_ddim_timesteps <= num_train:
         raise ValueError(

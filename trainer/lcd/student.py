@@ -1,4 +1,4 @@
-"""Build the LCM student UNet from the teacher (paper section 4 / appendix A; REFERENCE section 1).
+"""Build the LCM student UNet from the teacher (paper section 4 / appendix A; docs/method.md §1).
 
 The student is the teacher's ``UNet2DConditionModel`` plus a w-embedding input: with
 ``time_cond_proj_dim`` set, diffusers adds ``time_embedding.cond_proj`` (Linear, no bias) and

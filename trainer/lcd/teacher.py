@@ -1,4 +1,4 @@
-"""The CFG-augmented teacher ODE step of LCD (paper eq. 9 and 13; REFERENCE section 1)."""
+"""The CFG-augmented teacher ODE step of LCD (paper eq. 9 and 13; docs/method.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Latent proxy reward model (paper section 4.2, Algorithm 4; REFERENCE section 3).
+"""Latent proxy reward model (paper section 4.2, Algorithm 4; docs/method.md §3).
 
 Public API::
 

@@ -1,5 +1,5 @@
 """Which LRM parameters train (paper appendix B: "last 2 layers of the latent encoder and the
-last 5 layers of the text encoder"; REFERENCE section 3).
+last 5 layers of the text encoder"; docs/method.md §3).
 
 Every parameter belongs to one named group::
 

@@ -1,7 +1,7 @@
 """LRM losses and metrics as pure tensor functions (no models, no config, no I/O).
 
 - ``kl_preference_loss``: online finetuning of the LRM towards an expert (paper eq. 12,
-  Algorithm 4, REFERENCE section 3).
+  Algorithm 4, docs/method.md §3).
 - ``preference_agreement``: how often LRM and expert prefer the same latent of a pair.
 - ``clip_contrastive_loss`` / ``retrieval_accuracy`` / ``attribute_accuracy``: LRM pretraining
   (paper appendix B) and what it learned.

@@ -1,9 +1,9 @@
 """Latent proxy reward model (LRM): CLIP with its image tower replaced by a latent tower.
 
-Paper section 4.2 and appendix B ("Details for integrating an LRM"), REFERENCE section 3.
+Paper section 4.2 and appendix B ("Details for integrating an LRM"), docs/method.md §3.
 
 Inputs are the *scaled* latents the RG-LCD step works with, ``z = vae.encode(x)
-.latent_dist.sample() * scaling_factor`` (REFERENCE section 1): the real latent ``z0`` and the
+.latent_dist.sample() * scaling_factor`` (docs/method.md §1): the real latent ``z0`` and the
 consistency outputs ``pred`` / ``z1`` / ``z2`` all live in that space, so the student's reward
 term and the online finetuning need no rescaling. (The reference code feeds ``pred / sf``;
 we do not.) ``config.latent_scaling_factor`` records the teacher VAE's factor for reference.
@@ -277,7 +277,7 @@ class LatentRewardModel(nn.Module):
 
         The reward reads only the EOS-pooled output, which padding after EOS cannot change
         (causal attention), so padding to the batch's longest prompt instead of the
-        tokenizer's max length (77) gives the same rewards ~2x faster on the toy LRM.
+        tokenizer's max length (77) gives the same rewards for less compute.
         """
         if self.tokenizer is None:
             raise ValueError("this LRM has no tokenizer; pass input_ids instead of prompts.")
