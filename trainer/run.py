@@ -375,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_toy_data(cfg)
     connect_ray(cfg)
     try:
+        from trainer.placement import check_gpu_placement
+
+        check_gpu_placement(cfg)
         ensure_reward_service(cfg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
