@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint env
+.PHONY: demo test test-slow-env lint env
 
 env: $(VENV)/.installed
 
@@ -28,3 +28,8 @@ test: lint
 	@start=$$(date +%s); \
 	$(PY) -m pytest -q --timeout=900; rc=$$?; \
 	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# ImageReward's isolated environment, built from PyPI as its Ray runtime_env would be (minutes;
+# not part of `make test`).
+test-slow-env: env
+	$(PY) -m pytest -q -m slow_env tests/slow_env

@@ -8,7 +8,7 @@ The `image-reward` 1.5 package cannot live in the core environment: it pins timm
 (`clip-anytorch`) and `pkg_resources`, and its vendored BERT fails to import on transformers
 5. So the package is imported lazily, only inside a process built from
 `IMAGEREWARD_RUNTIME_ENV` (the reward service gives that Ray `runtime_env` to this one
-deployment), or inside any separate environment where `pip install image-reward==1.5` was run.
+deployment), or inside any separate environment where `IMAGEREWARD_PACKAGES` were installed.
 
 The package's own `score()` goes through PIL and `no_grad`; here the same modules
 (`blip.visual_encoder`, `blip.text_encoder`, `mlp`) run on tensor-preprocessed pixels, so the
@@ -29,24 +29,37 @@ from reward_service.scorers.similarity import freeze, resolve_device
 
 INPUT_SIZE = 224
 TEXT_MAX_LENGTH = 35  # the package's tokenizer setting
-# Isolated environment for the ImageReward deployment (pins from REFERENCE section 7).
+# Isolated environment for the ImageReward deployment. Ray builds it as a virtualenv that sees
+# the base environment's packages (torch, Ray, this project) and installs these on top, so
+# they shadow the core versions there only. Every version is pinned: image-reward 1.5's BLIP
+# imports `apply_chunking_to_forward` / `find_pruneable_heads_and_indices` from
+# transformers.modeling_utils, gone after 4.46.x (4.57 no longer has them); its ReFL module
+# imports diffusers at import time, and diffusers >= 0.39 needs a newer transformers (0.42
+# also huggingface-hub >= 1.32, while transformers 4.46 needs < 1.0); `clip` imports
+# pkg_resources, which setuptools 81 removed, and torch 2.14 needs setuptools >= 77.0.3 (a
+# lower cap makes pip reinstall an older torch). Resolved and checked on 2026-12-05 by
+# tests/slow_env/test_imagereward_env.py (`pytest -m slow_env`): import plus a real score.
+IMAGEREWARD_PACKAGES = [
+    "image-reward==1.5",
+    "transformers==4.46.3",
+    "tokenizers==0.20.3",
+    "huggingface-hub==0.36.2",
+    "diffusers==0.31.0",
+    "datasets==5.0.1",
+    "timm==0.6.13",
+    "fairscale==0.4.13",
+    "clip-anytorch==2.6.0",
+    "setuptools>=77.0.3,<81",
+]
 IMAGEREWARD_RUNTIME_ENV: dict[str, Any] = {
-    "pip": {
-        "packages": [
-            "image-reward==1.5",
-            "transformers>=4.30,<5",
-            "clip-anytorch",
-            "setuptools<70",  # keeps pkg_resources, which `clip` imports
-        ],
-        "pip_check": False,
-    },
+    "pip": {"packages": IMAGEREWARD_PACKAGES, "pip_check": False},
     "env_vars": {"HF_HUB_OFFLINE": "1"},
 }
 INSTALL_HINT = (
     "run this scorer in its own environment: the reward service gives its deployment the Ray "
-    "runtime_env reward_service.scorers.imagereward.IMAGEREWARD_RUNTIME_ENV, or run "
-    "`pip install image-reward==1.5 'transformers<5' clip-anytorch 'setuptools<70'` in an "
-    "isolated virtualenv (never in the core environment, REFERENCE section 7)"
+    "runtime_env reward_service.scorers.imagereward.IMAGEREWARD_RUNTIME_ENV, or pip-install "
+    "reward_service.scorers.imagereward.IMAGEREWARD_PACKAGES into an isolated virtualenv "
+    "(never into the core environment, which needs transformers 5)"
 )
 
 
