@@ -18,6 +18,7 @@ reward keeps its gradient w.r.t. the images (the "score_gard" path of reward-gui
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,41 +31,49 @@ from reward_service.scorers.similarity import freeze, resolve_device
 INPUT_SIZE = 224
 TEXT_MAX_LENGTH = 35  # the package's tokenizer setting
 # Isolated environment for the ImageReward deployment. Ray builds it as a virtualenv that sees
-# the base environment's packages (torch, Ray, this project) and installs these on top, so
-# they shadow the core versions there only. Every version is pinned: image-reward 1.5's BLIP
-# imports `apply_chunking_to_forward` / `find_pruneable_heads_and_indices` from
+# the base environment's packages (torch, Ray, this project) and installs the pins of
+# imagereward-requirements.txt on top, so they shadow the core versions there only; the Docker
+# image bakes the same environment (IMAGEREWARD_PYTHON_ENV names its interpreter) so that
+# nothing is downloaded at run time. Every version is pinned: image-reward 1.5's BLIP imports
+# `apply_chunking_to_forward` / `find_pruneable_heads_and_indices` from
 # transformers.modeling_utils, gone after 4.46.x (4.57 no longer has them); its ReFL module
 # imports diffusers at import time, and diffusers >= 0.39 needs a newer transformers (0.42
 # also huggingface-hub >= 1.32, while transformers 4.46 needs < 1.0); `clip` imports
 # pkg_resources, which setuptools 81 removed, and torch 2.14 needs setuptools >= 77.0.3 (a
 # lower cap makes pip reinstall an older torch). Resolved and checked on 2026-12-05 by
 # tests/slow_env/test_imagereward_env.py (`pytest -m slow_env`): import plus a real score.
+REQUIREMENTS = Path(__file__).with_name("imagereward-requirements.txt")
 IMAGEREWARD_PACKAGES = [
-    "image-reward==1.5",
-    "transformers==4.46.3",
-    "tokenizers==0.20.3",
-    "huggingface-hub==0.36.2",
-    "diffusers==0.31.0",
-    "datasets==5.0.1",
-    "timm==0.6.13",
-    "fairscale==0.4.13",
-    "clip-anytorch==2.6.0",
-    "setuptools>=77.0.3,<81",
+    line.strip()
+    for line in REQUIREMENTS.read_text().splitlines()
+    if line.strip() and not line.startswith("#")
 ]
 IMAGEREWARD_RUNTIME_ENV: dict[str, Any] = {
     "pip": {"packages": IMAGEREWARD_PACKAGES, "pip_check": False},
     "env_vars": {"HF_HUB_OFFLINE": "1"},
 }
+IMAGEREWARD_PYTHON_ENV = "RGLCD_IMAGEREWARD_PYTHON"  # interpreter of a pre-built environment
 INSTALL_HINT = (
     "run this scorer in its own environment: the reward service gives its deployment the Ray "
     "runtime_env reward_service.scorers.imagereward.IMAGEREWARD_RUNTIME_ENV, or pip-install "
-    "reward_service.scorers.imagereward.IMAGEREWARD_PACKAGES into an isolated virtualenv "
+    "reward_service/scorers/imagereward-requirements.txt into an isolated virtualenv "
     "(never into the core environment, which needs transformers 5)"
 )
 
 
 def imagereward_runtime_env() -> dict[str, Any]:
-    """A fresh copy of the Ray `runtime_env` for the ImageReward deployment."""
+    """A fresh copy of the Ray `runtime_env` for the ImageReward deployment: the pre-built
+    environment's interpreter when $RGLCD_IMAGEREWARD_PYTHON names one (the Docker image),
+    else the pip packages Ray installs when the deployment first starts on a node."""
+    python = os.environ.get(IMAGEREWARD_PYTHON_ENV)
+    if python:
+        if not Path(python).is_file():
+            raise ValueError(
+                f"{IMAGEREWARD_PYTHON_ENV}={python} is not a file; point it at the python of "
+                "an environment with reward_service/scorers/imagereward-requirements.txt "
+                "installed, or unset it to let Ray pip-install them"
+            )
+        return {"py_executable": python, "env_vars": dict(IMAGEREWARD_RUNTIME_ENV["env_vars"])}
     return copy.deepcopy(IMAGEREWARD_RUNTIME_ENV)
 
 

@@ -3,11 +3,12 @@
 Ray creates a virtualenv that sees the base interpreter's packages (a `--system-site-packages`
 virtualenv, or a clone when Ray itself runs in a virtualenv) and pip-installs the listed
 packages on top. This test does the same with the deployment's own pins
-(`IMAGEREWARD_RUNTIME_ENV`): a venv whose site-packages come first and this environment's
-after (a .pth file), `pip install` of the pinned packages, then `import ImageReward` and a
-real score in that venv (tests/helpers/imagereward_check.py).
+(reward_service/scorers/imagereward-requirements.txt, also baked into the Docker image): a
+venv whose site-packages come first and this environment's after (a .pth file), `pip install`
+of the pinned packages, then `import ImageReward` and a real score in that venv
+(tests/helpers/imagereward_check.py).
 
-It downloads about 70 MB from PyPI and takes a few minutes, so it is marked `slow_env` and left
+It installs about 190 MB from PyPI and takes a few minutes, so it is marked `slow_env` and left
 out of the default run:  pytest -m slow_env tests/slow_env
 Set RGLCD_IMAGEREWARD_VENV to an existing directory to reuse an environment built before.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from reward_service.scorers.imagereward import imagereward_runtime_env
+from reward_service.scorers.imagereward import IMAGEREWARD_PACKAGES, REQUIREMENTS
 
 pytestmark = pytest.mark.slow_env
 HELPER = Path(__file__).resolve().parents[1] / "helpers" / "imagereward_check.py"
@@ -39,9 +40,9 @@ def _isolated_env(path: Path) -> Path:
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     inherited = "\n".join(site.getsitepackages())
     (path / "lib" / version / "site-packages" / "_base_env.pth").write_text(inherited + "\n")
-    pip = imagereward_runtime_env()["pip"]
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *pip["packages"]], check=True)
-    (path / "pins.json").write_text(json.dumps(pip["packages"]))
+    install = [str(python), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)]
+    subprocess.run(install, check=True)  # what the Dockerfile and the runtime_env's pip install
+    (path / "pins.json").write_text(json.dumps(IMAGEREWARD_PACKAGES))
     return python
 
 

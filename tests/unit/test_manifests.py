@@ -270,3 +270,21 @@ def test_dockerfile_pins_the_base_runs_non_root_and_installs_the_project():
     copied = {c.split()[-2].rstrip("/") for c in copies}
     for package in ("rglcd", "trainer", "reward_service", "orchestration", "configs"):
         assert package in copied
+
+
+def test_dockerfile_bakes_imagerewards_own_environment():
+    """The reward service's ImageReward deployment uses it instead of pip at deploy time."""
+    from reward_service.scorers.imagereward import IMAGEREWARD_PYTHON_ENV, REQUIREMENTS
+
+    instructions = _dockerfile_instructions()
+    envs = " ".join(args for keyword, args in instructions if keyword == "ENV")
+    python = re.search(rf"{IMAGEREWARD_PYTHON_ENV}=(\S+)", envs).group(1)
+    venv = python.removesuffix("/bin/python")
+    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    (build,) = [" ".join(r.split()) for r in runs if f"venv --system-site-packages {venv}" in r]
+    requirements = REQUIREMENTS.relative_to(ROOT).as_posix()
+    assert any(
+        k == "COPY" and a.startswith(f"--chown=ray:users {requirements} ") for k, a in instructions
+    )
+    assert f"{venv}/bin/pip install --no-cache-dir -r /tmp/{REQUIREMENTS.name}" in build
+    assert "import ImageReward" in build  # the build fails if the pins stop importing

@@ -63,7 +63,7 @@ def test_clip_checkpoint_that_does_not_exist_fails_loudly(tmp_path):
 def test_imagereward_import_error_says_how_to_install(tmp_path):
     with pytest.raises(ImportError, match="IMAGEREWARD_RUNTIME_ENV") as err:
         import_imagereward()
-    assert "IMAGEREWARD_PACKAGES" in str(err.value)
+    assert "imagereward-requirements.txt" in str(err.value)
     checkpoint = tmp_path / "ImageReward.pt"
     checkpoint.write_bytes(b"weights")
     (tmp_path / "med_config.json").write_text("{}")
@@ -81,7 +81,8 @@ def test_imagereward_missing_files_are_reported_before_import(tmp_path):
         build_scorer(spec)
 
 
-def test_imagereward_runtime_env_pins():
+def test_imagereward_runtime_env_pins(monkeypatch):
+    monkeypatch.delenv("RGLCD_IMAGEREWARD_PYTHON", raising=False)
     env = imagereward_runtime_env()
     packages = env["pip"]["packages"]
     # Every package pinned: transformers 4.46.3 (4.57 lacks what image-reward's BLIP imports),
@@ -97,3 +98,17 @@ def test_imagereward_runtime_env_pins():
     RuntimeEnv(**env)  # Ray's own validation of the runtime_env the deployment gets
     env["pip"]["packages"].append("mutated")  # callers get a copy
     assert "mutated" not in IMAGEREWARD_RUNTIME_ENV["pip"]["packages"]
+
+
+def test_a_prebuilt_imagereward_environment_is_used_instead_of_pip(monkeypatch, tmp_path):
+    from ray.runtime_env import RuntimeEnv
+
+    python = tmp_path / "imagereward-venv" / "bin" / "python"
+    monkeypatch.setenv("RGLCD_IMAGEREWARD_PYTHON", str(python))
+    with pytest.raises(ValueError, match="is not a file"):
+        imagereward_runtime_env()
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    env = imagereward_runtime_env()
+    assert env == {"py_executable": str(python), "env_vars": {"HF_HUB_OFFLINE": "1"}}
+    RuntimeEnv(**env)
