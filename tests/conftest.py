@@ -5,6 +5,8 @@ Tiers, by directory (and marker, added automatically):
   tests/ray   - integration tests on ONE session-scoped local Ray cluster (`ray_cluster`).
   tests/e2e   - the real entry points (trainer/run.py, python -m reward_service, ...).
 Select a tier with e.g. `pytest tests/unit` or `pytest -m "not e2e"`.
+Tests marked `slow_env` (ImageReward's isolated environment built from PyPI, and the rehearsal
+of the real path that needs it) run only when asked for: `pytest -m slow_env` (pyproject.toml).
 """
 
 from __future__ import annotations

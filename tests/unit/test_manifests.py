@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from trainer.config import load_trainer_config
+from trainer.placement import gpu_placement_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 RAYJOB = ROOT / "orchestration" / "rayjob.yaml"
@@ -214,17 +215,24 @@ def test_rayjob_runs_an_existing_recipe_with_enough_gpus(rayjob):
     overrides = [w for w in words[words.index("--config") + 2 :] if "=" in w]
     cfg = load_trainer_config(ROOT / recipe, overrides, check_paths=False)
 
-    train_gpus = cfg.scaling.num_workers * (cfg.scaling.gpus_per_worker or 1)
-    serve = cfg.serve
-    serve_gpus = sum(s.num_gpus * s.num_replicas for s in serve.scorers) + sum(
-        v.num_gpus * v.num_replicas for v in serve.vaes.values()
-    )
-    groups = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    per_pod = [_quantity(_containers(g)[0]["resources"]["limits"][GPU]) for g in groups]
-    available = sum(n * g["replicas"] for n, g in zip(per_pod, groups, strict=True))
-    assert cfg.scaling.use_gpu and available >= train_gpus + serve_gpus
-    # Train workers are placed whole on one pod (one NCCL node) when a pod has enough GPUs.
-    assert max(per_pod) >= train_gpus
+    assert cfg.scaling.use_gpu
+    spec = rayjob["spec"]["rayClusterSpec"]
+    head_gpus = float(spec["headGroupSpec"]["rayStartParams"].get("num-gpus", 0))
+    groups = spec["workerGroupSpecs"]
+    pods = [_quantity(_containers(g)[0]["resources"]["limits"][GPU]) for g in groups]
+    nodes = [head_gpus] + [
+        n for n, g in zip(pods, groups, strict=True) for _ in range(g["replicas"])
+    ]
+    # The trainer's own check before Ray Train and Serve start (trainer/placement.py).
+    assert gpu_placement_problem(cfg, nodes) is None
+    assert gpu_placement_problem(cfg, [head_gpus, max(pods)]) is not None  # one pod is too few
+
+
+def test_the_launcher_cluster_fits_the_lrm_recipes(cluster):
+    """At max_workers, the GPU nodes hold 8 train workers plus the reward service."""
+    gpu_nodes = cluster["available_node_types"]["gpu_worker"]["max_workers"]
+    cfg = load_trainer_config(ROOT / "configs" / "sd21v-rglcd-lrm-hps.yaml", check_paths=False)
+    assert gpu_placement_problem(cfg, [0.0] + [8.0] * gpu_nodes) is None  # p4de: 8 GPUs
 
 
 def test_one_image_everywhere(rayjob, cluster):
