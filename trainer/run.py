@@ -51,6 +51,7 @@ if __package__ in (None, ""):  # `python trainer/run.py`: import from the repo r
 
 from rglcd.configuration import ConfigError  # noqa: E402
 from trainer.config import RGLCDConfig, load_trainer_config  # noqa: E402
+from trainer.config_checks import isolated_direct_reward_problem  # noqa: E402
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
@@ -133,24 +134,13 @@ def validate_before_ray(cfg: RGLCDConfig) -> None:
             if not info.differentiable:
                 problems.append(f"reward.model={cfg.reward.model!r} is not differentiable.")
             elif info.isolated_env:
-                problems.append(_isolated_direct_reward(cfg.reward.model, info.kind))
+                problems.append(isolated_direct_reward_problem(cfg.reward.model, info.kind))
         except ValueError as err:
             problems.append(f"reward.model={cfg.reward.model!r}: {err}")
     if not cfg.uses_toy_data:
         problems += _data_problems(cfg)
     if problems:
         raise ConfigError("\n  - ".join(["the run cannot start:", *problems]), problems)
-
-
-def _isolated_direct_reward(name: str, kind: str) -> str:
-    """The direct reward runs inside the train workers, in the core environment; a scorer that
-    only imports in its own environment (ImageReward: transformers 4.46) cannot run there."""
-    return (
-        f"reward.model={name!r} (kind {kind!r}) imports only in its own environment (the "
-        "reward service's Ray runtime_env), not in the train workers, which the direct reward "
-        "needs; train it as the LRM expert instead (configs/<teacher>-rglcd-lrm-imagereward.yaml"
-        ": reward.mode=lrm, lrm.expert=<scorer>), or pick another differentiable scorer."
-    )
 
 
 def _data_problems(cfg: RGLCDConfig) -> list[str]:
