@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 1 or args.batch_size < 2 or args.num_workers < 1:
         p.error("--steps >= 1, --batch-size >= 2 and --num-workers >= 1 are required")
     if args.device != "cpu" and not args.local:
-        p.error(f"--device {args.device} needs --local (the Ray Train job runs on CPU workers)")
+        p.error(f"--device {args.device} needs --local; Ray Train workers use --use-gpu")
     if args.local and (args.num_workers != 1 or args.use_gpu):
         p.error("--local trains in this one process (--device picks it); drop --num-workers, "
                 "--use-gpu or --local")
