@@ -29,7 +29,7 @@ test: lint
 	$(PY) -m pytest -q --timeout=900; rc=$$?; \
 	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
-# ImageReward's isolated environment, built from PyPI as its Ray runtime_env would be (minutes;
-# not part of `make test`).
+# ImageReward's isolated environment, built from PyPI as its Ray runtime_env would be, and the
+# rehearsal of the real path that uses it (minutes; not part of `make test`).
 test-slow-env: env
-	$(PY) -m pytest -q -m slow_env tests/slow_env
+	$(PY) -m pytest -q -m slow_env
