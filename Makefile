@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint env browser
+.PHONY: demo test test-slow-env lint env browser
 
 env: $(VENV)/.installed
 
@@ -37,3 +37,8 @@ test: lint browser
 	@start=$$(date +%s); \
 	$(PY) -m pytest -q --timeout=900; rc=$$?; \
 	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# ImageReward's isolated environment, built from PyPI as its Ray runtime_env would be, and the
+# rehearsal of the real path that uses it (minutes; not part of `make test`).
+test-slow-env: env
+	$(PY) -m pytest -q -m slow_env

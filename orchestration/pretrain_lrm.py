@@ -6,6 +6,13 @@
     python orchestration/pretrain_lrm.py --local --device cuda --steps 20000   # one GPU, no Ray
     python orchestration/pretrain_lrm.py --evaluate rglcd/toy/artifacts/lrm   # metrics only
 
+On real data, the latent shards of orchestration/data_job.py (no VAE needed: they hold the
+latents) and a CLIP model folder for the text tower; the last shard is held out:
+
+    python orchestration/pretrain_lrm.py --latents /data/cc12m-latents-sd15-512 \
+        --clip-dir /models/clip-vit-large-patch14 --output /models/lrm-sd15-512 \
+        --num-workers 8 --use-gpu --steps 20000 --batch-size 256
+
 Each worker encodes its shard of the training images with the teacher's VAE
 (``latent_dist.sample() * scaling_factor``, the z0 of RG-LCD), builds the LRM from the
 pretrained CLIP's text tower and trains it contrastively on (latent, caption) pairs
@@ -17,8 +24,13 @@ among captions that differ in it only: "heldout_all_shape_accuracy" etc.), and s
 (fp16 safetensors + config + tokenizer + ``pretrain_metrics.json``) as the checkpoint, which
 is copied to ``--output`` at the end.
 
-Departures from the paper (appendix B): toy data instead of CC12M; retrieval over captions
-instead of ImageNet zero-shot classification; the text tower stays locked by default (the
+With ``--latents`` each worker reads its share of the training shards, the latent tower is
+sized for SD latents by default (patch 4, width 512, 12 blocks, 8 heads: the reference code's
+ViT) and rank 0 reports retrieval on the held-out shard ("heldout_*" metrics); the output
+folder is what the SD recipes' ``lrm.checkpoint`` loads.
+
+Departures from the paper (appendix B): retrieval over captions instead of ImageNet zero-shot
+classification (and toy data unless ``--latents``); the text tower stays locked by default (the
 paper "retains the original pretrained text encoder"; ``--text-blocks N`` tunes its last N
 blocks lightly), so the latent tower learns into the pretrained CLIP's text space.
 """
@@ -45,8 +57,11 @@ from rglcd.toy.paths import (  # noqa: E402
     TOY_MINICLIP_DIR,
     TOY_PIPELINE_DIR,
 )
+from trainer.lrm.latent_shards import read_manifest, split_shards  # noqa: E402
 
 EVAL_SPLITS = ("validation", "heldout")
+TOY_TOWER = {"patch_size": 2, "width": 96, "depth": 4, "heads": 4}
+LATENT_TOWER = {"patch_size": 4, "width": 512, "depth": 12, "heads": 8}  # SD's 4x64x64 latents
 METRICS_FILE = "pretrain_metrics.json"
 
 
@@ -62,10 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=None, help="stop early (recorded)")
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patch-size", type=int, default=2)
-    p.add_argument("--width", type=int, default=96)
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--latents", type=Path, default=None,
+                   help="data_job.py output folder: train on its latent shards, not the toy world")
+    p.add_argument("--heldout-shards", type=int, default=1, help="with --latents: last N shards")
+    p.add_argument("--max-rows", type=int, default=None, help="with --latents: rows per worker")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
+    for name in ("patch-size", "width", "depth", "heads"):  # default: toy or SD-sized tower
+        p.add_argument(f"--{name}", type=int, default=None)
     p.add_argument("--clip-dir", type=Path, default=TOY_MINICLIP_DIR)
     p.add_argument("--pipeline-dir", type=Path, default=TOY_PIPELINE_DIR, help="teacher (VAE)")
     p.add_argument("--vae-dir", type=Path, default=None,
@@ -85,11 +103,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.steps < 1 or args.batch_size < 2 or args.num_workers < 1:
         p.error("--steps >= 1, --batch-size >= 2 and --num-workers >= 1 are required")
     if args.device != "cpu" and not args.local:
-        p.error(f"--device {args.device} needs --local (the Ray Train job runs on CPU workers)")
-    if args.local and args.num_workers != 1:
-        p.error("--local trains in this one process; drop --num-workers or --local")
+        p.error(f"--device {args.device} needs --local; Ray Train workers use --use-gpu")
+    if args.local and (args.num_workers != 1 or args.use_gpu):
+        p.error("--local trains in this one process (--device picks it); drop --num-workers, "
+                "--use-gpu or --local")
+    sizes = LATENT_TOWER if args.latents else TOY_TOWER
+    for name, default in sizes.items():
+        setattr(args, name, getattr(args, name) or default)
     required = [("--clip-dir", args.clip_dir / "config.json")]
-    if args.vae_dir is None:
+    if args.latents is not None:
+        try:
+            split_shards(args.latents, args.heldout_shards)
+        except ValueError as err:
+            p.error(f"--latents: {err}")
+    elif args.vae_dir is None:
         required.append(("--pipeline-dir", args.pipeline_dir / "vae" / "config.json"))
     else:
         required.append(("--vae-dir", args.vae_dir / "config.json"))
@@ -120,16 +147,16 @@ def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
     return splits
 
 
-def _build_model(config: dict, vae):
+def _build_model(config: dict, latent_channels: int, scaling_factor: float):
     from trainer.lrm import LatentRewardModel, LatentTowerConfig, pretrain_groups, set_trainable
 
     torch.manual_seed(config["seed"])  # identical initial weights on every rank
     latent = LatentTowerConfig(
-        latent_channels=vae.config.latent_channels, patch_size=config["patch_size"],
+        latent_channels=latent_channels, patch_size=config["patch_size"],
         width=config["width"], depth=config["depth"], heads=config["heads"],
     )
     model = LatentRewardModel.from_clip_dir(
-        config["clip_dir"], latent=latent, latent_scaling_factor=vae.config.scaling_factor
+        config["clip_dir"], latent=latent, latent_scaling_factor=scaling_factor
     )
     set_trainable(model, pretrain_groups(model, text_blocks=config["text_blocks"]))
     return model
@@ -152,11 +179,49 @@ def evaluate_saved(args: argparse.Namespace) -> dict:
     """Metrics of the LRM saved in ``args.evaluate`` on the toy eval splits (no Ray)."""
     from trainer.lrm import LatentRewardModel
 
-    _ensure_data(args, EVAL_SPLITS)
     config = _config(args)
-    vae = _load_vae(config)
     model = LatentRewardModel.from_pretrained(args.evaluate).float().eval()
+    if args.latents is not None:
+        return _evaluate(model, _heldout_latents(config, model.tokenizer))
+    _ensure_data(args, EVAL_SPLITS)
+    vae = _load_vae(config)
     return _evaluate(model, _load_eval_splits(config, vae, model.tokenizer))
+
+
+def _heldout_latents(config: dict, tokenizer) -> dict:
+    from trainer.lrm.latent_shards import latent_split
+
+    _, heldout = split_shards(config["latents"], config["heldout_shards"])
+    return {"heldout": latent_split(heldout, tokenizer)}
+
+
+def _toy_data(config: dict, rank: int, world: int, device: torch.device):
+    """(model, this rank's training split, rank 0's eval splits): toy images VAE-encoded here."""
+    vae = _load_vae(config).to(device)
+    model = _build_model(config, vae.config.latent_channels, vae.config.scaling_factor)
+    model = model.to(device)
+    train = _load_split(config, "train", vae, model.tokenizer, rank, world)
+    eval_data = _load_eval_splits(config, vae, model.tokenizer) if rank == 0 else {}
+    return model, train, eval_data
+
+
+def _latent_data(config: dict, rank: int, world: int, device: torch.device):
+    """(model, this rank's training split, rank 0's held-out split) from data_job's shards."""
+    from trainer.lrm.latent_shards import latent_split
+
+    manifest = read_manifest(config["latents"])
+    train_files, _ = split_shards(config["latents"], config["heldout_shards"])
+    mine = train_files[rank::world]
+    if not mine:
+        raise ValueError(
+            f"{len(train_files)} training shard(s) for {world} workers: rank {rank} has none; "
+            "use fewer --num-workers or write more, smaller shards (--rows-per-shard)"
+        )
+    channels, scaling = manifest["latent_shape"][0], manifest["scaling_factor"]
+    model = _build_model(config, channels, scaling).to(device)
+    train = latent_split(mine, model.tokenizer, config["max_rows"])
+    eval_data = _heldout_latents(config, model.tokenizer) if rank == 0 else {}
+    return model, train, eval_data
 
 
 def _load_vae(config: dict):
@@ -216,6 +281,8 @@ def train_loop_per_worker(config: dict) -> None:
         ray.train.report(metrics, checkpoint=checkpoint)
 
     ctx = ray.train.get_context()
+    if config["use_gpu"]:
+        config = {**config, "device": str(ray.train.torch.get_device())}
     train_lrm(config, ctx.get_world_rank(), ctx.get_world_size(),
               ray.train.torch.prepare_model, publish)  # DDP when world > 1
 
@@ -226,13 +293,10 @@ def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> No
     from trainer.lrm.pretrain import cache_caption_embeddings, contrastive_step, cosine_lr
 
     device = torch.device(config["device"])
-    vae = _load_vae(config).to(device)
-    model = _build_model(config, vae).to(device)
-    train = _load_split(config, "train", vae, model.tokenizer, rank, world)
+    load = _latent_data if config["latents"] else _toy_data
+    model, train, eval_data = load(config, rank, world, device)
     if config["text_blocks"] == 0:
         cache_caption_embeddings(model, train)  # locked text tower: embed captions once
-    eval_data = _load_eval_splits(config, vae, model.tokenizer) if rank == 0 else {}
-    del vae
     wrapped = prepare_model(model)
     optimizer = build_optimizer(model, lr=config["lr"], weight_decay=config["weight_decay"])
     generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
@@ -264,7 +328,8 @@ def run_local(args: argparse.Namespace) -> dict:
         print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("num_latents")}),
               flush=True)
 
-    _ensure_data(args)
+    if args.latents is None:
+        _ensure_data(args)
     train_lrm(_config(args), 0, 1, lambda model: model, publish)
     return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
 
@@ -288,7 +353,8 @@ def run(args: argparse.Namespace) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    _ensure_data(args)
+    if args.latents is None:
+        _ensure_data(args)
     if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one
         ray.init(include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
@@ -296,7 +362,7 @@ def run(args: argparse.Namespace) -> dict:
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=False),
+        scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.use_gpu),
         run_config=RunConfig(
             storage_path=str(args.storage_path.resolve()),
             name=args.name or time.strftime("lrm-pretrain-%Y%m%d-%H%M%S"),

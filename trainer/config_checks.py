@@ -1,7 +1,8 @@
 """Cross-field checks of the trainer config (RGLCDConfig's validator runs them all).
 
 Each returns one message per problem, saying what to change; the validator joins them, so a
-user sees every problem of a recipe at once.
+user sees every problem of a recipe at once. `isolated_direct_reward_problem` is the exception:
+trainer/run.py asks it before Ray starts (it needs the scorer registry, the config does not).
 """
 
 from __future__ import annotations
@@ -117,3 +118,14 @@ def lrm_problems(cfg: RGLCDConfig, names: list[str]) -> list[str]:
             f"e.g. lrm.batch_size={cfg.per_worker_batch_size}"
         )
     return problems
+
+
+def isolated_direct_reward_problem(name: str, kind: str) -> str:
+    """The direct reward runs inside the train workers, in the core environment; a scorer that
+    only imports in its own environment (ImageReward: transformers 4.46) cannot run there."""
+    return (
+        f"reward.model={name!r} (kind {kind!r}) imports only in its own environment (the "
+        "reward service's Ray runtime_env), not in the train workers, which the direct reward "
+        "needs; train it as the LRM expert instead (configs/<teacher>-rglcd-lrm-imagereward.yaml"
+        ": reward.mode=lrm, lrm.expert=<scorer>), or pick another differentiable scorer."
+    )

@@ -55,6 +55,7 @@ if __package__ in (None, ""):  # `python trainer/run.py`: import from the repo r
 from rglcd.configuration import ConfigError  # noqa: E402
 from rglcd.local_ray import keep_local_ray_on_loopback  # noqa: E402
 from trainer.config import RGLCDConfig, load_trainer_config  # noqa: E402
+from trainer.config_checks import isolated_direct_reward_problem  # noqa: E402
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
@@ -133,7 +134,9 @@ def validate_before_ray(cfg: RGLCDConfig) -> None:
             problems.append(f"lrm.expert={cfg.lrm.expert!r}: {err}")
     elif cfg.reward.enabled:  # differentiable: checked when the config loaded (config_checks.py)
         try:
-            describe_scorer(cfg.serve.scorer(cfg.reward.model))
+            info = describe_scorer(cfg.serve.scorer(cfg.reward.model))
+            if info.isolated_env:
+                problems.append(isolated_direct_reward_problem(cfg.reward.model, info.kind))
         except ValueError as err:
             problems.append(f"reward.model={cfg.reward.model!r}: {err}")
     if not cfg.uses_toy_data:
@@ -399,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_toy_data(cfg)
     connect_ray(cfg)
     try:
+        from trainer.placement import check_gpu_placement
+
+        check_gpu_placement(cfg)
         ensure_reward_service(cfg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,7 +8,7 @@ The `image-reward` 1.5 package cannot live in the core environment: it pins timm
 (`clip-anytorch`) and `pkg_resources`, and its vendored BERT fails to import on transformers
 5. So the package is imported lazily, only inside a process built from
 `IMAGEREWARD_RUNTIME_ENV` (the reward service gives that Ray `runtime_env` to this one
-deployment), or inside any separate environment where `pip install image-reward==1.5` was run.
+deployment), or inside any separate environment where `IMAGEREWARD_PACKAGES` were installed.
 
 The package's own `score()` goes through PIL and `no_grad`; here the same modules
 (`blip.visual_encoder`, `blip.text_encoder`, `mlp`) run on tensor-preprocessed pixels, so the
@@ -18,6 +18,7 @@ reward keeps its gradient w.r.t. the images (the "score_gard" path of reward-gui
 from __future__ import annotations
 
 import copy
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -32,29 +33,50 @@ from reward_service.scorers.similarity import freeze, resolve_device
 INPUT_SIZE = 224
 TEXT_MAX_LENGTH = 35  # the package's tokenizer setting
 TOKEN_CACHE_SIZE = 4096  # prompts whose tokens are kept (least recently used dropped first)
-# Isolated environment for the ImageReward deployment (pins from docs/method.md §7).
+# Isolated environment for the ImageReward deployment. Ray builds it as a virtualenv that sees
+# the base environment's packages (torch, Ray, this project) and installs the pins of
+# imagereward-requirements.txt on top, so they shadow the core versions there only; the Docker
+# image bakes the same environment (IMAGEREWARD_PYTHON_ENV names its interpreter) so that
+# nothing is downloaded at run time. Every version is pinned: image-reward 1.5's BLIP imports
+# `apply_chunking_to_forward` / `find_pruneable_heads_and_indices` from
+# transformers.modeling_utils, gone after 4.46.x (4.57 no longer has them); its ReFL module
+# imports diffusers at import time, and diffusers >= 0.39 needs a newer transformers (0.42
+# also huggingface-hub >= 1.32, while transformers 4.46 needs < 1.0); `clip` imports
+# pkg_resources, which setuptools 81 removed, and torch 2.14 needs setuptools >= 77.0.3 (a
+# lower cap makes pip reinstall an older torch). Checked by
+# tests/slow_env/test_imagereward_env.py (`pytest -m slow_env`): import plus a real score.
+REQUIREMENTS = Path(__file__).with_name("imagereward-requirements.txt")
+IMAGEREWARD_PACKAGES = [
+    line.strip()
+    for line in REQUIREMENTS.read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
 IMAGEREWARD_RUNTIME_ENV: dict[str, Any] = {
-    "pip": {
-        "packages": [
-            "image-reward==1.5",
-            "transformers>=4.30,<5",
-            "clip-anytorch",
-            "setuptools<70",  # keeps pkg_resources, which `clip` imports
-        ],
-        "pip_check": False,
-    },
+    "pip": {"packages": IMAGEREWARD_PACKAGES, "pip_check": False},
     "env_vars": {"HF_HUB_OFFLINE": "1"},
 }
+IMAGEREWARD_PYTHON_ENV = "RGLCD_IMAGEREWARD_PYTHON"  # interpreter of a pre-built environment
 INSTALL_HINT = (
     "run this scorer in its own environment: the reward service gives its deployment the Ray "
-    "runtime_env reward_service.scorers.imagereward.IMAGEREWARD_RUNTIME_ENV, or run "
-    "`pip install image-reward==1.5 'transformers<5' clip-anytorch 'setuptools<70'` in an "
-    "isolated virtualenv (never in the core environment, docs/method.md §7)"
+    "runtime_env reward_service.scorers.imagereward.IMAGEREWARD_RUNTIME_ENV, or pip-install "
+    "reward_service/scorers/imagereward-requirements.txt into an isolated virtualenv "
+    "(never into the core environment, which needs transformers 5)"
 )
 
 
 def imagereward_runtime_env() -> dict[str, Any]:
-    """A fresh copy of the Ray `runtime_env` for the ImageReward deployment."""
+    """A fresh copy of the Ray `runtime_env` for the ImageReward deployment: the pre-built
+    environment's interpreter when $RGLCD_IMAGEREWARD_PYTHON names one (the Docker image),
+    else the pip packages Ray installs when the deployment first starts on a node."""
+    python = os.environ.get(IMAGEREWARD_PYTHON_ENV)
+    if python:
+        if not Path(python).is_file():
+            raise ValueError(
+                f"{IMAGEREWARD_PYTHON_ENV}={python} is not a file; point it at the python of "
+                "an environment with reward_service/scorers/imagereward-requirements.txt "
+                "installed, or unset it to let Ray pip-install them"
+            )
+        return {"py_executable": python, "env_vars": dict(IMAGEREWARD_RUNTIME_ENV["env_vars"])}
     return copy.deepcopy(IMAGEREWARD_RUNTIME_ENV)
 
 

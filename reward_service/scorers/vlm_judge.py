@@ -233,7 +233,8 @@ class VlmJudgeScorer(Scorer):
         check_batch(images, prompts)
         pngs = [image_to_png(image, self.options.image_max_side) for image in images]
         keys = [(p, hashlib.sha256(png).hexdigest()) for p, png in zip(prompts, pngs, strict=True)]
-        todo = {k: png for k, png in zip(keys, pngs, strict=True) if k not in self._cache}
+        cached = {k: self._cache[k] for k in keys if k in self._cache}  # before any eviction
+        todo = {k: png for k, png in zip(keys, pngs, strict=True) if k not in cached}
         # One waiting thread per item outside the call pool, so the pool only runs HTTP calls.
         with ThreadPoolExecutor(max(1, min(len(todo), 64))) as waiters:
             futures = {k: waiters.submit(self._judge, k[0], png) for k, png in todo.items()}
@@ -241,10 +242,9 @@ class VlmJudgeScorer(Scorer):
         for key, result in fresh.items():
             if result.score is not None:  # errors are not cached: a retry may succeed
                 self._cache[key] = result
-        answers = [fresh.get(k) or self._cache[k] for k in keys]  # read, then evict
         while len(self._cache) > RESULT_CACHE_SIZE:
             self._cache.popitem(last=False)
-        return answers
+        return [fresh[k] if k in fresh else cached[k] for k in keys]
 
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """(N,) overall scores; raises if any item has no score (no silent defaults)."""

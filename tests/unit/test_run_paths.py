@@ -31,3 +31,18 @@ def test_hub_ids_are_left_alone(hub_id: str, tmp_path: Path, monkeypatch):
                               [f"serve.scorers.1.checkpoint={hub_id}"], check_paths=False)
     clip = next(s for s in absolute_paths(cfg).serve.scorers if s.name == "toy-clip")
     assert clip.checkpoint == hub_id
+
+
+def test_direct_imagereward_is_refused_before_ray_with_the_lrm_recipe_to_use():
+    from rglcd.configuration import ConfigError
+    from trainer.run import validate_before_ray
+
+    cfg = load_trainer_config(
+        REPO_ROOT / "configs" / "sd15-rglcd-imagereward.yaml", [], check_paths=False
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_before_ray(cfg)
+    message = str(err.value)
+    assert "reward.model='imagereward' (kind 'imagereward') imports only in its own" in message
+    assert "rglcd-lrm-imagereward.yaml" in message
+    assert (REPO_ROOT / "configs" / "sd15-rglcd-lrm-imagereward.yaml").is_file()

@@ -121,7 +121,7 @@ def test_clip_checkpoint_that_does_not_exist_fails_loudly(tmp_path):
 def test_imagereward_import_error_says_how_to_install(tmp_path):
     with pytest.raises(ImportError, match="IMAGEREWARD_RUNTIME_ENV") as err:
         import_imagereward()
-    assert "pip install image-reward==1.5" in str(err.value)
+    assert "imagereward-requirements.txt" in str(err.value)
     checkpoint = tmp_path / "ImageReward.pt"
     checkpoint.write_bytes(b"weights")
     (tmp_path / "med_config.json").write_text("{}")
@@ -139,12 +139,34 @@ def test_imagereward_missing_files_are_reported_before_import(tmp_path):
         build_scorer(spec)
 
 
-def test_imagereward_runtime_env_pins():
+def test_imagereward_runtime_env_pins(monkeypatch):
+    monkeypatch.delenv("RGLCD_IMAGEREWARD_PYTHON", raising=False)
     env = imagereward_runtime_env()
     packages = env["pip"]["packages"]
-    assert "image-reward==1.5" in packages and "clip-anytorch" in packages
-    assert any(p.startswith("transformers") and "<5" in p for p in packages)
-    assert any(p.startswith("setuptools") and "<70" in p for p in packages)
+    # Every package pinned: transformers 4.46.3 (4.57 lacks what image-reward's BLIP imports),
+    # a diffusers that imports beside it, setuptools that keeps pkg_resources but not below
+    # torch 2.14's floor (pip would reinstall an older torch). tests/slow_env builds and runs it.
+    pins = dict(p.split("==") for p in packages if "==" in p)
+    assert pins["image-reward"] == "1.5" and pins["transformers"] == "4.46.3"
+    assert pins["diffusers"] == "0.31.0" and "clip-anytorch" in pins
+    assert "setuptools>=77.0.3,<81" in packages and len(pins) == len(packages) - 1
     assert env["env_vars"] == {"HF_HUB_OFFLINE": "1"}
+    from ray.runtime_env import RuntimeEnv
+
+    RuntimeEnv(**env)  # Ray's own validation of the runtime_env the deployment gets
     env["pip"]["packages"].append("mutated")  # callers get a copy
     assert "mutated" not in IMAGEREWARD_RUNTIME_ENV["pip"]["packages"]
+
+
+def test_a_prebuilt_imagereward_environment_is_used_instead_of_pip(monkeypatch, tmp_path):
+    from ray.runtime_env import RuntimeEnv
+
+    python = tmp_path / "imagereward-venv" / "bin" / "python"
+    monkeypatch.setenv("RGLCD_IMAGEREWARD_PYTHON", str(python))
+    with pytest.raises(ValueError, match="is not a file"):
+        imagereward_runtime_env()
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    env = imagereward_runtime_env()
+    assert env == {"py_executable": str(python), "env_vars": {"HF_HUB_OFFLINE": "1"}}
+    RuntimeEnv(**env)

@@ -6,6 +6,8 @@ process, without Ray; the exported adapters load into a fresh diffusers pipeline
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from diffusers import (
@@ -28,6 +30,7 @@ from trainer.lcd import AdaptersDisabled, lcd_loss, lora_state_dict
 from trainer.loop import Trainer, train_state
 from trainer.models import check_teacher_source
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CAPTIONS = ["a small red circle", "a large blue square", "a green cross", "a triangle"]
 RANK, ALPHA = 4, 8.0  # alpha != rank: the exported scale must survive the round trip
 STEPS = 3
@@ -260,3 +263,21 @@ def test_config_and_teacher_validation(sdxl_teacher, tmp_path):
                                                             "target_modules": ["no_such_layer"]})
     with pytest.raises(ValueError, match="model.lora.target_modules"):
         Trainer(bad, 0, 1, torch.device("cpu"))
+
+
+def test_rg_lcm_lora_with_a_direct_reward_trains_only_the_adapters(sdxl_teacher, tmp_path):
+    """configs/sdxl-rglcd-lora-hps.yaml in miniature: LCM-LoRA + the direct reward (eq. 11)."""
+    recipe = load_trainer_config(CONFIGS / "sdxl-rglcd-lora-hps.yaml", [], check_paths=False)
+    assert recipe.model.lora and recipe.reward.mode == "direct" and recipe.reward.beta == 1.0
+    cfg = lora_config(sdxl_teacher, tmp_path / "run").model_copy(
+        update={"reward": recipe.reward.model_copy(update={"model": "toy-clip"})}
+    )
+    cfg = RGLCDConfig.model_validate(cfg.model_dump())  # cross-field checks on the mix
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, 0, 1, torch.device("cpu"))
+    base = base_weights(trainer.task.student)
+    metrics = [trainer.train_step(make_batch(step), step) for step in range(2)]
+    for m in metrics:  # the loss holds the reward term, beta = 1
+        assert m["loss"] == pytest.approx(m["lcd_loss"] - m["reward_mean"], rel=1e-4, abs=1e-6)
+    after = base_weights(trainer.task.student)
+    assert all(torch.equal(base[k], after[k]) for k in base)

@@ -130,7 +130,7 @@ def contrastive_step(
     """
     device = next(model.parameters()).device
     caption_rows, caption_index = data.caption_index[batch].unique(return_inverse=True)
-    latents = data.latents[batch].to(device)
+    latents = data.latents[batch].to(device, torch.float32)  # shards keep float16
     if data.caption_emb is not None:
         latent_emb, _, scale = model(latents)
         caption_emb = data.caption_emb[caption_rows].to(device)
@@ -161,7 +161,7 @@ def evaluate_retrieval(
     model.eval()
     device = next(model.parameters()).device
     latent_emb = torch.cat([
-        model.embed_latents(data.latents[i : i + batch_size].to(device))
+        model.embed_latents(data.latents[i : i + batch_size].to(device, torch.float32))
         for i in range(0, len(data), batch_size)
     ])
     caption_emb = model.embed_text(data.input_ids.to(device), data.attention_mask.to(device))

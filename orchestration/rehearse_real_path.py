@@ -1,0 +1,285 @@
+"""Rehearse the real path end to end on CPU, with tiny models of the real classes.
+
+    python orchestration/rehearse_real_path.py --workdir outputs/rehearsal
+    python orchestration/rehearse_real_path.py --workdir outputs/rehearsal \\
+        --imagereward-python <venv>/bin/python     # also ImageReward as the LRM expert
+
+Each stage is the command of docs/cluster.md that a user with SD weights types, as its own
+process, with only paths and sizes overridden:
+
+  1. python orchestration/data_job.py      WebDataset tars -> latent Parquet shards (Ray Data)
+  2. python orchestration/pretrain_lrm.py  --latents: the LRM on those shards (Ray Train)
+  3. python trainer/run.py --config configs/lrm-vlm-judge-sd21.yaml   RG-LCD + LRM, the VLM
+     judge as expert, served by Ray Serve and asking an OpenAI-compatible server over HTTP
+  4. python trainer/run.py --config configs/sd15-rglcd-lrm-imagereward.yaml   the same with
+     ImageReward as expert in its own environment (only with --imagereward-python: an
+     environment holding reward_service/scorers/imagereward-requirements.txt)
+  5. python orchestration/evaluate.py --config configs/eval/sd15.yaml   the exported RG-LCMs
+     against the teacher, scored by HPSv2.1, CLIPScore, PickScore (and ImageReward)
+
+The stand-ins it builds first: a tiny StableDiffusionPipeline folder and a tiny CLIPModel
+folder (rglcd/tiny_models.py; the CLIP is the LRM's text tower, CLIPScore and PickScore), a
+tiny open_clip HPSv2.1 checkpoint, WebDataset shards of rendered scenes, an HPSv2-style prompt
+file, the judge server (tests/helpers/openai_server.py) and, with --imagereward-python,
+ImageReward's real architecture with random weights as ImageReward.pt plus an offline
+`bert-base-uncased` tokenizer (tests/helpers/imagereward_check.py). Every stage's output is
+checked (LRM folder loads, the trainer applied LRM updates from the expert's scores, the
+export loads in DiffusionPipeline, the evaluation wrote its table); a JSON summary with each
+stage's seconds ends the output. Departure from a real run: tiny random models and a handful
+of steps, so the numbers mean nothing; only that every piece connects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from contextlib import contextmanager
+from io import BytesIO
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+RESOLUTION = 32
+IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by pretrain_lrm.py
+JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
+IMAGEREWARD_HELPER = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
+HPS_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+STYLES = {"anime": ["a red circle on a blue background", "a small green square"],
+          "photo": ["a large yellow triangle", "a white cross on a black background"]}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "outputs" / "rehearsal")
+    parser.add_argument("--imagereward-python", type=Path, default=None,
+                        help="python of an environment with ImageReward's pins (stage 4)")
+    parser.add_argument("--steps", type=int, default=3, help="trainer steps per run")
+    return parser.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_stage(name: str, command: list[str], env: dict, log_dir: Path) -> float:
+    """Run one user command as its own process; its output goes to <log_dir>/<name>.log."""
+    start = time.perf_counter()
+    log = log_dir / f"{name}.log"
+    with log.open("w") as out:
+        proc = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}): {' '.join(command)}\n{tail}")
+    return time.perf_counter() - start
+
+
+def write_webdataset(folder: Path, n: int, per_tar: int = 16) -> None:
+    """img2dataset-layout tars of rendered toy scenes (JPEG + caption), 64 px."""
+    from PIL import Image
+
+    from rglcd.toy.scenes import render, sample_scenes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = sample_scenes("train", n, seed=0)
+    for start in range(0, n, per_tar):
+        with tarfile.open(folder / f"{start // per_tar:05d}.tar", "w") as tar:
+            for i, scene in enumerate(scenes[start : start + per_tar], start):
+                buffer = BytesIO()
+                Image.fromarray(render(scene)).resize((64, 64)).save(buffer, format="JPEG")
+                for suffix, data in (("jpg", buffer.getvalue()), ("txt", scene.caption.encode())):
+                    info = tarfile.TarInfo(f"{i:06d}.{suffix}")
+                    info.size = len(data)
+                    tar.addfile(info, BytesIO(data))
+
+
+def write_tiny_hps(folder: Path) -> tuple[Path, Path]:
+    """(open_clip model config, checkpoint laid out like HPS_v2.1_compressed.pt)."""
+    import open_clip
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "tiny-hps-clip.json"
+    config.write_text(json.dumps(HPS_CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    checkpoint = folder / "HPS_v2.1_compressed.pt"
+    torch.save({"state_dict": open_clip.create_model("tiny-hps-clip").state_dict()}, checkpoint)
+    return config, checkpoint
+
+
+def build_inputs(work: Path, imagereward_python: Path | None) -> dict:
+    from rglcd.tiny_models import save_tiny_clip_model, save_tiny_sd_pipeline
+
+    models = work / "models"
+    paths = {
+        "sd": save_tiny_sd_pipeline(models / "stable-diffusion-v1-5"),
+        "clip": save_tiny_clip_model(models / "clip", image_size=32),
+        "wds": work / "data" / "wds",
+        "prompts": work / "data" / "hpsv2_test_prompts.json",
+    }
+    paths["hps_config"], paths["hps"] = write_tiny_hps(models / "hps")
+    write_webdataset(paths["wds"], IMAGES)
+    paths["prompts"].write_text(json.dumps(STYLES))
+    if imagereward_python is not None:  # built inside ImageReward's own environment
+        code = (
+            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+            "from tests.helpers.imagereward_check import offline_bert_tokenizer, "
+            "write_random_imagereward as w; d = Path(sys.argv[2]); d.mkdir(parents=True, "
+            "exist_ok=True); offline_bert_tokenizer(d / 'hf'); w(d)"
+        )
+        folder = models / "ImageReward"
+        env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1"}
+        subprocess.run([str(imagereward_python), "-c", code, str(REPO_ROOT), str(folder)],
+                       check=True, env=env)
+        paths["imagereward"], paths["hf_home"] = folder / "ImageReward.pt", folder / "hf"
+    return {k: str(v) for k, v in paths.items()}
+
+
+@contextmanager
+def judge_server():
+    """The OpenAI-compatible judge as its own process; yields its /v1 base URL."""
+    proc = subprocess.Popen([sys.executable, str(JUDGE), "--port", "0", "--model", "judge"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the judge server did not start: {line!r}")
+        yield line.split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def trainer_overrides(paths: dict, run_name: str, steps: int, out: Path) -> list[str]:
+    """Sizes and paths only: the recipe's algorithm settings stay as they are."""
+    return [
+        f"model.teacher={paths['sd']}", f"model.resolution={RESOLUTION}",
+        "model.mixed_precision=no", f"data.train_path={paths['latents']}",
+        f"lrm.checkpoint={paths['lrm']}", "lrm.batch_size=2", "lrm.max_staleness_steps=2",
+        "lrm.request_timeout_s=120", f"lcd.max_steps={steps}", "lcd.global_batch_size=4",
+        "scaling.num_workers=1", "scaling.use_gpu=false",
+        f"serve.vaes.teacher.path={paths['sd']}", "serve.vaes.teacher.num_gpus=0",
+        "serve.scorers.0.num_gpus=0", f"serve.port={free_port()}",
+        f"output.root_dir={out}", f"run_name={run_name}", "output.log_every=1",
+        f"output.checkpoint_every={steps}", f"output.sample_every={steps}",
+    ]
+
+
+def check_training(run_dir: Path) -> dict:
+    """LRM updates came from the expert's scores; the export loads in DiffusionPipeline."""
+    from diffusers import DiffusionPipeline
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    updates = sum(r.get("lrm_updates", 0) for r in rows)
+    if updates < 1:
+        raise RuntimeError(f"{run_dir.name}: no LRM update from the expert's scores: {rows[-1]}")
+    pipe = DiffusionPipeline.from_pretrained(run_dir / "pipeline")
+    return {"lrm_updates": updates, "pipeline": type(pipe).__name__,
+            "lrm_expert_agreement": [r["lrm_expert_agreement"] for r in rows
+                                     if "lrm_expert_agreement" in r]}
+
+
+def eval_overrides(paths: dict, runs: dict, out: Path) -> list[str]:
+    models = [f"{{name: teacher, kind: teacher, path: {paths['sd']}, steps: [4], "
+              "sampler: ddim, guidance_scale: 7.5}"]
+    models += [f"{{name: {name}, kind: lcm, path: {run}/pipeline, steps: [2, 4]}}"
+               for name, run in runs.items()]
+    scorers = [
+        f"{{name: hpsv2.1, kind: hpsv2.1, checkpoint: {paths['hps']}, num_cpus: 0.25, "
+        f"options: {{model_config: {paths['hps_config']}}}}}",
+        f"{{name: pickscore, kind: pickscore, checkpoint: {paths['clip']}, "
+        f"processor: {paths['clip']}, num_cpus: 0.25}}",
+        f"{{name: clipscore, kind: clipscore, checkpoint: {paths['clip']}, num_cpus: 0.25}}",
+    ]
+    if "imagereward" in paths:
+        scorers.append(f"{{name: imagereward, kind: imagereward, checkpoint: "
+                       f"{paths['imagereward']}, num_cpus: 0.5}}")
+    first = next(iter(runs))
+    return [
+        f"models=[{', '.join(models)}]", f"prompts={paths['prompts']}", "max_prompts=2",
+        f"scoring.scorers=[{', '.join(scorers)}]", "scoring.batch_size=8",
+        f"win_rates.pairs=[[{first}@2, teacher@4]]", "generation.num_gpus_per_task=0",
+        "generation.batch_size=4", "generation.num_cpus_per_task=0.5", f"output.dir={out}",
+    ]
+
+
+def rehearse(args: argparse.Namespace) -> dict:
+    work = args.workdir.resolve()
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    seconds, checks = {}, {}
+    start = time.perf_counter()
+    paths = build_inputs(work, args.imagereward_python)
+    if args.imagereward_python is not None:
+        env |= {"RGLCD_IMAGEREWARD_PYTHON": str(args.imagereward_python),
+                "HF_HOME": paths["hf_home"]}
+    seconds["inputs"] = time.perf_counter() - start
+    py = sys.executable
+    paths["latents"], paths["lrm"] = str(work / "data" / "latents"), str(work / "models" / "lrm")
+    seconds["data_job"] = run_stage("1-data_job", [
+        py, "orchestration/data_job.py", "--input", paths["wds"], "--output", paths["latents"],
+        "--teacher", paths["sd"], "--resolution", str(RESOLUTION), "--rows-per-shard", "8",
+        "--batch-size", "8", "--encoders", "1", "--min-size", "32", "--overwrite"], env, logs)
+    checks["data_job"] = json.loads((Path(paths["latents"]) / "manifest.json").read_text())[
+        "num_written"]
+    seconds["pretrain_lrm"] = run_stage("2-pretrain_lrm", [
+        py, "orchestration/pretrain_lrm.py", "--latents", paths["latents"], "--clip-dir",
+        paths["clip"], "--output", paths["lrm"], "--steps", "4", "--eval-every", "4",
+        "--batch-size", "8", "--patch-size", "2", "--width", "32", "--depth", "1", "--heads",
+        "2", "--warmup-steps", "1", "--num-workers", "1",
+        "--storage-path", str(work / "ray_results")], env, logs)
+    from trainer.lrm import LatentRewardModel
+
+    LatentRewardModel.from_pretrained(paths["lrm"])
+    metrics = json.loads((Path(paths["lrm"]) / "pretrain_metrics.json").read_text())
+    checks["pretrain_lrm"] = {k: metrics[k] for k in ("heldout_top1", "heldout_top5")}
+    out, runs = work / "runs", {}
+    with judge_server() as url:
+        recipes = [("vlm-judge", "configs/lrm-vlm-judge-sd21.yaml",
+                    [f"serve.scorers.0.options.base_url={url}", "serve.scorers.0.options.model=judge"])]
+        if "imagereward" in paths:
+            recipes.append(("imagereward", "configs/sd15-rglcd-lrm-imagereward.yaml",
+                            [f"serve.scorers.0.checkpoint={paths['imagereward']}",
+                             f"serve.scorers.0.options.med_config={Path(paths['imagereward']).with_name('med_config.json')}"]))
+        for expert, recipe, extra in recipes:
+            name = f"rg-lcm-{expert}-lrm"
+            overrides = trainer_overrides(paths, name, args.steps, out) + extra
+            seconds[f"train_{expert}"] = run_stage(
+                f"3-train-{expert}", [py, "trainer/run.py", "--config", recipe, *overrides], env, logs)
+            checks[f"train_{expert}"] = check_training(out / name)
+            runs[name] = str(out / name)
+    seconds["evaluate"] = run_stage("5-evaluate", [
+        py, "orchestration/evaluate.py", "--config", "configs/eval/sd15.yaml",
+        *eval_overrides(paths, runs, work / "eval")], env, logs)
+    results = json.loads((work / "eval" / "results.json").read_text())
+    checks["evaluate"] = {"rows": [r["label"] for r in results["rows"]],
+                          "scorers": results["scorers"]}
+    seconds["total"] = time.perf_counter() - start
+    return {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "checks": checks}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    summary = rehearse(parse_args(argv))
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

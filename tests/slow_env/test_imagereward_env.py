@@ -1,0 +1,39 @@
+"""ImageReward imports and scores in its own environment (tests/helpers/imagereward_env.py).
+
+The environment is the deployment's: the pins of reward_service/scorers/imagereward-
+requirements.txt over this environment's packages, as Ray's runtime_env `pip` and the Docker
+image build it. Inside it, tests/helpers/imagereward_check.py imports ImageReward, builds its
+real architecture with random weights, saves ImageReward.pt, and scores one image with the
+package's `score()` and with this project's ImageRewardScorer loaded from the .pt.
+
+It installs about 190 MB from PyPI and takes a few minutes, so it is marked `slow_env` and left
+out of the default run:  pytest -m slow_env tests/slow_env
+Set RGLCD_IMAGEREWARD_VENV to a directory to build the environment there once and reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.imagereward_env import imagereward_env
+
+pytestmark = pytest.mark.slow_env
+HELPER = Path(__file__).resolve().parents[1] / "helpers" / "imagereward_check.py"
+
+
+def test_imagereward_imports_and_scores_in_its_runtime_env(tmp_path_factory):
+    python = imagereward_env(tmp_path_factory.mktemp("imagereward-venv"))
+    work = tmp_path_factory.mktemp("imagereward-work")
+    run = subprocess.run(
+        [str(python), str(HELPER), str(work)], capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["transformers"] == "4.46.3"
+    assert result["torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
+    # The package's PIL path and the scorer's tensor path agree on a 224 px image.
+    assert result["scorer_score"] == pytest.approx(result["package_score"], abs=1e-4)
