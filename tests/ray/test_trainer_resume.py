@@ -45,7 +45,11 @@ def test_stopped_run_resumes_and_recovers_from_a_killed_worker(
     marker = trainer_inputs["root"] / "killed-once.marker"
     monkeypatch.setenv(FAIL_AT_STEP, "3")  # in the rerun: after step 2, before step 3
     monkeypatch.setenv(FAIL_MARKER, str(marker))
-    cfg = config(trainer_inputs, "resume", STEPS, "scaling.max_failures=1")  # same name
+    # Same name. Two failures allowed: the injected one, and one spare because Ray Train's
+    # placement-group cleaner can, on an overloaded machine, take a live controller for dead
+    # and remove the new worker group's placement group ("A worker health check failed").
+    # A spare restart resumes from the same checkpoint, so every assertion below still holds.
+    cfg = config(trainer_inputs, "resume", STEPS, "scaling.max_failures=2")
     result = build_trainer(cfg).fit()
     rows = metrics_rows(cfg)
 
