@@ -111,6 +111,16 @@ class ScorerDeployment:
         self._failed_batches = 0
         self._last_good: Job | None = None  # the health check's canary
 
+    def set_batching(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        """Retune batching in place, without a restart (a load test's sweep). The replica's
+        max_ongoing_requests is a deployment option and stays as deployed."""
+        self.spec = ScorerConfig.model_validate({
+            **self.spec.model_dump(), "max_batch_size": max_batch_size,
+            "batch_wait_timeout_s": batch_wait_timeout_s, "max_ongoing_requests": None,
+        })
+        self._batched.set_max_batch_size(self.spec.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.spec.batch_wait_timeout_s)
+
     def info(self) -> dict:
         return {
             "name": self.spec.name,
