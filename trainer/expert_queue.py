@@ -181,12 +181,14 @@ class ExpertQueue:
         """Fold the new round trips (and the ages of requests about to expire, lower bounds
         of theirs) into the averages; the window every rank uses from this step on."""
         arrived, self._round_trips = self._round_trips, []
-        for request in self.pending:
-            if not request.future.done() and step - request.step >= self.window:
-                # Expires this step unless the window grows: its age is a lower bound.
-                arrived.append(now - request.sent_at)
         for seconds in arrived:
             self.round_trip_s = ema(self.round_trip_s, seconds)
+        for request in self.pending:
+            if not request.future.done() and step - request.step >= self.window:
+                # Expires this step unless the window grows: its age is a lower bound of its
+                # round trip, taken at once (averaged in, the window would grow too slowly to
+                # catch any answer of an expert that is several windows slow).
+                self.round_trip_s = max(self.round_trip_s or 0.0, now - request.sent_at)
         local = window_steps(
             self.round_trip_s, self.step_s, self.max_staleness_steps, self.max_window_steps
         )
