@@ -184,11 +184,14 @@ class ExpertQueue:
         for seconds in arrived:
             self.round_trip_s = ema(self.round_trip_s, seconds)
         for request in self.pending:
-            if not request.future.done() and step - request.step >= self.window:
-                # Expires this step unless the window grows: its age is a lower bound of its
-                # round trip, taken at once (averaged in, the window would grow too slowly to
-                # catch any answer of an expert that is several windows slow).
-                self.round_trip_s = max(self.round_trip_s or 0.0, now - request.sent_at)
+            age = step - request.step
+            if not request.future.done() and age >= self.window:
+                # Expires this step unless the window grows: it needs more than `age` steps,
+                # a lower bound of its round trip taken at once (averaged in, the window
+                # would grow too slowly to catch an expert several windows slow). In steps of
+                # the averaged step time, so a stale average cannot keep the window shut.
+                lower = max(now - request.sent_at, (age + 1) * (self.step_s or 0.0))
+                self.round_trip_s = max(self.round_trip_s or 0.0, lower)
         local = window_steps(
             self.round_trip_s, self.step_s, self.max_staleness_steps, self.max_window_steps
         )
