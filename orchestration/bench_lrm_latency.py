@@ -6,7 +6,8 @@ expert that answers at once vs one that takes `--delay-ms` longer per scoring ba
 
 Two reward-service apps are deployed on a local Ray instance (or RAY_ADDRESS): the toy judge
 as is, and the toy judge behind `DelayedScorer`, which sleeps before each batch it scores
-(one request = one batch: max_batch_size is raised so a triplet request is never split) and,
+(max_batch_size is raised so that a triplet request is never split and the requests queued
+behind a slow call share the next one, as a judge API takes concurrent requests) and,
 with `--failure-rate`, answers that share of its calls with an error for every item (drawn
 from a seeded RNG: the same calls fail on every run). Each
 arm runs the real training step of the default recipe (`trainer.loop.Trainer.train_step`: toy
@@ -117,7 +118,7 @@ def deploy(cfg, delay_s: float, failure_rate: float = 0.0) -> None:
     from reward_service.client import wait_for_app
 
     serve_cfg = cfg.serve.model_copy(deep=True)
-    expert = serve_cfg.scorer(cfg.lrm.expert).model_copy(update={"max_batch_size": 512})
+    expert = serve_cfg.scorer(cfg.lrm.expert).model_copy(update={"max_batch_size": 4096})
     serve_cfg.scorers = [expert]
     factory = DelayedScorerFactory(delay_s, failure_rate, seed=cfg.seed)
     app = build_app(serve_cfg, scorer_factory=factory)
