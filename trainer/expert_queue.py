@@ -18,9 +18,10 @@ expert client's timeout). Failed calls and per-item errors are missing items too
 item is never given a default score.
 
 Adaptive window (`max_window_steps` > K): the queue measures the expert's round trip (when
-each answer arrives; for a request that expires, its age, a lower bound) and the time per
-step, and widens the window to cover the round trip (trainer/expert_window.py), up to
-`max_window_steps`. An expert that answers within K steps sees exactly the fixed window.
+each answer arrives; before the first one, the age of a request about to expire, a lower
+bound) and the time per step, and sets the window to cover twice the average round trip
+(trainer/expert_window.py), between K and `max_window_steps`. An expert whose average round
+trip is within about K / 2 steps sees exactly the fixed window.
 
 The expert is anything with `async score_latents(model, latents, prompts, vae) -> ScoreResult`
 (`reward_service.client.RewardClient`, or a plain in-process class in tests). Its coroutines
@@ -143,6 +144,7 @@ class ExpertQueue:
         self.step_s: float | None = None
         self._last_submit: tuple[int, float] | None = None  # (step, monotonic time)
         self._round_trips: list[float] = []  # appended on the event-loop thread
+        self._answered = False  # any round trip measured yet
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name="expert-queue"
@@ -183,20 +185,26 @@ class ExpertQueue:
         arrived, self._round_trips = self._round_trips, []
         for seconds in arrived:
             self.round_trip_s = ema(self.round_trip_s, seconds)
-        for request in self.pending:
-            age = step - request.step
-            if not request.future.done() and age >= self.window:
-                # Expires this step unless the window grows: it needs more than `age` steps,
-                # a lower bound of its round trip taken at once (averaged in, the window
-                # would grow too slowly to catch an expert several windows slow). In steps of
-                # the averaged step time, so a stale average cannot keep the window shut.
-                lower = max(now - request.sent_at, (age + 1) * (self.step_s or 0.0))
-                self.round_trip_s = max(self.round_trip_s or 0.0, lower)
-        local = window_steps(
-            self.round_trip_s, self.step_s, self.max_staleness_steps, self.max_window_steps
-        )
+        self._answered = self._answered or bool(arrived)
+        local = self._local_window()
+        ages = [step - r.step for r in self.pending if not r.future.done()]
+        if not self._answered and ages and max(ages) >= local:
+            # No answer yet and one about to expire: it needs more than its age, a lower
+            # bound of the round trip taken at once (averaged in, the window would grow too
+            # slowly to catch an expert several windows slow), in averaged steps so a stale
+            # step average cannot hold the window shut. Once answers arrive, they alone set it.
+            oldest = max(ages)
+            waited = max(now - r.sent_at for r in self.pending if not r.future.done())
+            lower = max(waited, (oldest + 1) * (self.step_s or 0.0))
+            self.round_trip_s = max(self.round_trip_s or 0.0, lower)
+            local = self._local_window()
         self.window = self.agree_max(local)
         self.max_window_seen = max(self.max_window_seen, self.window)
+
+    def _local_window(self) -> int:
+        return window_steps(
+            self.round_trip_s, self.step_s, self.max_staleness_steps, self.max_window_steps
+        )
 
     def collect(self, step: int) -> list[ExpertAnswer]:
         """Answers usable at `step`: arrived requests, and expired ones (all items missing).

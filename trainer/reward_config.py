@@ -110,10 +110,11 @@ class LRMConfig(StrictModel):
         32,
         ge=0,
         description="Upper bound of the adaptive window: when the measured expert round trip "
-        "takes more than max_staleness_steps steps, the window widens to ceil(round trip / "
+        "needs more than max_staleness_steps steps, the window widens to ceil(2 x round trip / "
         "step time) + 1 steps (moving averages, trainer/expert_window.py), up to this. An "
-        "expert answering within max_staleness_steps sees exactly the fixed window. <= "
-        "max_staleness_steps = a fixed window; ignored when max_staleness_steps is 0.",
+        "expert whose round trip fits the fixed window twice over sees exactly the fixed "
+        "window. <= max_staleness_steps = a fixed window; ignored when max_staleness_steps is "
+        "0.",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Per expert-scoring request.")
     real_image_preference: bool = Field(

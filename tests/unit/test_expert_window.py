@@ -16,15 +16,16 @@ def test_ema_starts_at_the_first_sample_and_moves_by_its_weight():
 
 
 def test_a_fast_expert_keeps_the_configured_window_exactly():
-    # 0.2 s round trip at 1.5 s a step needs 2 steps: below K = 4, so K stays.
+    # 0.2 s round trip at 1.5 s a step, twice over, needs 2 steps: below K = 4, so K stays.
     assert window_steps(0.2, 1.5, base=4, maximum=32) == 4
-    assert window_steps(4.5, 1.5, base=4, maximum=32) == 4  # ceil(3) + 1 = 4
+    assert window_steps(2.25, 1.5, base=4, maximum=32) == 4  # ceil(3) + 1 = 4
 
 
 def test_a_slow_expert_widens_the_window_to_cover_its_round_trip():
-    # 3 s a call queued behind another (~6 s) at 0.5 s a step: ceil(12) + 1 = 13 steps.
-    assert window_steps(6.0, 0.5, base=4, maximum=32) == 13
-    assert window_steps(6.1, 0.5, base=4, maximum=32) == 14  # a partial step rounds up
+    # 3 s a call at 0.5 s a step, given twice the round trip: ceil(12) + 1 = 13 steps.
+    assert window_steps(3.0, 0.5, base=4, maximum=32) == 13
+    assert window_steps(3.05, 0.5, base=4, maximum=32) == 14  # a partial step rounds up
+    assert window_steps(3.0, 0.5, base=4, maximum=32, headroom=1.0) == 7
 
 
 def test_the_window_is_bounded_by_the_configured_maximum():
