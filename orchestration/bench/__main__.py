@@ -56,9 +56,13 @@ def machine_context(which: str, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     chosen = BENCHMARKS if args.which == "all" else (args.which,)
+    import torch
+
     rows, details = [], []
     start = time.monotonic()
+    threads = torch.get_num_threads()
     for name in chosen:
+        torch.set_num_threads(threads)  # the latency bench sets a training worker's count
         if name == "latency":
             from orchestration.bench import latency as bench
         elif name == "service":
