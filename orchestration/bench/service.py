@@ -11,9 +11,9 @@ after the sweep; each setting's ratio is over the mean of those runs. The best s
 measured again against the unbatched app, alternating, for the headline ratio.
 
 To tell what caps the ratio, the scorer is also timed in this process with no service at all:
-`score_items` on one image 32 times vs once on 32 images (what batching saves on the model alone), and
-the unbatched service's seconds per request minus the scorer's (what each scorer call costs
-outside the model, which batching shares among the requests of a batch).
+`score_items` on one image 32 times vs once on 32 images (what batching saves on the model
+alone), and the unbatched service's seconds per request minus the scorer's (what each scorer
+call costs outside the model, which batching shares among the requests of a batch).
 """
 
 from __future__ import annotations
