@@ -35,6 +35,8 @@ import torch  # noqa: E402
 from reward_service.scorers.base import ItemScore, Scorer  # noqa: E402
 
 WARMUP_STEPS = 3
+# A judge API answers concurrent calls: the delayed calls overlap instead of queueing.
+EXPERT_THREADS = 16
 
 
 class DelayedScorer(Scorer):
@@ -118,7 +120,7 @@ def deploy(cfg, delay_s: float, failure_rate: float = 0.0) -> None:
     from reward_service.client import wait_for_app
 
     serve_cfg = cfg.serve.model_copy(deep=True)
-    expert = serve_cfg.scorer(cfg.lrm.expert).model_copy(update={"max_batch_size": 4096})
+    expert = serve_cfg.scorer(cfg.lrm.expert).model_copy(update={"max_batch_size": 4096, "scorer_threads": EXPERT_THREADS})
     serve_cfg.scorers = [expert]
     factory = DelayedScorerFactory(delay_s, failure_rate, seed=cfg.seed)
     app = build_app(serve_cfg, scorer_factory=factory)

@@ -5,8 +5,9 @@ per configured VAE. The HTTP ingress (reward_service/app.py) and the trainer's h
 Batching (REFERENCE section 6): `@serve.batch` needs an `async def` over a list; its size
 counts *images* (`batch_size_fn`), not requests, and comes from `ScorerConfig` through
 `set_max_batch_size` / `set_batch_wait_timeout_s`. A request with more images than one batch is
-split into batch-sized jobs first. The scorer runs in one worker thread so the replica's event
-loop keeps queueing the next batch while the current one computes.
+split into batch-sized jobs first. The scorer runs in worker threads (`scorer_threads`, one by
+default) so the replica's event loop keeps queueing the next batch while the current one
+computes.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ class ScorerDeployment:
         self.scorer = (scorer_factory or build_registered_scorer)(self.spec)
         self._batched.set_max_batch_size(self.spec.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.spec.batch_wait_timeout_s)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.spec.scorer_threads, thread_name_prefix="scorer"
+        )
         self._metrics = ScorerMetrics(self.spec.name)
         self._waiting = 0  # images enqueued but not yet in a running batch
         self._failed_batches = 0
