@@ -2,11 +2,14 @@
 expert that answers at once vs one that takes `--delay-ms` longer per scoring batch.
 
     python orchestration/bench_lrm_latency.py [--steps 20] [--delay-ms 300] [--rounds 2] \
-        [key.sub=value ...]
+        [--failure-rate 0.2] [key.sub=value ...]
 
 Two reward-service apps are deployed on a local Ray instance (or RAY_ADDRESS): the toy judge
 as is, and the toy judge behind `DelayedScorer`, which sleeps before each batch it scores
-(one request = one batch: max_batch_size is raised so a triplet request is never split). Each
+(max_batch_size is raised so that a triplet request is never split and the requests queued
+behind a slow call share the next one, as a judge API takes concurrent requests) and,
+with `--failure-rate`, answers that share of its calls with an error for every item (drawn
+from a seeded RNG: the same calls fail on every run). Each
 arm runs the real training step of the default recipe (`trainer.loop.Trainer.train_step`: toy
 student forward/backward, LRM reward, LRM updates from the expert's answers) in this
 process on toy batches; arms alternate `--rounds` times to even out machine noise. Prints
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -28,24 +32,41 @@ if __package__ in (None, ""):  # `python orchestration/bench_lrm_latency.py`
 
 import torch  # noqa: E402
 
-from reward_service.scorers.base import Scorer  # noqa: E402
+from reward_service.scorers.base import ItemScore, Scorer  # noqa: E402
 
 WARMUP_STEPS = 3
+# A judge API answers concurrent calls: the delayed calls overlap instead of queueing.
+EXPERT_THREADS = 16
 
 
 class DelayedScorer(Scorer):
-    """A scorer that answers `delay_s` later on the service path (an injected expert latency)."""
+    """A scorer that answers `delay_s` later on the service path (an injected expert latency)
+    and fails a `failure_rate` share of its calls (every item an error, as a judge API that
+    times out or answers garbage), chosen by an RNG seeded `seed`."""
 
-    def __init__(self, inner: Scorer, delay_s: float) -> None:
-        self.inner, self.delay_s = inner, delay_s
+    def __init__(
+        self, inner: Scorer, delay_s: float, failure_rate: float = 0.0, seed: int = 0
+    ) -> None:
+        if not 0 <= failure_rate <= 1:
+            raise ValueError(f"failure_rate={failure_rate} must be in [0, 1]")
+        self.inner, self.delay_s, self.failure_rate = inner, delay_s, failure_rate
         self.name, self.input_size = inner.name, inner.input_size
         self.differentiable = inner.differentiable
+        self.rng = random.Random(seed)
+        self.calls = self.failed_calls = 0
 
     def __call__(self, images, prompts):
         return self.inner(images, prompts)
 
     def score_items(self, images, prompts):
         time.sleep(self.delay_s)
+        self.calls += 1
+        # Per-item errors rather than an exception: the deployment retries a raising call job
+        # by job, which would pay the delay again and draw again.
+        if self.rng.random() < self.failure_rate:
+            self.failed_calls += 1
+            error = f"injected failure (call {self.calls})"
+            return [ItemScore(score=None, error=error) for _ in prompts]
         return self.inner.score_items(images, prompts)
 
 
@@ -54,11 +75,14 @@ class DelayedScorerFactory:
     """`build_app(..., scorer_factory=...)`: the registry's scorer behind DelayedScorer."""
 
     delay_s: float
+    failure_rate: float = 0.0
+    seed: int = 0
 
     def __call__(self, spec) -> Scorer:
         from reward_service.deployments import build_registered_scorer
 
-        return DelayedScorer(build_registered_scorer(spec), self.delay_s)
+        inner = build_registered_scorer(spec)
+        return DelayedScorer(inner, self.delay_s, self.failure_rate, self.seed)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,6 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="Timed steps per arm and round.")
     parser.add_argument("--delay-ms", type=float, default=300.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--failure-rate", type=float, default=0.0,
+                        help="Share of the delayed expert's calls that fail.")
     parser.add_argument("overrides", nargs="*", help="Trainer config key.sub=value overrides.")
     return parser.parse_args(argv)
 
@@ -86,7 +112,7 @@ def bench_config(app: str, port: int, overrides):
     )
 
 
-def deploy(cfg, delay_s: float) -> None:
+def deploy(cfg, delay_s: float, failure_rate: float = 0.0) -> None:
     """The app of `cfg` with only the expert scorer (unsplit batches) behind the delay."""
     from ray import serve
 
@@ -94,9 +120,10 @@ def deploy(cfg, delay_s: float) -> None:
     from reward_service.client import wait_for_app
 
     serve_cfg = cfg.serve.model_copy(deep=True)
-    expert = serve_cfg.scorer(cfg.lrm.expert).model_copy(update={"max_batch_size": 512})
+    expert = serve_cfg.scorer(cfg.lrm.expert).model_copy(update={"max_batch_size": 4096, "scorer_threads": EXPERT_THREADS})
     serve_cfg.scorers = [expert]
-    app = build_app(serve_cfg, scorer_factory=DelayedScorerFactory(delay_s))
+    factory = DelayedScorerFactory(delay_s, failure_rate, seed=cfg.seed)
+    app = build_app(serve_cfg, scorer_factory=factory)
     serve.run(app, name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
     wait_for_app(cfg.serve.app_name, timeout_s=300)
 
@@ -155,7 +182,7 @@ def main(argv=None) -> int:
     trainers, seconds = {}, dict.fromkeys(delays, 0.0)
     try:
         for label, cfg in configs.items():
-            deploy(cfg, delays[label])
+            deploy(cfg, delays[label], args.failure_rate if delays[label] else 0.0)
             trainers[label] = Trainer(cfg, 0, 1, torch.device("cpu"))
             run_arm(trainers[label], WARMUP_STEPS, 0)
         for round_index in range(args.rounds):  # each arm's steps stay consecutive

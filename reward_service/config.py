@@ -29,6 +29,13 @@ class ScorerConfig(StrictModel):
         None, ge=1, description="Defaults to 2 x max_batch_size so batches can fill."
     )
     max_queued_requests: int = Field(64, ge=1)
+    scorer_threads: int = Field(
+        1,
+        ge=1,
+        description="Batches a replica scores at once. 1 for scorers that compute (a second "
+        "thread only contends for the same cores); more for one that waits on a remote API "
+        "(a VLM judge), or every batch queues behind the previous call's latency.",
+    )
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)

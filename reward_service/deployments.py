@@ -5,8 +5,9 @@ per configured VAE. The HTTP ingress (reward_service/app.py) and the trainer's h
 Batching (docs/method.md §7): `@serve.batch` needs an `async def` over a list; its size
 counts *images* (`batch_size_fn`), not requests, and comes from `ScorerConfig` through
 `set_max_batch_size` / `set_batch_wait_timeout_s`. A request with more images than one batch is
-split into batch-sized jobs first. The scorer runs in one worker thread so the replica's event
-loop keeps queueing the next batch while the current one computes.
+split into batch-sized jobs first. The scorer runs in worker threads (`scorer_threads`, one by
+default) so the replica's event loop keeps queueing the next batch while the current one
+computes.
 """
 
 from __future__ import annotations
@@ -105,11 +106,23 @@ class ScorerDeployment:
         self.scorer = (scorer_factory or build_registered_scorer)(self.spec)
         self._batched.set_max_batch_size(self.spec.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.spec.batch_wait_timeout_s)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.spec.scorer_threads, thread_name_prefix="scorer"
+        )
         self._metrics = ScorerMetrics(self.spec.name)
         self._waiting = 0  # images enqueued but not yet in a running batch
         self._failed_batches = 0
         self._last_good: Job | None = None  # the health check's canary
+
+    def set_batching(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        """Retune batching in place, without a restart (a load test's sweep). The replica's
+        max_ongoing_requests is a deployment option and stays as deployed."""
+        self.spec = ScorerConfig.model_validate({
+            **self.spec.model_dump(), "max_batch_size": max_batch_size,
+            "batch_wait_timeout_s": batch_wait_timeout_s, "max_ongoing_requests": None,
+        })
+        self._batched.set_max_batch_size(self.spec.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.spec.batch_wait_timeout_s)
 
     def info(self) -> dict:
         return {

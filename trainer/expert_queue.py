@@ -17,6 +17,12 @@ stays bounded. K = 0 means synchronous: the request is waited for in its own ste
 expert client's timeout). Failed calls and per-item errors are missing items too; a missing
 item is never given a default score.
 
+Adaptive window (`max_window_steps` > K): the queue measures the expert's round trip (when
+each answer arrives; before the first one, the age of a request about to expire, a lower
+bound) and the time per step, and sets the window to cover twice the average round trip
+(trainer/expert_window.py), between K and `max_window_steps`. An expert whose average round
+trip is within about K / 2 steps sees exactly the fixed window.
+
 The expert is anything with `async score_latents(model, latents, prompts, vae) -> ScoreResult`
 (`reward_service.client.RewardClient`, or a plain in-process class in tests). Its coroutines
 run on a private event-loop thread, so `submit` works from a Ray Train worker's plain thread,
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +44,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+
+from trainer.expert_window import ema, window_steps
 
 LATE = "late"
 TRIPLET = 3  # z0 (real), z1 (online), z2 (target)
@@ -117,6 +126,8 @@ class ExpertQueue:
         max_staleness_steps: int,
         agree: Callable[[list[bool]], list[bool]] | None = None,
         sync_timeout_s: float = 60.0,
+        max_window_steps: int | None = None,
+        agree_max: Callable[[int], int] | None = None,
     ) -> None:
         if max_staleness_steps < 0:
             raise ValueError(f"max_staleness_steps={max_staleness_steps} must be >= 0")
@@ -125,6 +136,15 @@ class ExpertQueue:
         self.agree = agree or (lambda flags: flags)
         self.sync_timeout_s = sync_timeout_s  # K = 0: longest wait for one request
         self.pending: list[ExpertRequest] = []
+        # Adaptive window (module doc); `agree_max` makes every rank use the widest one.
+        self.max_window_steps = max(max_staleness_steps, max_window_steps or 0)
+        self.agree_max = agree_max or (lambda value: value)
+        self.window = self.max_window_seen = max_staleness_steps
+        self.round_trip_s: float | None = None  # moving averages (trainer/expert_window.py)
+        self.step_s: float | None = None
+        self._last_submit: tuple[int, float] | None = None  # (step, monotonic time)
+        self._round_trips: list[float] = []  # appended on the event-loop thread
+        self._answered = False  # any round trip measured yet
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name="expert-queue"
@@ -143,7 +163,48 @@ class ExpertQueue:
             self.model, triplets.flatten(0, 1), prompts, self.vae
         )
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        self.pending.append(ExpertRequest(step, triplets, list(captions), future, time.monotonic()))
+        sent_at = time.monotonic()
+        future.add_done_callback(functools.partial(self._arrived, sent_at))
+        self.pending.append(ExpertRequest(step, triplets, list(captions), future, sent_at))
+        if self._last_submit is not None and step > self._last_submit[0]:
+            per_step = (sent_at - self._last_submit[1]) / (step - self._last_submit[0])
+            self.step_s = ema(self.step_s, per_step)
+        self._last_submit = (step, sent_at)
+
+    def _arrived(self, sent_at: float, future: concurrent.futures.Future) -> None:
+        if not future.cancelled():  # a cancelled request's age is counted when it expires
+            self._round_trips.append(time.monotonic() - sent_at)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.max_window_steps > self.max_staleness_steps > 0
+
+    def _update_window(self, step: int, now: float) -> None:
+        """Fold the new round trips (and the ages of requests about to expire, lower bounds
+        of theirs) into the averages; the window every rank uses from this step on."""
+        arrived, self._round_trips = self._round_trips, []
+        for seconds in arrived:
+            self.round_trip_s = ema(self.round_trip_s, seconds)
+        self._answered = self._answered or bool(arrived)
+        local = self._local_window()
+        ages = [step - r.step for r in self.pending if not r.future.done()]
+        if not self._answered and ages and max(ages) >= local:
+            # No answer yet and one about to expire: it needs more than its age, a lower
+            # bound of the round trip taken at once (averaged in, the window would grow too
+            # slowly to catch an expert several windows slow), in averaged steps so a stale
+            # step average cannot hold the window shut. Once answers arrive, they alone set it.
+            oldest = max(ages)
+            waited = max(now - r.sent_at for r in self.pending if not r.future.done())
+            lower = max(waited, (oldest + 1) * (self.step_s or 0.0))
+            self.round_trip_s = max(self.round_trip_s or 0.0, lower)
+            local = self._local_window()
+        self.window = self.agree_max(local)
+        self.max_window_seen = max(self.max_window_seen, self.window)
+
+    def _local_window(self) -> int:
+        return window_steps(
+            self.round_trip_s, self.step_s, self.max_staleness_steps, self.max_window_steps
+        )
 
     def collect(self, step: int) -> list[ExpertAnswer]:
         """Answers usable at `step`: arrived requests, and expired ones (all items missing).
@@ -154,13 +215,15 @@ class ExpertQueue:
             concurrent.futures.wait(
                 [r.future for r in self.pending], timeout=self.sync_timeout_s
             )
+        if self.adaptive:
+            self._update_window(step, time.monotonic())
         # Ranks hold the same requests (same submissions, same decisions): skip when empty.
         arrived = self.agree([r.future.done() for r in self.pending]) if self.pending else []
         taken, kept = [], []
         for request, done in zip(self.pending, arrived, strict=True):
             age = step - request.step
-            if done or age >= self.max_staleness_steps:
-                taken.append(self._resolve(request, too_old=age > self.max_staleness_steps))
+            if done or age >= self.window:
+                taken.append(self._resolve(request, too_old=age > self.window))
             else:
                 kept.append(request)
         self.pending = kept
@@ -171,6 +234,7 @@ class ExpertQueue:
         concurrent.futures.wait([r.future for r in self.pending], timeout=timeout_s)
         answers = [self._resolve(request) for request in self.pending]
         self.pending = []
+        self._last_submit = None  # the next submit starts a new run of steps
         return answers
 
     def _resolve(self, request: ExpertRequest, too_old: bool = False) -> ExpertAnswer:
@@ -179,7 +243,7 @@ class ExpertQueue:
         latency = time.monotonic() - request.sent_at
         if too_old or not request.future.done():
             request.future.cancel()
-            window = self.max_staleness_steps
+            window = self.window
             return _all_missing(request, f"{LATE}: no scores within {window} step(s)", latency)
         try:
             result = request.future.result()

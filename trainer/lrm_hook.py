@@ -27,8 +27,8 @@ that of eq. 12 over all ranks' triplets) and ranks take the same requests at the
 
 Metrics: lrm_loss, lrm_expert_agreement (pairs where the LRM, before its update, orders the
 two latents like the expert), reward_staleness_steps, lrm_updates, reward_updates_skipped
-(triplets with a missing score, summed over ranks), reward_inflight, time_reward_wait,
-time_lrm_update. lrm_* and staleness appear only on steps that applied an update.
+(triplets with a missing score, summed over ranks), reward_inflight, reward_window_steps
+(the expert window in use, trainer/expert_window.py), time_reward_wait, time_lrm_update. lrm_* and staleness appear only on steps that applied an update.
 """
 
 from __future__ import annotations
@@ -91,6 +91,15 @@ def all_ranks_agree(flags: list[bool], device: torch.device | str = "cpu") -> li
     values = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
     dist.all_reduce(values, op=dist.ReduceOp.MIN)
     return [bool(v) for v in values.tolist()]
+
+
+def max_over_ranks(value: int, device: torch.device | str = "cpu") -> int:
+    """The largest `value` over ranks (identity with one process): one expert window for all."""
+    if _world_size() == 1:
+        return value
+    values = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return int(values.item())
 
 
 def sum_over_ranks(values: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -208,6 +217,7 @@ class LatentProxyReward(RewardHook):
         metrics = {
             SKIPPED_REWARD_UPDATES: float(skipped),
             "reward_inflight": float(len(self.queue.pending)),
+            "reward_window_steps": float(self.queue.window),
             "lrm_updates": float(len(stalenesses)),
         }
         if stalenesses:
@@ -273,6 +283,8 @@ def build_lrm_hook(
     queue = ExpertQueue(
         expert, lrm_cfg.expert, cfg.expert_vae_name, lrm_cfg.max_staleness_steps,
         agree=functools.partial(all_ranks_agree, device=device), sync_timeout_s=sync_timeout,
+        max_window_steps=lrm_cfg.max_adaptive_staleness_steps,
+        agree_max=functools.partial(max_over_ranks, device=device),
     )
     settings = LRMSettings(
         beta=cfg.reward.beta,

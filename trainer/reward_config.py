@@ -100,8 +100,19 @@ class LRMConfig(StrictModel):
         ge=0,
         description="Expert scores arrive asynchronously; use a triplet for an LRM update at "
         "most this many student steps after it was made, then drop it (counted in "
-        "reward_updates_skipped). At most this + 1 requests are in flight per worker. "
+        "reward_updates_skipped). At most this + 1 requests are in flight per worker (more "
+        "when the adaptive window widens it: max_adaptive_staleness_steps). "
         "0 = wait for each step's scores in that step (synchronous).",
+    )
+    max_adaptive_staleness_steps: int = Field(
+        32,
+        ge=0,
+        description="Upper bound of the adaptive window: when the measured expert round trip "
+        "needs more than max_staleness_steps steps, the window widens to ceil(2 x round trip / "
+        "step time) + 1 steps (moving averages, trainer/expert_window.py), up to this. An "
+        "expert whose round trip fits the fixed window twice over sees exactly the fixed "
+        "window. <= max_staleness_steps = a fixed window; ignored when max_staleness_steps is "
+        "0.",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Per expert-scoring request.")
     real_image_preference: bool = Field(

@@ -89,10 +89,13 @@ def settle(queue: ExpertQueue, steps) -> None:
     assert all(f.done() for f in futures)
 
 
-def make_hook(expert, staleness: int, final_step=None, lr=1e-3) -> LatentProxyReward:
+def make_hook(
+    expert, staleness: int, final_step=None, lr=1e-3, max_window_steps=None
+) -> LatentProxyReward:
     torch.manual_seed(0)
     lrm = LatentRewardModel.from_pretrained(TOY_LRM_DIR)
-    queue = ExpertQueue(expert, "judge", "toy", staleness, sync_timeout_s=10)
+    queue = ExpertQueue(expert, "judge", "toy", staleness, sync_timeout_s=10,
+                        max_window_steps=max_window_steps)
     settings = LRMSettings(
         beta=1.0, batch_size=2, learning_rate=lr, final_step=final_step, drain_timeout_s=10
     )
@@ -269,3 +272,21 @@ def test_an_answer_collected_beyond_the_window_is_late_even_if_it_arrived():
     settle(hook.queue, [0])
     metrics = hook.after_step(context(5))  # steps that skip numbers (e.g. interleaved runs)
     assert metrics["lrm_updates"] == 0 and metrics["reward_updates_skipped"] == 2
+
+
+def test_an_adaptive_window_that_need_not_grow_applies_the_fixed_windows_updates():
+    # Each request is answered before the next step is submitted: the measured round trip is
+    # under a step, so the adaptive window stays at K and every update is the fixed window's.
+    results = []
+    for max_window in (None, 32):
+        expert = ControlledExpert()
+        hook = make_hook(expert, staleness=4, max_window_steps=max_window)
+        rows = []
+        for step in range(6):
+            rows.append(hook.after_step(context(step)))
+            expert.release(step)
+            settle(hook.queue, [step])
+        results.append((weights(hook), [r["lrm_updates"] for r in rows], hook.queue.window))
+    (fixed, fixed_updates, _), (adaptive, adaptive_updates, window) = results
+    assert window == 4 and fixed_updates == adaptive_updates == [0.0] + [1.0] * 5
+    assert all(torch.equal(fixed[k], adaptive[k]) for k in fixed)
