@@ -21,6 +21,7 @@ safetensors/.npy (rglcd/codecs.py).
 """
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -321,7 +322,7 @@ def build_app(
                 "is empty; export the token or unset serve.auth_token_env"
             )
         token_sha256 = _token_digest(token)  # only the digest reaches the cluster
-    limits = Limits.from_config(config).__dict__
+    limits = dataclasses.asdict(Limits.from_config(config))  # plain dict: crosses to replicas
     scorers = {spec.name: _scorer_app(spec, scorer_factory, limits) for spec in config.scorers}
     vaes = {
         name: VaeDeployment.options(
