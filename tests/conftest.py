@@ -25,6 +25,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray Train, in every cluster the tests start (inherited by raylets and their workers): no
+# preemption watcher (one actor process fewer per run; a test machine is never drained), and
+# the controller polls its workers every 0.25 s instead of 2 s (a run's start and end are seen
+# at once: tiny runs last seconds).
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +50,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.ray)
         if "e2e" in parts:
             item.add_marker(pytest.mark.e2e)
+    # Tiers in order unit, e2e, ray: the shared cluster starts with the first Ray-tier test, so
+    # no other test runs beside its idle daemons, and e2e tests (which start their own Ray)
+    # do not compete with it for the cores.
+    tier = {"unit": 0, "e2e": 1, "ray": 2}
+    items.sort(key=lambda item: next(
+        (tier[part] for part in Path(str(item.fspath)).parts if part in tier), 0))
     if "slow_env" not in (config.getoption("markexpr") or ""):  # only when asked for by name
         slow = [item for item in items if item.get_closest_marker("slow_env")]
         if slow:
@@ -58,6 +70,7 @@ def ray_cluster():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a new cluster, never one found on the machine
             num_cpus=8,
             include_dashboard=False,
             log_to_driver=False,

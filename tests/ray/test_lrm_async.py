@@ -124,10 +124,15 @@ def test_service_deleted_mid_run_skips_then_resumes(ray_cluster, serve_http_port
         serve.delete(APP)
         during = steps(hook, 3, 3)  # step 3 still learns from step 2's answer (sent before)
         assert [r["lrm_updates"] for r in during] == [1, 0, 0]
-        assert [r["reward_updates_skipped"] for r in during] == [0, 2, 2]  # 2 triplets a step
+        # A failed call is skipped at the first collect after it fails: the step that sent it
+        # (a handle that already knows the app is gone fails at once) or the next one. Of the
+        # 3 requests sent in the outage (2 triplets each) the first two are skipped by step 5.
+        skipped = [r["reward_updates_skipped"] for r in during]
+        assert all(n % 2 == 0 for n in skipped) and 4 <= sum(skipped) <= 6, skipped
 
         ensure_reward_service(cfg)
         after = steps(hook, 6, 4)
         assert sum(r["lrm_updates"] for r in after) >= 2
+        assert hook.skipped_total >= 6  # every triplet sent in the outage was counted
     finally:
         hook.queue.close()

@@ -199,3 +199,19 @@ def test_worker_entry_verifies_local_checkpoints_only(saved, tmp_path):
     with pytest.raises(CheckpointError, match="fails its sha256"):
         verify_checkpoint(broken)
     load_checkpoint(broken, _fresh_state(seed=5), verified=True)  # the caller's promise
+
+
+def test_worker_entry_refuses_a_corrupt_checkpoint_before_the_loop(saved, tmp_path, monkeypatch):
+    """What Ray Train hands a restarted or resumed worker goes through train_loop_per_worker:
+    a damaged checkpoint raises CheckpointError (Ray Train fails the run with that message)
+    before the loop reads its config or builds a model."""
+    import ray.train
+
+    from trainer.worker import train_loop_per_worker
+
+    _, path, _ = saved
+    broken = _corrupt_copy(path, tmp_path, _flip_byte)
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint(str(broken)))
+    with pytest.raises(CheckpointError, match="fails its sha256 check") as info:
+        train_loop_per_worker({})  # no config at all: the check must come first
+    assert "It was not loaded" in str(info.value)
