@@ -25,10 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/bench_default_run.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from orchestration.local_head import cluster_env, private_head, submit_job  # noqa: E402
+from orchestration.local_head import cluster_env, private_head, submit_job
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 600.0

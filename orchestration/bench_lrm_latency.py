@@ -25,14 +25,10 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/bench_lrm_latency.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from reward_service.scorers.base import ItemScore, Scorer  # noqa: E402
+from reward_service.scorers.base import ItemScore, Scorer
 
 WARMUP_STEPS = 3
 # A judge API answers concurrent calls: the delayed calls overlap instead of queueing.

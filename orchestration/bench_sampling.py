@@ -16,18 +16,15 @@ decode and CFG's doubled batch, so it differs.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.evaluation.config import ModelSpec  # noqa: E402
-from orchestration.evaluation.generation import generate, load_pipeline, sample_seed  # noqa: E402
-from rglcd.toy.paths import TOY_PIPELINE_DIR  # noqa: E402
-from rglcd.toy.scenes import sample_scenes  # noqa: E402
+from orchestration.evaluation.config import ModelSpec
+from orchestration.evaluation.generation import generate, load_pipeline, sample_seed
+from rglcd.toy.paths import TOY_PIPELINE_DIR
+from rglcd.toy.scenes import sample_scenes
 
 
 def time_per_image(spec: ModelSpec, steps: int, prompts: list[str], device: str) -> float:

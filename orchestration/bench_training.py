@@ -32,10 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from trainer.monitoring import METRICS_FILE, read_metrics
 
-from trainer.monitoring import METRICS_FILE, read_metrics  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "plain LCD": "configs/toy-lcd.yaml",

@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.toy_build.common import BuildSettings, seed_everything  # noqa: E402
-from rglcd.toy.paths import (  # noqa: E402
+from orchestration.toy_build.common import BuildSettings, seed_everything
+from rglcd.toy.paths import (
     TOY_ARTIFACTS,
     TOY_DATA_DIR,
     TOY_MINICLIP_DIR,

@@ -26,32 +26,28 @@ and listed, never fatal. Latents are posterior samples times the scaling factor 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pyarrow import fs as pafs
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.data.encode import LatentEncoder, load_vae, vae_downsampling  # noqa: E402
-from orchestration.data.samples import (  # noqa: E402
+from orchestration.data.encode import LatentEncoder, load_vae, vae_downsampling
+from orchestration.data.samples import (
     SkipSample,
     prepare_sample,
     webdataset_caption,
     webdataset_image,
 )
-from orchestration.data.shards import (  # noqa: E402
+from orchestration.data.shards import (
     build_manifest,
     prepare_output,
     resolve_uri,
     write_manifest,
     write_shard,
 )
-from rglcd.ray_parquet import read_parquet  # noqa: E402
-from trainer.data import content_key  # noqa: E402
+from rglcd.ray_parquet import read_parquet
+from trainer.data import content_key
 
 
 @dataclass

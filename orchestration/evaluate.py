@@ -39,20 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
-# `python orchestration/evaluate.py` puts orchestration/ first on sys.path: add the repo root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.evaluation.config import EvalConfig  # noqa: E402
-from orchestration.evaluation.image_metrics import FidScorer, load_reference_images  # noqa: E402
-from orchestration.evaluation.prompts import load_prompts  # noqa: E402
-from orchestration.evaluation.report import (  # noqa: E402
+from orchestration.evaluation.config import EvalConfig
+from orchestration.evaluation.image_metrics import FidScorer, load_reference_images
+from orchestration.evaluation.prompts import load_prompts
+from orchestration.evaluation.report import (
     EvalResults,
     write_item_scores,
     write_outputs,
 )
-from orchestration.evaluation.scoring import make_backend  # noqa: E402
-from orchestration.evaluation.summary import compute_win_rates, summarise_rows  # noqa: E402
-from rglcd.configuration import load_config  # noqa: E402
+from orchestration.evaluation.scoring import make_backend
+from orchestration.evaluation.summary import compute_win_rates, summarise_rows
+from rglcd.configuration import load_config
 
 
 def _check_models(cfg: EvalConfig) -> None:

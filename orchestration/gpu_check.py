@@ -31,10 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/gpu_check.py`: import from the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
+import torch
 
 PROMPTS = ["a red circle on a blue background", "a small yellow square", "a green triangle"]
 NO_CUDA = (

@@ -15,17 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/judge_accuracy.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from orchestration.study.create import image_path, read_eval_records  # noqa: E402
-from rglcd.toy.heldout_judge import ATTRIBUTES, HeldoutJudge  # noqa: E402
-from rglcd.toy.judge import ToyJudge  # noqa: E402
-from rglcd.toy.scenes import IMAGE_SIZE  # noqa: E402
+from orchestration.study.create import image_path, read_eval_records
+from rglcd.toy.heldout_judge import ATTRIBUTES, HeldoutJudge
+from rglcd.toy.judge import ToyJudge
+from rglcd.toy.scenes import IMAGE_SIZE
 
 
 def row_accuracy(eval_dir: Path) -> dict[str, dict[str, dict[str, float]]]:

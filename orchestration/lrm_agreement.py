@@ -21,11 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/lrm_agreement.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -41,23 +41,21 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from rglcd.toy.paths import (  # noqa: E402
+from rglcd.toy.paths import (
     TOY_DATA_DIR,
     TOY_LRM_DIR,
     TOY_MINICLIP_DIR,
     TOY_PIPELINE_DIR,
 )
-from trainer.lrm.latent_shards import read_manifest, split_shards  # noqa: E402
+from trainer.lrm.latent_shards import read_manifest, split_shards
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 EVAL_SPLITS = ("validation", "heldout")
 TOY_TOWER = {"patch_size": 2, "width": 96, "depth": 4, "heads": 4}

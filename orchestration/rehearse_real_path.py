@@ -44,12 +44,10 @@ from io import BytesIO
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 RESOLUTION = 32
 IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by pretrain_lrm.py
 JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
-IMAGEREWARD_HELPER = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
 HPS_CONFIG = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
@@ -135,15 +133,16 @@ def build_inputs(work: Path, imagereward_python: Path | None) -> dict:
     paths["prompts"].write_text(json.dumps(STYLES))
     if imagereward_python is not None:  # built inside ImageReward's own environment
         code = (
-            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+            "import sys; from pathlib import Path;"
             "from tests.helpers.imagereward_check import offline_bert_tokenizer, "
-            "write_random_imagereward as w; d = Path(sys.argv[2]); d.mkdir(parents=True, "
+            "write_random_imagereward as w; d = Path(sys.argv[1]); d.mkdir(parents=True, "
             "exist_ok=True); offline_bert_tokenizer(d / 'hf'); w(d)"
         )
         folder = models / "ImageReward"
-        env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1"}
-        subprocess.run([str(imagereward_python), "-c", code, str(REPO_ROOT), str(folder)],
-                       check=True, env=env)
+        # That environment does not hold this project: PYTHONPATH lends it the checkout.
+        env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": str(REPO_ROOT)}
+        subprocess.run([str(imagereward_python), "-c", code, str(folder)], check=True, env=env)
         paths["imagereward"], paths["hf_home"] = folder / "ImageReward.pt", folder / "hf"
     return {k: str(v) for k, v in paths.items()}
 

@@ -30,17 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from orchestration.evaluation.stats import cross_seed_win_rate, run_spread
+from orchestration.training_runs import train_once
 
-from orchestration.evaluation.stats import cross_seed_win_rate, run_spread  # noqa: E402
-from orchestration.training_runs import train_once  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_RECIPES = ("lcd=configs/toy-lcd.yaml", "rglcd=configs/toy.yaml")
 DEFAULT_COMPARISONS = ("rglcd@2:lcd@4", "rglcd@4:lcd@4")

@@ -114,7 +114,6 @@ def write_docs(eval_dir: Path, docs_dir: Path) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO_ROOT))
     for recipe in RECIPES:
         train(recipe, args.retrain)
     if args.skip_eval:

@@ -46,16 +46,13 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python trainer/run.py`: import from the repo root, and keep
-    # trainer/'s modules (config, data, ...) from shadowing top-level names
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
-
-from rglcd.configuration import ConfigError  # noqa: E402
-from rglcd.local_ray import keep_local_ray_on_loopback  # noqa: E402
-from trainer.config import RGLCDConfig, load_trainer_config  # noqa: E402
-from trainer.config_checks import isolated_direct_reward_problem  # noqa: E402
+# `python trainer/run.py` puts trainer/ first on sys.path: the imports below resolve through
+# the installed package (`make env`; Ray's working_dir puts the job's copy on PYTHONPATH),
+# and no module in trainer/ takes a top-level package's name (tests/unit/test_entry_points.py).
+from rglcd.configuration import ConfigError
+from rglcd.local_ray import keep_local_ray_on_loopback
+from trainer.config import RGLCDConfig, load_trainer_config
+from trainer.config_checks import isolated_direct_reward_problem
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
