@@ -1,4 +1,4 @@
-"""The evaluation command (orchestration/evaluate.py) end to end on the shared Ray cluster.
+"""The evaluation command (orchestration/commands/evaluate.py) end to end on the shared Ray cluster.
 
 A tiny SD teacher and a tiny exported LCM pipeline (trainer/export.py) are evaluated on four
 toy captions x two seeds; scores come through the reward service (the command deploys the
@@ -17,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from orchestration import evaluate
+from orchestration.commands import evaluate
 from orchestration.evaluation.report import GRID_GAP
 from rglcd.tiny_models import IMAGE_SIZE, save_tiny_sd_pipeline, tiny_sd_components, tiny_unet
 from rglcd.toy.miniclip import build_miniclip, write_caption_tokenizer, write_preprocess

@@ -1,8 +1,9 @@
 """Sampling speed: the teacher at 50 DDIM steps with CFG vs an LCM pipeline at 1/2/4 steps.
 
-    python orchestration/bench_sampling.py                          # toy teacher, no LCM
-    python orchestration/bench_sampling.py --lcm outputs/toy-direct-clip/pipeline
-    python orchestration/bench_sampling.py --teacher PATH --lcm PATH --batch-size 8 --threads 4
+    python -m orchestration.bench.sampling_steps                 # toy teacher, no LCM
+    python -m orchestration.bench.sampling_steps --lcm outputs/toy-direct-clip/pipeline
+    python -m orchestration.bench.sampling_steps --teacher PATH --lcm PATH --batch-size 8 \
+        --threads 4
 
 Same batch size, same prompts and same initial noise for every configuration; each is warmed
 up once (pipeline load, first-call allocations) and then timed over one run. Prints wall time

@@ -1,8 +1,10 @@
 """Does a differentiable reward's gradient point where the expert agrees? A cheap check
 before an RG-LCD run with the direct reward (paper eq. 10-11).
 
-    python orchestration/reward_probe.py --pipeline outputs/toy-lcd/pipeline \\
+    rglcd-reward-probe --pipeline outputs/toy-lcd/pipeline \\
         --reward mini=rglcd/toy/artifacts/miniclip --reward robust=outputs/reward-clip/rc-0.25
+
+(`rglcd-reward-probe` is `python -m orchestration.commands.reward_probe`.)
 
 It samples the model's `--steps`-step latents for the held-out toy prompts, then, for each
 reward, takes `--iters` normalised gradient-ascent steps on those latents through the VAE

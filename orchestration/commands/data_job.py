@@ -1,12 +1,13 @@
 """Pre-encode (image, caption) data into latent Parquet shards with the teacher's VAE, on Ray Data.
 
-    python orchestration/data_job.py --input /data/cc12m-wds --output /data/cc12m-latents-512 \
+    rglcd-data-job --input /data/cc12m-wds --output /data/cc12m-latents-512 \
         --teacher runwayml/stable-diffusion-v1-5 --resolution 512 [--min-size 64] \
         [--num-gpus 1 --encoders 8 --batch-size 64]
 
 Then train with `data.train_path=/data/cc12m-latents-512` (the trainer reads these shards
-directly; no VAE encoding in the training loop). On a cluster, submit the same command with
-`ray job submit --working-dir . -- python orchestration/data_job.py ...` (docs/cluster.md).
+directly; no VAE encoding in the training loop). `rglcd-data-job` is `python -m
+orchestration.commands.data_job`; on a cluster, submit that with `ray job submit --working-dir
+. -- python -m orchestration.commands.data_job ...` (docs/cluster.md).
 
 Input (`--input`: a folder, glob, file or URI such as s3://bucket/cc12m; pyarrow filesystems):
   WebDataset tar shards (img2dataset layout): `<key>.jpg|jpeg|png|webp` + `<key>.txt` or

@@ -12,9 +12,11 @@ autocast, backward, clipping, AdamW, EMA) on three tiny models built in code, no
 and prints, per part, the first step's time (includes CUDA warm-up), the mean of the other
 steps, and ``torch.cuda.max_memory_allocated``::
 
-    python orchestration/gpu_check.py                         # needs CUDA (exits 2 without)
-    python orchestration/gpu_check.py --steps 20 --batch 16 --json outputs/gpu_check.json
-    python orchestration/gpu_check.py --device cpu --steps 2 --batch 2   # same code on CPU
+    rglcd-gpu-check                         # needs CUDA (exits 2 without)
+    rglcd-gpu-check --steps 20 --batch 16 --json outputs/gpu_check.json
+    rglcd-gpu-check --device cpu --steps 2 --batch 2   # same code on CPU
+
+(`rglcd-gpu-check` is `python -m orchestration.commands.gpu_check`.)
 
 It checks that the code paths run on the device under bf16 autocast; the models are tiny, so
 the timings say nothing about real-scale throughput.

@@ -1,7 +1,9 @@
 """Evaluate teachers and LCM / RG-LCM pipelines: the paper's Table 1, on any prompt file.
 
-    python orchestration/evaluate.py --config EVAL.yaml [key.sub=value ...]
-    ray job submit --working-dir . -- python orchestration/evaluate.py --config EVAL.yaml
+    rglcd-evaluate --config EVAL.yaml [key.sub=value ...]
+    ray job submit --working-dir . -- python -m orchestration.commands.evaluate --config EVAL.yaml
+
+(`rglcd-evaluate` is `python -m orchestration.commands.evaluate`.)
 
 EVAL.yaml (schema: orchestration/evaluation/config.py `EvalConfig`; only `models` is required)::
 
@@ -25,7 +27,7 @@ a claim can be read off a judge the recipe did not train on (the toy world's def
 include `heldout-judge`, rglcd/toy/heldout_judge.py).
 
 Departures from the paper: win rates are judged by a reward model; the paper's human
-preference study (section 5) is `python -m orchestration.study` on this command's images.
+preference study (section 5) is `python -m orchestration.studies.human` on this command's images.
 On the toy world FID lives in the miniature CLIP's feature space
 (orchestration/evaluation/image_metrics.py), not Inception's.
 """

@@ -1,9 +1,11 @@
 """Rebuild every toy-world artifact from scratch: data -> mini CLIP -> VAE -> UNet -> verify.
 
-    python orchestration/build_toy_world.py                       # everything
-    python orchestration/build_toy_world.py --stages clip,vae,unet
-    python orchestration/build_toy_world.py --stages reward-clip --device cuda  # docs/reward-clip
-    python orchestration/build_toy_world.py --stages verify --verify-prompts 200
+    rglcd-build-toy-world                                   # everything
+    rglcd-build-toy-world --stages clip,vae,unet
+    rglcd-build-toy-world --stages reward-clip --device cuda  # docs/reward-clip
+    rglcd-build-toy-world --stages verify --verify-prompts 200
+
+(`rglcd-build-toy-world` is `python -m orchestration.commands.build_toy_world`.)
 
 Outputs (committed, fp16 safetensors): ``rglcd/toy/artifacts/miniclip`` (transformers
 CLIPModel + tokenizer), ``rglcd/toy/artifacts/pipeline`` (diffusers StableDiffusionPipeline

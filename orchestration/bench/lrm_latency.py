@@ -1,7 +1,7 @@
 """Benchmark: does the asynchronous expert hide its latency? RG-LCD + LRM steps/s with an
 expert that answers at once vs one that takes `--delay-ms` longer per scoring batch.
 
-    python orchestration/bench_lrm_latency.py [--steps 20] [--delay-ms 300] [--rounds 2] \
+    python -m orchestration.bench.lrm_latency [--steps 20] [--delay-ms 300] [--rounds 2] \
         [--failure-rate 0.2] [key.sub=value ...]
 
 Two reward-service apps are deployed on a local Ray instance (or RAY_ADDRESS): the toy judge
