@@ -21,10 +21,12 @@ noise per (prompt, seed); scores them through the reward service (deploying the 
 scorers as a temporary Serve app when none is running) or in-process; computes mean scores
 (overall and per prompt group), FID against reference images, the high-frequency-noise ratio
 and head-to-head win rates with 95% CIs; writes table.md, results.json, scores.jsonl,
-grid_seed<s>.png, metrics_vs_steps.png and images/<row>/<group>/<item>.png into `output.dir`.
-A model's `trained_on` lists the scorer columns its recipe optimised: table.md marks them, so
-a claim can be read off a judge the recipe did not train on (the toy world's default scorers
-include `heldout-judge`, rglcd/toy/heldout_judge.py).
+grid_seed<s>.png (a column per table row, headed by its model and steps; a row per prompt,
+numbered, the prompts listed in table.md), metrics_vs_steps.png and
+images/<row>/<group>/<item>.png into `output.dir`. A model's `trained_on` lists the scorer
+columns its recipe optimised: table.md marks them, so a claim can be read off a judge the
+recipe did not train on (the toy world's default scorers include `heldout-judge`,
+rglcd/toy/heldout_judge.py).
 
 Departures from the paper: win rates are judged by a reward model; the paper's human
 preference study (section 5) is `python -m orchestration.studies.human` on this command's images.
