@@ -4,7 +4,7 @@ The caller owns the cluster: the head runs as a child process in its own process
 free loopback ports and its own temp dir, and `stop_head` tears it down by signalling that
 process (then any of its descendants still alive), never with `ray stop`, which would stop
 every Ray cluster on the machine. Used by the e2e job-submit test and by
-orchestration/bench_default_run.py.
+orchestration/bench/default_run.py.
 
     with private_head(num_cpus=4) as url:
         proc = submit_job(url, REPO_ROOT, ["python", "trainer/run.py"], cwd=REPO_ROOT)

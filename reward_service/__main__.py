@@ -11,7 +11,7 @@ it starts listens on 127.0.0.1 only (rglcd/local_ray.py; `--expose-ray` to opt o
     RAY_ADDRESS=auto python -m reward_service --config configs/serve_sd15.yaml
     curl -s localhost:8000/models
 
-On an existing cluster, `serve deploy orchestration/serve_config.yaml` does the same
+`rglcd-serve` is the same command. On an existing cluster, `serve deploy orchestration/serve_config.yaml` does the same
 declaratively.
 """
 

@@ -320,7 +320,7 @@ class RGLCDConfig(StrictModel):
             hint = "<local path or hub id org/name>" if key.startswith("model.") else "<path>"
             text = f"{key}: {value!r} does not exist; pass {key}={hint}"
             if value in _TOY_ARTIFACTS:
-                text += " or build the toy world (python orchestration/build_toy_world.py)"
+                text += " or build the toy world (rglcd-build-toy-world)"
             problems.append(text)
         return problems
 

@@ -8,15 +8,15 @@ serves; with a config it runs the same code on real checkpoints and GPUs.
     python trainer/run.py [--config configs/toy-direct-clip.yaml] [key.sub=value ...]
     ray job submit --working-dir . -- python trainer/run.py [--config FILE] [key.sub=value ...]
 
-The first form starts a local Ray instance, dashboard included (http://127.0.0.1:8265 or the
-next free port, printed at start), unless RAY_ADDRESS names a cluster; the second runs on
-the cluster that `ray start --head` (with its dashboard) started. Outputs land in
-`<output.root_dir>/<run_name>` (relative paths resolve against the job's working directory,
-so with `ray job submit` pass an absolute output.root_dir); rerunning with the same run name
-resumes from its last checkpoint. Everything that can be checked is checked before Ray
-starts: a bad config fails in a second with a message naming the key to change. The console
-shows one progress line; the workers' and the reward service's logs (Serve access logs, library
-warnings) stay in Ray's log files, which the dashboard's Logs page shows.
+The first form (also `rglcd-train`) starts a local Ray instance, dashboard included
+(http://127.0.0.1:8265 or the next free port, printed at start), unless RAY_ADDRESS names a
+cluster; the second runs on the cluster that `ray start --head` (with its dashboard) started.
+Outputs land in `<output.root_dir>/<run_name>` (relative paths resolve against the job's
+working directory, so with `ray job submit` pass an absolute output.root_dir); rerunning with
+the same run name resumes from its last checkpoint. Everything that can be checked is checked
+before Ray starts: a bad config fails in a second with a message naming the key to change. The
+console shows one progress line; the workers' and the reward service's logs (Serve access
+logs, library warnings) stay in Ray's log files, which the dashboard's Logs page shows.
 
 Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code:
   * Toy defaults (600 steps, batch 16, lr 1e-4) instead of 10k steps, batch 256/40, lr 1e-6
@@ -46,16 +46,13 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python trainer/run.py`: import from the repo root, and keep
-    # trainer/'s modules (config, data, ...) from shadowing top-level names
-    _here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-    sys.path.insert(0, str(_here.parent))
-
-from rglcd.configuration import ConfigError  # noqa: E402
-from rglcd.local_ray import keep_local_ray_on_loopback  # noqa: E402
-from trainer.config import RGLCDConfig, load_trainer_config  # noqa: E402
-from trainer.config_checks import isolated_direct_reward_problem  # noqa: E402
+# `python trainer/run.py` puts trainer/ first on sys.path: the imports below resolve through
+# the installed package (`make env`; Ray's working_dir puts the job's copy on PYTHONPATH),
+# and no module in trainer/ takes a top-level package's name (tests/unit/test_entry_points.py).
+from rglcd.configuration import ConfigError
+from rglcd.local_ray import keep_local_ray_on_loopback
+from trainer.config import RGLCDConfig, load_trainer_config
+from trainer.config_checks import isolated_direct_reward_problem
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0

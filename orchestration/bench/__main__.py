@@ -19,9 +19,9 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from orchestration.paths import REPO_ROOT
+
 RESULTS_FILE = REPO_ROOT / "docs" / "results.md"
 TABLE_FILE = REPO_ROOT / "outputs" / "bench" / "table.md"
 BENCHMARKS = ("latency", "service", "sampling")

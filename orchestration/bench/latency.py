@@ -3,13 +3,13 @@ call and fails 20% of its calls, side by side in one process.
 
     python -m orchestration.bench latency [--steps 20] [--delay-s 3] [--failure-rate 0.2]
 
-The arms are those of orchestration/bench_lrm_latency.py (the default recipe's real training
+The arms are those of orchestration/bench/lrm_latency.py (the default recipe's real training
 step against a toy-judge expert on Ray Serve, behind `DelayedScorer`), alternated `--rounds`
 times. Per arm: steps/s, LRM updates applied, triplets skipped (failed or late), the largest
 staleness of an applied update, the widest expert window the queue used and its measured
 round trip. Then both arms' LRMs rank the same fixed held-out triplets
-(`orchestration.lrm_agreement`: real latent, 1- and 2-step samples, judged by the toy judge;
-here sampled by the toy teacher, as the bench exports no LCM), beside the pretrained LRM.
+(`orchestration.studies.lrm_agreement`: real latent, 1- and 2-step samples, judged by the toy
+judge; here sampled by the toy teacher, as the bench exports no LCM), beside the pretrained LRM.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def run_arms(args) -> tuple[dict, dict]:
     import ray
     from ray import serve
 
-    from orchestration.bench_lrm_latency import WARMUP_STEPS, bench_config, deploy, run_arm
+    from orchestration.bench.lrm_latency import WARMUP_STEPS, bench_config, deploy, run_arm
     from orchestration.local_head import free_port
     from trainer.loop import Trainer, worker_threads
     from trainer.run import connect_ray
@@ -69,7 +69,7 @@ def run_arms(args) -> tuple[dict, dict]:
 
 def heldout_agreements(trainers: dict, images: int) -> dict[str, float]:
     """Agreement with the toy judge on fixed held-out triplets: pretrained LRM and each arm's."""
-    from orchestration.lrm_agreement import agreement, held_out_triplets
+    from orchestration.studies.lrm_agreement import agreement, held_out_triplets
     from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR, TOY_PIPELINE_DIR
     from trainer.lrm import LatentRewardModel
 

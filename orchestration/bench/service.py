@@ -23,11 +23,11 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from orchestration.paths import REPO_ROOT
+
 BATCH_SIZES = (8, 16, 32)
 WAITS_S = (0.002, 0.01, 0.03)
 MODEL = "toy-clip"

@@ -1,1 +1,1 @@
-"""Building blocks of the latent pre-encoding job (orchestration/data_job.py)."""
+"""Building blocks of the latent pre-encoding job (orchestration/commands/data_job.py)."""

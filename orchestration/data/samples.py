@@ -1,7 +1,7 @@
 """Raw (image bytes, caption) samples -> fixed-size uint8 pixels, or a reason to skip them.
 
-Plain functions, no Ray: the data job (orchestration/data_job.py) calls them inside Ray Data
-`map_batches` stages, and tests call them directly.
+Plain functions, no Ray: the data job (orchestration/commands/data_job.py) calls them inside
+Ray Data `map_batches` stages, and tests call them directly.
 
 A sample is skipped, never raised on, when its image is missing, cannot be decoded (corrupt,
 truncated, unknown format, decompression bomb) or is smaller than `min_size` on its short side,

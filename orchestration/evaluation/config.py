@@ -155,12 +155,12 @@ class OutputConfig(StrictModel):
     save_images: bool = Field(
         True,
         description="Also save every image as images/<row>/<group>/<item>.png (what "
-        "`python -m orchestration.study create` builds a human study from).",
+        "`rglcd-study create` builds a human study from).",
     )
 
 
 class EvalConfig(StrictModel):
-    """The whole evaluation: `python orchestration/evaluate.py --config F [k=v ...]`."""
+    """The whole evaluation: `rglcd-evaluate --config F [k=v ...]`."""
 
     models: list[ModelSpec] = Field(min_length=1, description="Models to compare (required).")
     prompts: str = Field(

@@ -1,20 +1,22 @@
 """Writers of the evaluation outputs: Table-1-style markdown, JSON, PNG grids, metric plot.
 
 `EvalResults` holds every figure; the writers only format it. The markdown table follows the
-paper's Table 1: one row per (model, number of steps), columns = metrics.
+paper's Table 1: one row per (model, number of steps), columns = metrics. The grids are drawn
+by grid.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-GRID_GAP = 2  # white pixels between grid tiles
+from orchestration.evaluation.grid import write_grid
+
 TRAINED_MARK = "*"
 TRAINED_NOTE = (
     f"`{TRAINED_MARK}` = the row's recipe trained on this scorer (directly or as its LRM's "
@@ -116,7 +118,19 @@ def win_rate_table(win_rates: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(results: EvalResults, grid_files: list[str]) -> str:
+def _grid_section(results: EvalResults, grid_files: list[str], prompts: Sequence[str]) -> list[str]:
+    columns = ", ".join(r.label for r in results.rows)
+    parts = ["", "## Sample grids", "", f"Columns, left to right: {columns}."]
+    if prompts:
+        parts += ["", "Rows, top to bottom (the same prompts in every grid, one grid per "
+                  "sampling seed):", ""]
+        parts += [f"{k}. {prompt}" for k, prompt in enumerate(prompts, start=1)]
+    return [*parts, "", *(f"![{name}]({name})" for name in grid_files)]
+
+
+def markdown_report(
+    results: EvalResults, grid_files: list[str], grid_prompts: Sequence[str] = ()
+) -> str:
     meta = results.meta
     parts = [
         "# Evaluation",
@@ -132,9 +146,7 @@ def markdown_report(results: EvalResults, grid_files: list[str]) -> str:
     if results.win_rates:
         parts += ["", "## Head-to-head win rates", "", win_rate_table(results.win_rates)]
     if grid_files:
-        columns = ", ".join(r.label for r in results.rows)
-        parts += ["", "## Sample grids", "", f"Columns, left to right: {columns}.", ""]
-        parts += [f"![{name}]({name})" for name in grid_files]
+        parts += _grid_section(results, grid_files, grid_prompts)
     return "\n".join(parts) + "\n"
 
 
@@ -152,31 +164,6 @@ def _finite_json(value):
 def write_json(results: EvalResults, path: Path) -> None:
     text = json.dumps(_finite_json(results.as_dict()), indent=2, allow_nan=False)
     path.write_text(text + "\n", encoding="utf-8")
-
-
-def image_grid(columns: list[np.ndarray], scale: int = 1) -> np.ndarray:
-    """Tile (R, H, W, 3) uint8 stacks side by side: column c = columns[c], row r = item r.
-
-    Returns (R*H*s + (R-1)*gap, C*W*s + (C-1)*gap, 3) uint8 on a white background.
-    """
-    if not columns:
-        raise ValueError("image_grid needs at least one column")
-    rows, h, w, _ = columns[0].shape
-    if any(c.shape != columns[0].shape for c in columns):
-        raise ValueError("all grid columns must hold images of the same count and size")
-    th, tw = h * scale, w * scale
-    out = np.full((rows * th + (rows - 1) * GRID_GAP, len(columns) * tw + (len(columns) - 1)
-                   * GRID_GAP, 3), 255, dtype=np.uint8)
-    for c, stack in enumerate(columns):
-        tiles = stack.repeat(scale, axis=1).repeat(scale, axis=2)
-        for r in range(rows):
-            y, x = r * (th + GRID_GAP), c * (tw + GRID_GAP)
-            out[y : y + th, x : x + tw] = tiles[r]
-    return out
-
-
-def write_grid(columns: list[np.ndarray], path: Path, scale: int) -> None:
-    Image.fromarray(image_grid(columns, scale)).save(path)
 
 
 def plot_metrics_vs_steps(results: EvalResults, path: Path) -> None:
@@ -224,14 +211,17 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = list(dict.fromkeys(item_seeds))
     per_seed = len(item_prompts) // len(seeds)
+    labels = [(r.model, f"{r.steps} step" + ("" if r.steps == 1 else "s")) for r in results.rows]
+    prompts = item_prompts[: min(grid_prompts, per_seed)]  # the same in every seed's grid
     grid_files = []
     for s, seed in enumerate(seeds):
-        rows = slice(s * per_seed, s * per_seed + min(grid_prompts, per_seed))
+        rows = slice(s * per_seed, s * per_seed + len(prompts))
         name = f"grid_seed{seed}.png"
-        write_grid([images[r.label][rows] for r in results.rows], out_dir / name, grid_scale)
+        write_grid([images[r.label][rows] for r in results.rows], out_dir / name, grid_scale,
+                   labels, prompts)
         grid_files.append(name)
     files = {"table": out_dir / "table.md", "json": out_dir / "results.json"}
-    files["table"].write_text(markdown_report(results, grid_files), encoding="utf-8")
+    files["table"].write_text(markdown_report(results, grid_files, prompts), encoding="utf-8")
     write_json(results, files["json"])
     files["plot"] = out_dir / "metrics_vs_steps.png"
     plot_metrics_vs_steps(results, files["plot"])

@@ -15,6 +15,7 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline
 from PIL import Image, ImageDraw
 
+from orchestration.paths import REPO_ROOT
 from orchestration.toy_build.common import BuildSettings, load_split, tensor_size_mb
 from rglcd.toy.judge import ToyJudge
 from rglcd.toy.metrics import hf_noise_ratio, miniclip_fid
@@ -22,7 +23,7 @@ from rglcd.toy.miniclip import caption_ranking_accuracy, load_miniclip
 from rglcd.toy.paths import TOY_ARTIFACTS, TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
 from rglcd.toy.scenes import all_captions
 
-GRID_PATH = Path(__file__).resolve().parents[2] / "docs" / "toy_teacher_samples.png"
+GRID_PATH = REPO_ROOT / "docs" / "toy_teacher_samples.png"
 STEP_COUNTS = (50, 4, 2)
 GUIDANCE = 7.5
 

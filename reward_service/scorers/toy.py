@@ -51,7 +51,7 @@ def toy_clip_scorer(name: str, directory: str | Path, device: str = "auto") -> T
     if not (directory / "config.json").is_file():
         raise ValueError(
             f"no miniature CLIP at {directory}; build it with "
-            "`python orchestration/build_toy_world.py` or set the scorer's checkpoint"
+            "`rglcd-build-toy-world` or set the scorer's checkpoint"
         )
     from transformers import AutoTokenizer, CLIPModel  # loaded with the mini CLIP only
 

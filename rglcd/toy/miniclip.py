@@ -133,7 +133,7 @@ def load_miniclip(directory: str | Path) -> tuple[CLIPModel, CLIPTokenizer]:
     if not (directory / "config.json").exists():
         raise ValueError(
             f"no mini CLIP at {directory}; build it with "
-            "`python orchestration/build_toy_world.py --stages data,clip`."
+            "`rglcd-build-toy-world --stages data,clip`."
         )
     model = CLIPModel.from_pretrained(directory, dtype=torch.float32).eval()
     model.requires_grad_(False)

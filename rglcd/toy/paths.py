@@ -1,4 +1,4 @@
-"""Where the committed toy-world artifacts live (built by orchestration/build_toy_world.py)."""
+"""Where the committed toy-world artifacts live (built by `rglcd-build-toy-world`)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""`python orchestration/rehearse_real_path.py`: the real path end to end with tiny models.
+"""`rglcd-rehearse` (orchestration/commands/rehearse_real_path.py): the real path end to end
+with tiny models.
 
 data_job -> pretrain_lrm --latents -> trainer/run.py with an SD recipe, the LRM and an expert
 served by Serve (the VLM judge over HTTP to its own server process; ImageReward with random
-weights of its real architecture, in its own environment) -> export -> evaluate.py with
+weights of its real architecture, in its own environment) -> export -> rglcd-evaluate with
 configs/eval/sd15.yaml. It needs ImageReward's environment (tests/helpers/imagereward_env.py,
 minutes to build once) and runs for minutes, so it is marked `slow_env`:
     RGLCD_IMAGEREWARD_VENV=/tmp/irenv pytest -m slow_env tests/e2e/test_rehearse_real_path.py
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestration.rehearse_real_path import main
+from orchestration.commands.rehearse_real_path import parse_args, rehearse
 from tests.helpers.imagereward_env import imagereward_env
 
 pytestmark = pytest.mark.slow_env
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow_env
 def test_every_stage_of_the_real_path_connects(tmp_path_factory):
     python = imagereward_env(tmp_path_factory.mktemp("imagereward-venv"))
     work = tmp_path_factory.mktemp("rehearsal")
-    summary = main(["--workdir", str(work), "--imagereward-python", str(python)])
+    summary = rehearse(parse_args(["--workdir", str(work), "--imagereward-python", str(python)]))
     checks = summary["checks"]
     assert checks["data_job"] == 48
     assert 0.0 <= checks["pretrain_lrm"]["heldout_top1"] <= checks["pretrain_lrm"]["heldout_top5"]

@@ -1,4 +1,4 @@
-"""The study page in a real headless Chromium, served by `python -m orchestration.study serve`.
+"""The study page in a real headless Chromium, served by `rglcd-study serve` (its module).
 
 A rater answers by clicking and by keys, reloads mid-study, the server is killed and started
 again; the SQLite rows and the report's counts must match what was clicked. Needs Debian's
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestration.study.design import QUESTION_KEYS
+from orchestration.studies.human.design import QUESTION_KEYS
 from tests.conftest import REPO_ROOT, free_port
 from tests.helpers.study import write_tiny_eval
 
@@ -36,6 +36,7 @@ AB = {"left": {"left": "a", "right": "b", "tie": "tie"},
 PLAN = ["click", "keys", "click", "keys", "keys", "click", "keys", "click"]  # per screen
 CHOICES = [("left", "tie", "right"), ("right", "right", "left"), ("tie", "left", "left")]
 KEYS = {"left": "1", "tie": "2", "right": "3"}
+STUDY = [sys.executable, "-m", "orchestration.studies.human"]  # rglcd-study
 
 
 def _browser(tmp_path: Path):
@@ -53,8 +54,8 @@ def _browser(tmp_path: Path):
 
 
 def _run(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "orchestration.study", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*STUDY, *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -62,9 +63,8 @@ def _run(*args: str) -> str:
 def _serve(study: Path, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     with open(log, "a") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestration.study", "serve", str(study),
-                                 "--port", str(port)], cwd=REPO_ROOT, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([*STUDY, "serve", str(study), "--port", str(port)],
+                                cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -1,13 +1,14 @@
 """Inside ImageReward's isolated environment: import the package, score one image two ways.
 
-    <env>/bin/python tests/helpers/imagereward_check.py WORK_DIR   # prints one JSON line
+    PYTHONPATH=. <env>/bin/python tests/helpers/imagereward_check.py WORK_DIR   # one JSON line
 
 Builds what a user downloads, with random weights and nothing fetched: a BLIP med_config.json
 (BERT-base with cross-attention, the numbers of THUDM/ImageReward's file), an offline
 Hugging Face cache holding a tiny `bert-base-uncased` tokenizer, and ImageReward.pt (the
 state dict of the package's own `ImageReward` class, ViT-L/16 + BERT + MLP). Then scores one
 224 px image with the package's `score()` (PIL path) and with this project's
-ImageRewardScorer loaded from the .pt (tensor path), which must agree.
+ImageRewardScorer loaded from the .pt (tensor path), which must agree. That environment does
+not hold this project: the caller puts the repository root on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "a red circle on a blue background"
 MED_CONFIG = {
     "architectures": ["BertModel"],
@@ -92,7 +92,6 @@ def main(work: Path) -> dict:
         package_score = float(package_model.score(PROMPT, Image.fromarray(pixels)))
     del package_model
 
-    sys.path.insert(0, str(REPO_ROOT))
     from reward_service.scorers.imagereward import ImageRewardScorer
 
     scorer = ImageRewardScorer.from_checkpoint(

@@ -2,7 +2,7 @@
 
 Row `good@2` holds true toy renders; row `poor@4` the same scenes with pixel noise and the
 object recoloured; every image is scored by the real toy judge and held-out judge. The files
-are what `orchestration/evaluate.py` writes: scores.jsonl (`write_item_scores`),
+are what `orchestration/commands/evaluate.py` writes: scores.jsonl (`write_item_scores`),
 images/<row>/<group>/<item>.png (`_save_images`) and results.json's config.models.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from orchestration.evaluate import _save_images
+from orchestration.commands.evaluate import _save_images
 from orchestration.evaluation.report import write_item_scores
 from rglcd.toy.heldout_judge import HeldoutJudge
 from rglcd.toy.judge import ToyJudge

@@ -1,4 +1,4 @@
-"""The latent pre-encoding job (orchestration/data_job.py) on the shared Ray cluster.
+"""The latent pre-encoding job (orchestration/commands/data_job.py) on the shared Ray cluster.
 
 A tiny SD pipeline (16x16 images <-> 4x8x8 latents, VAE downsampling 2) stands in for the
 teacher; WebDataset tars and Parquet inputs are built here with PIL, including a corrupt image,
@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
+from orchestration.commands.data_job import DataJobConfig, detect_format, parse_args, run_data_job
 from orchestration.data.samples import SkipSample, prepare_sample, webdataset_caption
 from orchestration.data.shards import MANIFEST_NAME, prepare_output
-from orchestration.data_job import DataJobConfig, detect_format, parse_args, run_data_job
 from rglcd.codecs import decode_latents
 from rglcd.tiny_models import save_tiny_sd_pipeline
 from trainer.data import EncodeImages, build_train_dataset, load_image, parquet_files

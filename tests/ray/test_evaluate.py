@@ -1,4 +1,4 @@
-"""The evaluation command (orchestration/evaluate.py) end to end on the shared Ray cluster.
+"""The evaluation command (orchestration/commands/evaluate.py) end to end on the shared Ray cluster.
 
 A tiny SD teacher and a tiny exported LCM pipeline (trainer/export.py) are evaluated on four
 toy captions x two seeds; scores come through the reward service (the command deploys the
@@ -17,8 +17,8 @@ import torch
 import yaml
 from PIL import Image
 
-from orchestration import evaluate
-from orchestration.evaluation.report import GRID_GAP
+from orchestration.commands import evaluate
+from orchestration.evaluation.grid import grid_shape
 from rglcd.tiny_models import IMAGE_SIZE, save_tiny_sd_pipeline, tiny_sd_components, tiny_unet
 from rglcd.toy.miniclip import build_miniclip, write_caption_tokenizer, write_preprocess
 from trainer.export import export_pipeline
@@ -108,7 +108,8 @@ def test_evaluate_command_writes_every_output(serve_http_port, eval_setup):
     assert len(lines) == len(ROWS) * 8
     for seed in (0, 1):
         with Image.open(out / f"grid_seed{seed}.png") as grid:
-            tile = IMAGE_SIZE * SCALE
-            assert grid.size == (4 * tile + 3 * GRID_GAP, 3 * tile + 2 * GRID_GAP)
+            tile = IMAGE_SIZE * SCALE  # 3 prompts x 4 rows of the table, with their labels
+            assert grid.size[::-1] == grid_shape(3, 4, tile, tile)
+    assert "Rows, top to bottom" in "\n".join(table)
     with Image.open(out / "metrics_vs_steps.png") as plot:
         assert plot.format == "PNG"

@@ -7,7 +7,7 @@ import json
 import torch
 from transformers import CLIPModel
 
-from orchestration.pretrain_lrm import main
+from orchestration.commands.pretrain_lrm import pretrain
 from rglcd.tiny_models import save_tiny_sd_pipeline
 from tests.helpers import tiny_clip_dir
 from trainer.lrm import LatentRewardModel
@@ -17,7 +17,7 @@ def test_pretrain_job_trains_reports_and_writes_loadable_lrm(ray_cluster, tmp_pa
     clip_dir = tiny_clip_dir(tmp_path / "clip")
     pipeline_dir = save_tiny_sd_pipeline(tmp_path / "sd")
     output = tmp_path / "lrm"
-    report = main([
+    report = pretrain([
         "--steps", "8", "--eval-every", "4", "--batch-size", "16", "--num-workers", "1",
         "--width", "32", "--depth", "2", "--heads", "2", "--warmup-steps", "2",
         "--clip-dir", str(clip_dir), "--pipeline-dir", str(pipeline_dir),

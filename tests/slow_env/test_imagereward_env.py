@@ -14,6 +14,7 @@ Set RGLCD_IMAGEREWARD_VENV to a directory to build the environment there once an
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -22,14 +23,17 @@ import pytest
 from tests.helpers.imagereward_env import imagereward_env
 
 pytestmark = pytest.mark.slow_env
-HELPER = Path(__file__).resolve().parents[1] / "helpers" / "imagereward_check.py"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HELPER = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
 
 
 def test_imagereward_imports_and_scores_in_its_runtime_env(tmp_path_factory):
     python = imagereward_env(tmp_path_factory.mktemp("imagereward-venv"))
     work = tmp_path_factory.mktemp("imagereward-work")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # the project is not installed there
     run = subprocess.run(
-        [str(python), str(HELPER), str(work)], capture_output=True, text=True, timeout=900
+        [str(python), str(HELPER), str(work)], capture_output=True, text=True, timeout=900,
+        env=env,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])

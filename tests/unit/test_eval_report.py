@@ -1,4 +1,4 @@
-"""Writers of the evaluation outputs (orchestration/evaluation/report.py)."""
+"""Writers of the evaluation outputs (orchestration/evaluation/report.py, grid.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestration.evaluation.report import (
+from orchestration.evaluation.grid import (
     GRID_GAP,
+    ROW_LABEL_WIDTH,
+    fit_lines,
+    grid_shape,
+    header_height,
+    image_grid,
+    labelled_grid,
+    tile_origin,
+)
+from orchestration.evaluation.report import (
     EvalResults,
     RowResult,
-    image_grid,
     markdown_report,
     markdown_table,
     plot_metrics_vs_steps,
     write_json,
+    write_outputs,
 )
 
 
@@ -61,6 +70,8 @@ def test_markdown_report_has_groups_win_rates_and_grids():
     assert "| rg-lcm@2 | teacher@50 | judge | 6 | 1 | 3 | 0.650 | [0.350, 0.860] (wilson, 95%) |" in text
     assert "![grid_seed0.png](grid_seed0.png)" in text
     assert "Columns, left to right: teacher@50, rg-lcm@2, rg-lcm@4." in text
+    listed = markdown_report(_results(), ["grid_seed0.png"], ["a red circle", "a blue square"])
+    assert "\n1. a red circle\n2. a blue square\n" in listed  # the grid's rows, top to bottom
 
 
 def test_write_json_is_strict_and_complete(tmp_path):
@@ -81,6 +92,59 @@ def test_image_grid_layout():
     assert (grid[8 : 8 + GRID_GAP] == 255).all()  # the gap between rows is white
     with pytest.raises(ValueError, match="same count"):
         image_grid([cols[0], cols[1][:2]])
+
+
+def _tiles(rows=2, cols=3, size=8) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (rows, size, size, 3), dtype=np.uint8) for _ in range(cols)]
+
+
+def _ink(region: np.ndarray) -> bool:
+    return bool((region < 128).any())
+
+
+def test_labelled_grid_keeps_every_tile_and_labels_columns_and_rows():
+    cols, scale = _tiles(), 4
+    labels = [("teacher", "50 steps"), ("rg-lcm", "2 steps"), ("rg-lcm", "4 steps")]
+    prompts = ["a red circle on a blue background", "a small green square"]
+    grid = labelled_grid(cols, labels, prompts, scale)
+    tile = 8 * scale
+    assert grid.shape == (*grid_shape(2, 3, tile, tile), 3)
+    for c, stack in enumerate(cols):  # the samples' pixels, upscaled, unchanged
+        for r in range(2):
+            y, x = tile_origin(r, c, tile, tile)
+            expected = stack[r].repeat(scale, axis=0).repeat(scale, axis=1)
+            assert np.array_equal(grid[y : y + tile, x : x + tile], expected)
+    top = header_height()
+    for c in range(3):  # each column's header and each row's label hold text
+        x = tile_origin(0, c, tile, tile)[1]
+        assert _ink(grid[:top, x : x + tile])
+    for r in range(2):
+        y = tile_origin(r, 0, tile, tile)[0]
+        assert _ink(grid[y : y + tile, :ROW_LABEL_WIDTH])
+    with pytest.raises(ValueError, match="one label per column and per row"):
+        labelled_grid(cols, labels[:2], prompts, scale)
+
+
+def test_labels_are_cut_to_fit():
+    text = "a large yellow triangle on a white background beside a small red circle"
+    lines = fit_lines(text, 60, 2)
+    assert len(lines) == 2 and lines[-1].endswith("...")
+    assert fit_lines("teacher", 200, 2) == ["teacher"]
+    assert len(fit_lines("x" * 80, 30, 3)) == 3  # a word wider than the space is split
+
+
+def test_write_outputs_labels_its_grids_and_lists_their_prompts(tmp_path):
+    results = _results()
+    prompts = ["a red circle", "a blue square"]
+    images = {r.label: np.zeros((4, 8, 8, 3), dtype=np.uint8) for r in results.rows}
+    files = write_outputs(tmp_path, results, images, prompts * 2, [0, 0, 1, 1],
+                          grid_prompts=8, grid_scale=2)
+    with Image.open(files["grid_seed1"]) as grid:
+        assert grid.size[::-1] == grid_shape(2, 3, 16, 16)
+        assert _ink(np.asarray(grid)[: header_height()])
+    text = (tmp_path / "table.md").read_text()
+    assert "1. a red circle\n2. a blue square" in text
 
 
 def test_plot_metrics_vs_steps_writes_a_png(tmp_path):

@@ -1,4 +1,5 @@
-"""orchestration/gpu_check.py: the same check on the CPU with tiny step counts; no-CUDA message."""
+"""rglcd-gpu-check (orchestration/commands/gpu_check.py): the same check on the CPU with tiny
+step counts; no-CUDA message."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 import torch
 
-from orchestration import gpu_check
+from orchestration.commands import gpu_check
 
 
 def test_gpu_check_runs_on_cpu(tmp_path, capsys):

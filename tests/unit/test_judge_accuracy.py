@@ -1,6 +1,7 @@
-"""orchestration/judge_accuracy.py on an evaluation folder written by the evaluation's writers."""
+"""orchestration/studies/judge_accuracy.py on an evaluation folder written by the evaluation's
+writers."""
 
-from orchestration.judge_accuracy import main, row_accuracy
+from orchestration.studies.judge_accuracy import main, row_accuracy
 from tests.helpers.study import write_tiny_eval
 
 

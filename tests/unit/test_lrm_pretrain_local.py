@@ -1,4 +1,4 @@
-"""`orchestration/pretrain_lrm.py --local` (no Ray: the GPU path) and `--evaluate`, tiny models."""
+"""`rglcd-pretrain-lrm --local` (no Ray: the GPU path) and `--evaluate`, tiny models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestration.pretrain_lrm import main
+from orchestration.commands.pretrain_lrm import pretrain
 from rglcd.tiny_models import save_tiny_sd_pipeline
 from tests.helpers import tiny_clip_dir
 from trainer.lrm import LatentRewardModel
@@ -21,7 +21,7 @@ def test_local_pretraining_and_evaluate_only(tmp_path):
         "--data-dir", str(tmp_path / "data"), "--n-train", "48", "--n-eval", "16",
     ]
     output = tmp_path / "lrm"
-    report = main([
+    report = pretrain([
         "--local", "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--width", "32",
         "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--output", str(output), *common,
     ])
@@ -31,19 +31,19 @@ def test_local_pretraining_and_evaluate_only(tmp_path):
     assert json.loads((output / "pretrain_metrics.json").read_text())["step"] == 4
     assert LatentRewardModel.from_pretrained(output).config.latent.width == 32
 
-    evaluated = main(["--evaluate", str(output), *common])  # no training, no Ray
+    evaluated = pretrain(["--evaluate", str(output), *common])  # no training, no Ray
     assert set(evaluated) == {k for k in report if k.split("_")[0] in ("validation", "heldout")}
     assert evaluated["heldout_all_num_captions"] == 448
 
 
 def test_device_other_than_cpu_needs_local(capsys):
     with pytest.raises(SystemExit):
-        main(["--device", "cuda"])
+        pretrain(["--device", "cuda"])
     assert "--device cuda needs --local" in capsys.readouterr().err
 
 
 def _latent_shards(folder, shards: int = 3, rows: int = 12, scaling: float = 0.5):
-    """data_job.py's output layout: latent Parquet shards and manifest.json (no Ray Data)."""
+    """rglcd-data-job's output layout: latent Parquet shards and manifest.json (no Ray Data)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
@@ -72,7 +72,7 @@ def test_pretraining_on_data_job_latent_shards_holds_out_the_last_shard(tmp_path
     latents = _latent_shards(tmp_path / "latents")
     output = tmp_path / "lrm-sd"
     common = ["--latents", str(latents), "--clip-dir", str(tiny_clip_dir(tmp_path / "clip"))]
-    report = main([
+    report = pretrain([
         "--local", "--steps", "3", "--eval-every", "3", "--batch-size", "8", "--width", "32",
         "--depth", "1", "--heads", "2", "--patch-size", "2", "--warmup-steps", "1",
         "--output", str(output), *common,
@@ -81,12 +81,12 @@ def test_pretraining_on_data_job_latent_shards_holds_out_the_last_shard(tmp_path
     assert 0.0 <= report["heldout_top1"] <= report["heldout_top5"] == 1.0  # 4 captions
     lrm = LatentRewardModel.from_pretrained(output)  # what lrm.checkpoint loads
     assert lrm.config.latent_scaling_factor == 0.5 and lrm.config.latent.latent_channels == 4
-    evaluated = main(["--evaluate", str(output), *common])
+    evaluated = pretrain(["--evaluate", str(output), *common])
     assert evaluated["heldout_num_latents"] == 12
 
 
 def test_latent_shards_need_one_to_hold_out(tmp_path, capsys):
     latents = _latent_shards(tmp_path / "latents", shards=1)
     with pytest.raises(SystemExit):
-        main(["--latents", str(latents), "--clip-dir", str(tiny_clip_dir(tmp_path / "clip"))])
+        pretrain(["--latents", str(latents), "--clip-dir", str(tiny_clip_dir(tmp_path / "clip"))])
     assert "holding out 1 for retrieval" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from orchestration.reward_probe import ascent_step
+from orchestration.commands.reward_probe import ascent_step
 
 
 def test_each_item_moves_step_size_in_rms_along_its_gradient():
@@ -24,7 +24,7 @@ def test_a_zero_gradient_leaves_the_item_in_place():
 
 def test_width_sweep_redraws_each_scene_at_every_width():
     """By the toy judge, a small object redrawn wider than 15 px no longer reads as small."""
-    from orchestration.reward_probe import width_sweep
+    from orchestration.commands.reward_probe import width_sweep
     from reward_service.scorers.toy import ToyJudgeScorer
     from rglcd.toy.scenes import SIZE_THRESHOLD, sample_scenes
 

@@ -93,5 +93,5 @@ def test_toy_clip_keeps_gradients(toy_clip):
 
 def test_toy_clip_without_artifacts_says_how_to_build(tmp_path):
     spec = ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=str(tmp_path))
-    with pytest.raises(ValueError, match="build_toy_world"):
+    with pytest.raises(ValueError, match="rglcd-build-toy-world"):
         build_scorer(spec)

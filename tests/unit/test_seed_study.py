@@ -1,4 +1,5 @@
-"""orchestration/seed_study.py: argument parsing, the eval config and the summary, by hand."""
+"""orchestration/studies/seed_study.py: argument parsing, the eval config and the summary, by
+hand."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from orchestration import seed_study
+from orchestration.studies import seed_study
 
 
 def test_parse_recipe_with_overrides_and_bad_ones():

@@ -1,4 +1,4 @@
-"""The study's web app (orchestration/study/app.py) through FastAPI's TestClient, on a real
+"""The study's web app (orchestration/studies/human/app.py) through FastAPI's TestClient, on a real
 SQLite file: the answer flow, resuming, and every kind of bad input leaving the DB as it was."""
 
 import re
@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from orchestration.study.app import make_app
-from orchestration.study.create import create_study
-from orchestration.study.storage import DB_FILE
+from orchestration.studies.human.app import make_app
+from orchestration.studies.human.create import create_study
+from orchestration.studies.human.storage import DB_FILE
 from tests.helpers.study import write_tiny_eval
 
 ANSWER = {"preference": "left", "visual": "tie", "alignment": "right"}

@@ -1,4 +1,4 @@
-"""Building a study from an evaluation's outputs (orchestration/study/create.py)."""
+"""Building a study from an evaluation's outputs (orchestration/studies/human/create.py)."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestration.study.__main__ import main
-from orchestration.study.create import create_study, load_study
+from orchestration.studies.human.__main__ import main
+from orchestration.studies.human.create import create_study, load_study
 from tests.helpers.study import write_tiny_eval
 
 

@@ -1,8 +1,8 @@
-"""Study design (orchestration/study/design.py): pair specs and each rater's schedule."""
+"""Study design (orchestration/studies/human/design.py): pair specs and each rater's schedule."""
 
 import pytest
 
-from orchestration.study.design import (
+from orchestration.studies.human.design import (
     check_rater_ids,
     parse_pair,
     rater_schedule,

@@ -1,9 +1,9 @@
-"""Report math (orchestration/study/report.py) on hand-made answers."""
+"""Report math (orchestration/studies/human/report.py) on hand-made answers."""
 
 import pytest
 
 from orchestration.evaluation.stats import wilson_interval
-from orchestration.study.report import (
+from orchestration.studies.human.report import (
     markdown,
     rater_summary,
     reward_agreement,

@@ -1,10 +1,10 @@
-"""`orchestration/toy_judge_breakdown.py` on the committed toy teacher (in-process, tiny)."""
+"""orchestration/studies/toy_judge_breakdown.py on the committed toy teacher (in-process, tiny)."""
 
 from __future__ import annotations
 
 import json
 
-from orchestration.toy_judge_breakdown import main
+from orchestration.studies.toy_judge_breakdown import main
 from rglcd.toy.paths import TOY_PIPELINE_DIR
 
 

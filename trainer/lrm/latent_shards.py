@@ -1,4 +1,4 @@
-"""LRM pretraining data from the latent Parquet shards of orchestration/data_job.py.
+"""LRM pretraining data from the latent Parquet shards of orchestration/commands/data_job.py.
 
 A shard row holds `latent` (safetensors bytes of one (1, C, h, w) latent, already times the
 VAE's scaling factor: the z0 of RG-LCD) and `caption`; the folder's `manifest.json` records
@@ -27,7 +27,7 @@ def read_manifest(folder: str | Path) -> dict:
     if not path.is_file():
         raise ValueError(
             f"{folder} has no {MANIFEST}: point --latents at the --output folder of "
-            "orchestration/data_job.py"
+            "orchestration/commands/data_job.py"
         )
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if not manifest.get("shards") or manifest.get("latent_shape") is None:
@@ -41,7 +41,7 @@ def split_shards(folder: str | Path, heldout: int) -> tuple[list[Path], list[Pat
     if heldout < 1 or len(files) <= heldout:
         raise ValueError(
             f"{folder} has {len(files)} latent shard(s); holding out {heldout} for retrieval "
-            "needs more: write smaller shards (data_job.py --rows-per-shard) or lower "
+            "needs more: write smaller shards (rglcd-data-job --rows-per-shard) or lower "
             "--heldout-shards"
         )
     return files[:-heldout], files[-heldout:]

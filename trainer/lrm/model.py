@@ -258,7 +258,7 @@ class LatentRewardModel(nn.Module):
         if not (directory / CONFIG_NAME).exists() or not (directory / WEIGHTS_NAME).exists():
             raise ValueError(
                 f"{directory} is not a saved LRM (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
-                "create one with orchestration/pretrain_lrm.py or save_pretrained()."
+                "create one with rglcd-pretrain-lrm or save_pretrained()."
             )
         config = LRMConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
         tokenizer = None

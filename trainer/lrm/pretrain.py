@@ -1,6 +1,6 @@
 """LRM contrastive pretraining as plain torch (paper appendix B; docs/method.md §3).
 
-The Ray Train shell is ``orchestration/pretrain_lrm.py``; everything here runs in a unit
+The Ray Train shell is ``orchestration/commands/pretrain_lrm.py``; everything here runs in a unit
 test. Latents are ``vae.encode(x).latent_dist.sample() * scaling_factor``, exactly the z0 the
 RG-LCD step draws (docs/method.md §1), so the LRM is pretrained on the distribution it
 later scores; the sampling noise also acts as a mild augmentation. Captions are stored once

@@ -1,6 +1,6 @@
 """The labelling web app of a study: FastAPI, server-rendered pages, answers in SQLite.
 
-    python -m orchestration.study serve STUDY_DIR [--port 8765]   # on 127.0.0.1
+    python -m orchestration.studies.human serve STUDY_DIR [--port 8765]   # on 127.0.0.1
 
 GET /?rater=ID shows the rater's next screen (or a thank-you page when all are answered);
 POST /answer (form fields rater, position, item, token and one choice per question) writes
@@ -19,10 +19,10 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
-from orchestration.study.create import load_study
-from orchestration.study.design import QUESTION_KEYS, rater_schedule, rater_seed, to_ab
-from orchestration.study.page import message_page, screen_page
-from orchestration.study.storage import DB_FILE, AnswerRejected, AnswerStore
+from orchestration.studies.human.create import load_study
+from orchestration.studies.human.design import QUESTION_KEYS, rater_schedule, rater_seed, to_ab
+from orchestration.studies.human.page import message_page, screen_page
+from orchestration.studies.human.storage import DB_FILE, AnswerRejected, AnswerStore
 
 
 def _error(request: Request, status: int, message: str, rater: str | None = None):

@@ -1,8 +1,9 @@
 """Sampling speed: the teacher at 50 DDIM steps with CFG vs an LCM pipeline at 1/2/4 steps.
 
-    python orchestration/bench_sampling.py                          # toy teacher, no LCM
-    python orchestration/bench_sampling.py --lcm outputs/toy-direct-clip/pipeline
-    python orchestration/bench_sampling.py --teacher PATH --lcm PATH --batch-size 8 --threads 4
+    python -m orchestration.bench.sampling_steps                 # toy teacher, no LCM
+    python -m orchestration.bench.sampling_steps --lcm outputs/toy-direct-clip/pipeline
+    python -m orchestration.bench.sampling_steps --teacher PATH --lcm PATH --batch-size 8 \
+        --threads 4
 
 Same batch size, same prompts and same initial noise for every configuration; each is warmed
 up once (pipeline load, first-call allocations) and then timed over one run. Prints wall time
@@ -16,18 +17,15 @@ decode and CFG's doubled batch, so it differs.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.evaluation.config import ModelSpec  # noqa: E402
-from orchestration.evaluation.generation import generate, load_pipeline, sample_seed  # noqa: E402
-from rglcd.toy.paths import TOY_PIPELINE_DIR  # noqa: E402
-from rglcd.toy.scenes import sample_scenes  # noqa: E402
+from orchestration.evaluation.config import ModelSpec
+from orchestration.evaluation.generation import generate, load_pipeline, sample_seed
+from rglcd.toy.paths import TOY_PIPELINE_DIR
+from rglcd.toy.scenes import sample_scenes
 
 
 def time_per_image(spec: ModelSpec, steps: int, prompts: list[str], device: str) -> float:

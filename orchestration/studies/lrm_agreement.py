@@ -1,6 +1,6 @@
 """Held-out agreement of the LRM with the expert at each checkpoint of an RG-LCD + LRM run.
 
-    python orchestration/lrm_agreement.py --run outputs/toy-rglcd [--images 96] [--seed 0]
+    python -m orchestration.studies.lrm_agreement --run outputs/toy-rglcd [--images 96] [--seed 0]
 
 The training metric `lrm_expert_agreement` scores each triplet before the LRM learns from it,
 but on the student's current outputs, which move as the student optimises the LRM. This
@@ -21,13 +21,10 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/lrm_agreement.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from orchestration.paths import REPO_ROOT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

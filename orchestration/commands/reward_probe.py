@@ -1,8 +1,10 @@
 """Does a differentiable reward's gradient point where the expert agrees? A cheap check
 before an RG-LCD run with the direct reward (paper eq. 10-11).
 
-    python orchestration/reward_probe.py --pipeline outputs/toy-lcd/pipeline \\
+    rglcd-reward-probe --pipeline outputs/toy-lcd/pipeline \\
         --reward mini=rglcd/toy/artifacts/miniclip --reward robust=outputs/reward-clip/rc-0.25
+
+(`rglcd-reward-probe` is `python -m orchestration.commands.reward_probe`.)
 
 It samples the model's `--steps`-step latents for the held-out toy prompts, then, for each
 reward, takes `--iters` normalised gradient-ascent steps on those latents through the VAE
@@ -24,19 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.evaluation.config import ModelSpec  # noqa: E402
-from orchestration.evaluation.generation import load_pipeline, sample, sample_seed  # noqa: E402
-from orchestration.evaluation.prompts import load_prompts  # noqa: E402
-from reward_service.scorers.toy import ToyJudgeScorer, toy_clip_scorer  # noqa: E402
-from trainer.reward_hooks import DirectReward  # noqa: E402
+from orchestration.evaluation.config import ModelSpec
+from orchestration.evaluation.generation import load_pipeline, sample, sample_seed
+from orchestration.evaluation.prompts import load_prompts
+from reward_service.scorers.toy import ToyJudgeScorer, toy_clip_scorer
+from trainer.reward_hooks import DirectReward
 
 
 def ascent_step(latents: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:

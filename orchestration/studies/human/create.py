@@ -1,4 +1,4 @@
-"""Build a study folder from an evaluation's outputs (`orchestration/evaluate.py`).
+"""Build a study folder from an evaluation's outputs (`orchestration/commands/evaluate.py`).
 
 Reads `EVAL_DIR/scores.jsonl` (one line per row and item: prompt, seed, every scorer's score),
 `EVAL_DIR/images/<row>/<group>/<item>.png` and, when present, `results.json` (which scorer
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from orchestration.study.design import QUESTION_KEYS, check_rater_ids, pick_items
+from orchestration.studies.human.design import QUESTION_KEYS, check_rater_ids, pick_items
 
 STUDY_FILE = "study.json"
 BLANK_GREY = 128
@@ -27,7 +27,7 @@ def read_eval_records(eval_dir: Path) -> dict[str, dict[int, dict]]:
     scores_file = eval_dir / "scores.jsonl"
     if not eval_dir.is_dir():
         raise ValueError(f"--eval-dir {eval_dir} does not exist; pass the output.dir of an "
-                         "`orchestration/evaluate.py` run")
+                         "`orchestration/commands/evaluate.py` run")
     if not scores_file.is_file():
         raise ValueError(f"{eval_dir} has no scores.jsonl: is it an evaluation's output.dir?")
     rows: dict[str, dict[int, dict]] = {}
@@ -111,7 +111,7 @@ def create_study(eval_dir: Path, out: Path, pairs: list[tuple[str, str]], raters
     """Write a study folder (see module docstring); returns the study.json path.
 
     `lrm` = (LRM folder, pipeline or VAE folder): also score every pair with that LRM
-    (column "lrm", orchestration/study/lrm_scores.py), which the evaluation cannot record.
+    (column "lrm", orchestration/studies/human/lrm_scores.py), which the evaluation cannot record.
     """
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty; pick a new folder (answers of an earlier study "
@@ -122,7 +122,7 @@ def create_study(eval_dir: Path, out: Path, pairs: list[tuple[str, str]], raters
     rng = np.random.default_rng(seed)
     items = plan_items(eval_dir, pairs, per_pair, attention, rng)
     if lrm is not None:
-        from orchestration.study.lrm_scores import add_lrm_scores
+        from orchestration.studies.human.lrm_scores import add_lrm_scores
 
         add_lrm_scores(items, *lrm)
     trained = _trained_on(eval_dir)
@@ -149,5 +149,5 @@ def load_study(study_dir: Path) -> dict:
     path = Path(study_dir) / STUDY_FILE
     if not path.is_file():
         raise ValueError(f"{study_dir} is not a study folder (no {STUDY_FILE}); make one with "
-                         "`python -m orchestration.study create --eval-dir ... --out DIR`")
+                         "`python -m orchestration.studies.human create --eval-dir ... --out DIR`")
     return json.loads(path.read_text(encoding="utf-8"))

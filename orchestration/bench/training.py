@@ -1,6 +1,6 @@
 """Benchmark: training throughput of plain LCD, RG-LCD (direct reward) and RG-LCD + LRM.
 
-    python orchestration/bench_training.py [--steps 30] [--warmup 5] [key.sub=value ...]
+    python -m orchestration.bench.training [--steps 30] [--warmup 5] [key.sub=value ...]
 
 Each variant is one real run of ``python trainer/run.py`` (Ray Train worker, Ray Data input,
 and for the LRM variant the toy-judge expert on Ray Serve) on the toy world, with every step
@@ -32,10 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from trainer.monitoring import METRICS_FILE, read_metrics  # noqa: E402
+from orchestration.paths import REPO_ROOT
+from trainer.monitoring import METRICS_FILE, read_metrics
 
 VARIANTS = {
     "plain LCD": "configs/toy-lcd.yaml",

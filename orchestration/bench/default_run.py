@@ -1,6 +1,6 @@
 """Benchmark: wall time of the default main job, the way a newcomer starts it.
 
-    python orchestration/bench_default_run.py [--how local job] [key.sub=value ...]
+    python -m orchestration.bench.default_run [--how local job] [key.sub=value ...]
 
   local  `python trainer/run.py` in a fresh process: it starts its own local Ray instance,
          deploys the reward service, trains, exports and writes its report (`make demo`).
@@ -25,12 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/bench_default_run.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from orchestration.local_head import cluster_env, private_head, submit_job
+from orchestration.paths import REPO_ROOT
 
-from orchestration.local_head import cluster_env, private_head, submit_job  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET_S = 600.0
 
 

@@ -1,12 +1,13 @@
 """Pre-encode (image, caption) data into latent Parquet shards with the teacher's VAE, on Ray Data.
 
-    python orchestration/data_job.py --input /data/cc12m-wds --output /data/cc12m-latents-512 \
+    rglcd-data-job --input /data/cc12m-wds --output /data/cc12m-latents-512 \
         --teacher runwayml/stable-diffusion-v1-5 --resolution 512 [--min-size 64] \
         [--num-gpus 1 --encoders 8 --batch-size 64]
 
 Then train with `data.train_path=/data/cc12m-latents-512` (the trainer reads these shards
-directly; no VAE encoding in the training loop). On a cluster, submit the same command with
-`ray job submit --working-dir . -- python orchestration/data_job.py ...` (docs/cluster.md).
+directly; no VAE encoding in the training loop). `rglcd-data-job` is `python -m
+orchestration.commands.data_job`; on a cluster, submit that with `ray job submit --working-dir
+. -- python -m orchestration.commands.data_job ...` (docs/cluster.md).
 
 Input (`--input`: a folder, glob, file or URI such as s3://bucket/cc12m; pyarrow filesystems):
   WebDataset tar shards (img2dataset layout): `<key>.jpg|jpeg|png|webp` + `<key>.txt` or
@@ -26,32 +27,28 @@ and listed, never fatal. Latents are posterior samples times the scaling factor 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pyarrow import fs as pafs
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.data.encode import LatentEncoder, load_vae, vae_downsampling  # noqa: E402
-from orchestration.data.samples import (  # noqa: E402
+from orchestration.data.encode import LatentEncoder, load_vae, vae_downsampling
+from orchestration.data.samples import (
     SkipSample,
     prepare_sample,
     webdataset_caption,
     webdataset_image,
 )
-from orchestration.data.shards import (  # noqa: E402
+from orchestration.data.shards import (
     build_manifest,
     prepare_output,
     resolve_uri,
     write_manifest,
     write_shard,
 )
-from rglcd.ray_parquet import read_parquet  # noqa: E402
-from trainer.data import content_key  # noqa: E402
+from rglcd.ray_parquet import read_parquet
+from trainer.data import content_key
 
 
 @dataclass

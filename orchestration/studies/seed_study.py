@@ -1,8 +1,8 @@
 """Compare training recipes across training seeds: is recipe A's model better than B's, or
 was one run lucky?
 
-    python orchestration/seed_study.py                      # the default: see below
-    python orchestration/seed_study.py --seeds 0 1 2 3 \
+    python -m orchestration.studies.seed_study                      # the default: see below
+    python -m orchestration.studies.seed_study --seeds 0 1 2 3 \
         --recipe lcd=configs/toy-lcd.yaml \
         --recipe "beta5=configs/toy.yaml reward.beta=5" \
         --compare beta5@2:lcd@4 --compare beta5@4:lcd@4
@@ -12,7 +12,7 @@ expert's asynchronous scores arrive) differ by about as much as the recipes bein
 so a single run per recipe cannot tell them apart. This trains every recipe at every seed
 (each a real `trainer/run.py` run into ``<out>/<recipe>/seed<k>``, skipped when its exported
 pipeline exists unless ``--retrain``), samples every model on the same prompts and sampling
-seeds with `orchestration/evaluate.py` (in-process scoring), and for each comparison
+seeds with `orchestration/commands/evaluate.py` (in-process scoring), and for each comparison
 ``A@n:B@m`` reports:
 
 - each side's mean judge score, as the mean over runs of the run means, with their spread;
@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from orchestration.evaluation.stats import cross_seed_win_rate, run_spread  # noqa: E402
-from orchestration.training_runs import train_once  # noqa: E402
+from orchestration.evaluation.stats import cross_seed_win_rate, run_spread
+from orchestration.paths import REPO_ROOT
+from orchestration.studies.training_runs import train_once
 
 DEFAULT_RECIPES = ("lcd=configs/toy-lcd.yaml", "rglcd=configs/toy.yaml")
 DEFAULT_COMPARISONS = ("rglcd@2:lcd@4", "rglcd@4:lcd@4")
@@ -132,7 +129,7 @@ def eval_config(args, recipes: dict[str, Recipe], comparisons):
 
 
 def item_scores(path: Path, judge: str) -> dict[str, np.ndarray]:
-    """row label -> (items,) judge scores from evaluate.py's scores.jsonl (NaN = missing)."""
+    """row label -> (items,) judge scores from rglcd-evaluate's scores.jsonl (NaN = missing)."""
     rows: dict[str, list[tuple[int, float]]] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         item = json.loads(line)
@@ -205,7 +202,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import ray
 
-    from orchestration.evaluate import run_evaluation
+    from orchestration.commands.evaluate import run_evaluation
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False)

@@ -16,7 +16,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from orchestration.study.design import QUESTION_KEYS
+from orchestration.studies.human.design import QUESTION_KEYS
 
 DB_FILE = "answers.sqlite"
 _AB = "('a', 'b', 'tie')"

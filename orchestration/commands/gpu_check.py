@@ -12,9 +12,11 @@ autocast, backward, clipping, AdamW, EMA) on three tiny models built in code, no
 and prints, per part, the first step's time (includes CUDA warm-up), the mean of the other
 steps, and ``torch.cuda.max_memory_allocated``::
 
-    python orchestration/gpu_check.py                         # needs CUDA (exits 2 without)
-    python orchestration/gpu_check.py --steps 20 --batch 16 --json outputs/gpu_check.json
-    python orchestration/gpu_check.py --device cpu --steps 2 --batch 2   # same code on CPU
+    rglcd-gpu-check                         # needs CUDA (exits 2 without)
+    rglcd-gpu-check --steps 20 --batch 16 --json outputs/gpu_check.json
+    rglcd-gpu-check --device cpu --steps 2 --batch 2   # same code on CPU
+
+(`rglcd-gpu-check` is `python -m orchestration.commands.gpu_check`.)
 
 It checks that the code paths run on the device under bf16 autocast; the models are tiny, so
 the timings say nothing about real-scale throughput.
@@ -31,10 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/gpu_check.py`: import from the repo root
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import torch  # noqa: E402
+import torch
 
 PROMPTS = ["a red circle on a blue background", "a small yellow square", "a green triangle"]
 NO_CUDA = (

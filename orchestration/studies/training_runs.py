@@ -1,4 +1,4 @@
-"""One exported training run for the orchestration scripts (toy_table1.py, seed_study.py)."""
+"""One exported training run for the studies (toy_table1.py, seed_study.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from orchestration.paths import REPO_ROOT
 
 
 def train_once(

@@ -1,21 +1,25 @@
 """Rehearse the real path end to end on CPU, with tiny models of the real classes.
 
-    python orchestration/rehearse_real_path.py --workdir outputs/rehearsal
-    python orchestration/rehearse_real_path.py --workdir outputs/rehearsal \\
+    rglcd-rehearse --workdir outputs/rehearsal
+    rglcd-rehearse --workdir outputs/rehearsal \\
         --imagereward-python <venv>/bin/python     # also ImageReward as the LRM expert
+
+(`rglcd-rehearse` is `python -m orchestration.commands.rehearse_real_path`.)
 
 Each stage is the command of docs/cluster.md that a user with SD weights types, as its own
 process, with only paths and sizes overridden:
 
-  1. python orchestration/data_job.py      WebDataset tars -> latent Parquet shards (Ray Data)
-  2. python orchestration/pretrain_lrm.py  --latents: the LRM on those shards (Ray Train)
+  1. python -m orchestration.commands.data_job       WebDataset tars -> latent Parquet shards
+     (Ray Data)
+  2. python -m orchestration.commands.pretrain_lrm   --latents: the LRM on those shards
+     (Ray Train)
   3. python trainer/run.py --config configs/lrm-vlm-judge-sd21.yaml   RG-LCD + LRM, the VLM
      judge as expert, served by Ray Serve and asking an OpenAI-compatible server over HTTP
   4. python trainer/run.py --config configs/sd15-rglcd-lrm-imagereward.yaml   the same with
      ImageReward as expert in its own environment (only with --imagereward-python: an
      environment holding reward_service/scorers/imagereward-requirements.txt)
-  5. python orchestration/evaluate.py --config configs/eval/sd15.yaml   the exported RG-LCMs
-     against the teacher, scored by HPSv2.1, CLIPScore, PickScore (and ImageReward)
+  5. python -m orchestration.commands.evaluate --config configs/eval/sd15.yaml   the exported
+     RG-LCMs against the teacher, scored by HPSv2.1, CLIPScore, PickScore (and ImageReward)
 
 The stand-ins it builds first: a tiny StableDiffusionPipeline folder and a tiny CLIPModel
 folder (rglcd/tiny_models.py; the CLIP is the LRM's text tower, CLIPScore and PickScore), a
@@ -43,13 +47,11 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from orchestration.paths import REPO_ROOT
 
 RESOLUTION = 32
-IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by pretrain_lrm.py
+IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by rglcd-pretrain-lrm
 JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
-IMAGEREWARD_HELPER = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
 HPS_CONFIG = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
@@ -135,15 +137,16 @@ def build_inputs(work: Path, imagereward_python: Path | None) -> dict:
     paths["prompts"].write_text(json.dumps(STYLES))
     if imagereward_python is not None:  # built inside ImageReward's own environment
         code = (
-            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+            "import sys; from pathlib import Path;"
             "from tests.helpers.imagereward_check import offline_bert_tokenizer, "
-            "write_random_imagereward as w; d = Path(sys.argv[2]); d.mkdir(parents=True, "
+            "write_random_imagereward as w; d = Path(sys.argv[1]); d.mkdir(parents=True, "
             "exist_ok=True); offline_bert_tokenizer(d / 'hf'); w(d)"
         )
         folder = models / "ImageReward"
-        env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1"}
-        subprocess.run([str(imagereward_python), "-c", code, str(REPO_ROOT), str(folder)],
-                       check=True, env=env)
+        # That environment does not hold this project: PYTHONPATH lends it the checkout.
+        env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": str(REPO_ROOT)}
+        subprocess.run([str(imagereward_python), "-c", code, str(folder)], check=True, env=env)
         paths["imagereward"], paths["hf_home"] = folder / "ImageReward.pt", folder / "hf"
     return {k: str(v) for k, v in paths.items()}
 
@@ -234,16 +237,17 @@ def rehearse(args: argparse.Namespace) -> dict:
     py = sys.executable
     paths["latents"], paths["lrm"] = str(work / "data" / "latents"), str(work / "models" / "lrm")
     seconds["data_job"] = run_stage("1-data_job", [
-        py, "orchestration/data_job.py", "--input", paths["wds"], "--output", paths["latents"],
-        "--teacher", paths["sd"], "--resolution", str(RESOLUTION), "--rows-per-shard", "8",
-        "--batch-size", "8", "--encoders", "1", "--min-size", "32", "--overwrite"], env, logs)
+        py, "-m", "orchestration.commands.data_job", "--input", paths["wds"],
+        "--output", paths["latents"], "--teacher", paths["sd"], "--resolution", str(RESOLUTION),
+        "--rows-per-shard", "8", "--batch-size", "8", "--encoders", "1", "--min-size", "32",
+        "--overwrite"], env, logs)
     checks["data_job"] = json.loads((Path(paths["latents"]) / "manifest.json").read_text())[
         "num_written"]
     seconds["pretrain_lrm"] = run_stage("2-pretrain_lrm", [
-        py, "orchestration/pretrain_lrm.py", "--latents", paths["latents"], "--clip-dir",
-        paths["clip"], "--output", paths["lrm"], "--steps", "4", "--eval-every", "4",
-        "--batch-size", "8", "--patch-size", "2", "--width", "32", "--depth", "1", "--heads",
-        "2", "--warmup-steps", "1", "--num-workers", "1",
+        py, "-m", "orchestration.commands.pretrain_lrm", "--latents", paths["latents"],
+        "--clip-dir", paths["clip"], "--output", paths["lrm"], "--steps", "4",
+        "--eval-every", "4", "--batch-size", "8", "--patch-size", "2", "--width", "32",
+        "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--num-workers", "1",
         "--storage-path", str(work / "ray_results")], env, logs)
     from trainer.lrm import LatentRewardModel
 
@@ -266,7 +270,7 @@ def rehearse(args: argparse.Namespace) -> dict:
             checks[f"train_{expert}"] = check_training(out / name)
             runs[name] = str(out / name)
     seconds["evaluate"] = run_stage("5-evaluate", [
-        py, "orchestration/evaluate.py", "--config", "configs/eval/sd15.yaml",
+        py, "-m", "orchestration.commands.evaluate", "--config", "configs/eval/sd15.yaml",
         *eval_overrides(paths, runs, work / "eval")], env, logs)
     results = json.loads((work / "eval" / "results.json").read_text())
     checks["evaluate"] = {"rows": [r["label"] for r in results["rows"]],
@@ -275,11 +279,10 @@ def rehearse(args: argparse.Namespace) -> dict:
     return {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "checks": checks}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    summary = rehearse(parse_args(argv))
-    print(json.dumps(summary, indent=2))
-    return summary
+def main(argv: list[str] | None = None) -> int:
+    print(json.dumps(rehearse(parse_args(argv)), indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,9 @@
 """Evaluate teachers and LCM / RG-LCM pipelines: the paper's Table 1, on any prompt file.
 
-    python orchestration/evaluate.py --config EVAL.yaml [key.sub=value ...]
-    ray job submit --working-dir . -- python orchestration/evaluate.py --config EVAL.yaml
+    rglcd-evaluate --config EVAL.yaml [key.sub=value ...]
+    ray job submit --working-dir . -- python -m orchestration.commands.evaluate --config EVAL.yaml
+
+(`rglcd-evaluate` is `python -m orchestration.commands.evaluate`.)
 
 EVAL.yaml (schema: orchestration/evaluation/config.py `EvalConfig`; only `models` is required)::
 
@@ -19,13 +21,15 @@ noise per (prompt, seed); scores them through the reward service (deploying the 
 scorers as a temporary Serve app when none is running) or in-process; computes mean scores
 (overall and per prompt group), FID against reference images, the high-frequency-noise ratio
 and head-to-head win rates with 95% CIs; writes table.md, results.json, scores.jsonl,
-grid_seed<s>.png, metrics_vs_steps.png and images/<row>/<group>/<item>.png into `output.dir`.
-A model's `trained_on` lists the scorer columns its recipe optimised: table.md marks them, so
-a claim can be read off a judge the recipe did not train on (the toy world's default scorers
-include `heldout-judge`, rglcd/toy/heldout_judge.py).
+grid_seed<s>.png (a column per table row, headed by its model and steps; a row per prompt,
+numbered, the prompts listed in table.md), metrics_vs_steps.png and
+images/<row>/<group>/<item>.png into `output.dir`. A model's `trained_on` lists the scorer
+columns its recipe optimised: table.md marks them, so a claim can be read off a judge the
+recipe did not train on (the toy world's default scorers include `heldout-judge`,
+rglcd/toy/heldout_judge.py).
 
 Departures from the paper: win rates are judged by a reward model; the paper's human
-preference study (section 5) is `python -m orchestration.study` on this command's images.
+preference study (section 5) is `python -m orchestration.studies.human` on this command's images.
 On the toy world FID lives in the miniature CLIP's feature space
 (orchestration/evaluation/image_metrics.py), not Inception's.
 """
@@ -39,20 +43,17 @@ from pathlib import Path
 
 import numpy as np
 
-# `python orchestration/evaluate.py` puts orchestration/ first on sys.path: add the repo root.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.evaluation.config import EvalConfig  # noqa: E402
-from orchestration.evaluation.image_metrics import FidScorer, load_reference_images  # noqa: E402
-from orchestration.evaluation.prompts import load_prompts  # noqa: E402
-from orchestration.evaluation.report import (  # noqa: E402
+from orchestration.evaluation.config import EvalConfig
+from orchestration.evaluation.image_metrics import FidScorer, load_reference_images
+from orchestration.evaluation.prompts import load_prompts
+from orchestration.evaluation.report import (
     EvalResults,
     write_item_scores,
     write_outputs,
 )
-from orchestration.evaluation.scoring import make_backend  # noqa: E402
-from orchestration.evaluation.summary import compute_win_rates, summarise_rows  # noqa: E402
-from rglcd.configuration import load_config  # noqa: E402
+from orchestration.evaluation.scoring import make_backend
+from orchestration.evaluation.summary import compute_win_rates, summarise_rows
+from rglcd.configuration import load_config
 
 
 def _check_models(cfg: EvalConfig) -> None:

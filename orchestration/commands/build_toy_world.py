@@ -1,9 +1,11 @@
 """Rebuild every toy-world artifact from scratch: data -> mini CLIP -> VAE -> UNet -> verify.
 
-    python orchestration/build_toy_world.py                       # everything
-    python orchestration/build_toy_world.py --stages clip,vae,unet
-    python orchestration/build_toy_world.py --stages reward-clip --device cuda  # docs/reward-clip
-    python orchestration/build_toy_world.py --stages verify --verify-prompts 200
+    rglcd-build-toy-world                                   # everything
+    rglcd-build-toy-world --stages clip,vae,unet
+    rglcd-build-toy-world --stages reward-clip --device cuda  # docs/reward-clip
+    rglcd-build-toy-world --stages verify --verify-prompts 200
+
+(`rglcd-build-toy-world` is `python -m orchestration.commands.build_toy_world`.)
 
 Outputs (committed, fp16 safetensors): ``rglcd/toy/artifacts/miniclip`` (transformers
 CLIPModel + tokenizer), ``rglcd/toy/artifacts/pipeline`` (diffusers StableDiffusionPipeline
@@ -20,17 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestration.toy_build.common import BuildSettings, seed_everything  # noqa: E402
-from rglcd.toy.paths import (  # noqa: E402
+from orchestration.toy_build.common import BuildSettings, seed_everything
+from rglcd.toy.paths import (
     TOY_ARTIFACTS,
     TOY_DATA_DIR,
     TOY_MINICLIP_DIR,

@@ -1,6 +1,6 @@
 """The paper's Table 1 in miniature, from the committed toy artifacts, in one command.
 
-    python orchestration/toy_table1.py [--retrain] [--docs-dir docs/table1]
+    python -m orchestration.studies.toy_table1 [--retrain] [--docs-dir docs/table1]
 
 1. Trains (each a real ``trainer/run.py`` run on a local Ray instance, skipped when its
    exported pipeline already exists, unless ``--retrain``) the four distilled models:
@@ -8,7 +8,7 @@
    toy-clip with a large beta (configs/toy-direct-clip-large-beta.yaml) and RG-LCM toy-judge
    + LRM (configs/toy.yaml, the default recipe), into outputs/table1/<recipe>/.
 2. Evaluates them with the toy teacher at 50 / 4 / 2 DDIM steps (configs/eval/toy-table1.yaml,
-   orchestration/evaluate.py: same prompts and seeds, toy-judge and toy-clip through the
+   orchestration/commands/evaluate.py: same prompts and seeds, toy-judge and toy-clip through the
    reward service, FID in the mini-CLIP space, HF-noise ratio, win rates).
 3. Copies table.md, results.json, the grids and the plot into ``--docs-dir`` and writes
    ``claims.md`` there: each of the paper's directions with the figures and whether the
@@ -25,7 +25,8 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from orchestration.paths import REPO_ROOT
+
 RUNS_DIR = REPO_ROOT / "outputs" / "table1"
 EVAL_CONFIG = REPO_ROOT / "configs" / "eval" / "toy-table1.yaml"
 RECIPES = ("toy-lcd", "toy-direct-clip", "toy-direct-clip-large-beta", "toy")
@@ -42,14 +43,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(recipe: str, retrain: bool) -> None:
-    from orchestration.training_runs import train_once
+    from orchestration.studies.training_runs import train_once
 
     train_once(REPO_ROOT / "configs" / f"{recipe}.yaml", RUNS_DIR / recipe,
                f"table1-{recipe}", retrain=retrain, label=recipe)
 
 
 def evaluate() -> Path:
-    from orchestration import evaluate as evaluate_command
+    from orchestration.commands import evaluate as evaluate_command
 
     out_dir = RUNS_DIR / "eval"
     code = evaluate_command.main(["--config", str(EVAL_CONFIG), f"output.dir={out_dir}"])
@@ -101,7 +102,7 @@ def write_docs(eval_dir: Path, docs_dir: Path) -> Path:
     committed.write_text(committed.read_text().replace(f"{REPO_ROOT}/", ""), encoding="utf-8")
     results = json.loads((eval_dir / "results.json").read_text())
     lines = ["# Does the miniature reproduce the paper's directions?", "",
-             "Written by `python orchestration/toy_table1.py` from `results.json` "
+             "Written by `python -m orchestration.studies.toy_table1` from `results.json` "
              f"({results['num_prompts']} held-out prompts x {len(results['seeds'])} seeds; "
              f"expert = {EXPERT} overall, 0-10).", "",
              "| claim | figures | reproduced |", "|---|---|---|"]
@@ -114,7 +115,6 @@ def write_docs(eval_dir: Path, docs_dir: Path) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO_ROOT))
     for recipe in RECIPES:
         train(recipe, args.retrain)
     if args.skip_eval:

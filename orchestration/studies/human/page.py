@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from html import escape
 
-from orchestration.study.design import CHOICES, QUESTIONS
+from orchestration.studies.human.design import CHOICES, QUESTIONS
 
 SMALL_IMAGE = 128  # images narrower than this are upscaled without smoothing
 

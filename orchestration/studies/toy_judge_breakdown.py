@@ -1,10 +1,10 @@
 """Where a toy model loses the toy judge's points: attribute accuracy and sub-scores.
 
-    python orchestration/toy_judge_breakdown.py outputs/table1/toy-lcd/pipeline \
+    python -m orchestration.studies.toy_judge_breakdown outputs/table1/toy-lcd/pipeline \
         outputs/table1/toy/pipeline [--steps 4 2] [--seeds 0 1 2] [--prompts 64]
 
 Samples each exported LCM pipeline (or, with --teacher, a teacher pipeline with DDIM + CFG
-7.5) exactly as `orchestration/evaluate.py` does (same held-out prompts, per-item seeds and
+7.5) exactly as `orchestration/commands/evaluate.py` does (same held-out prompts, per-item seeds and
 sampler settings, so the overall score equals its table's) and prints, per model and step
 count, the toy judge's accuracy of colour / shape / size / background and its semantic,
 quality and overall means (`rglcd.toy.judge.ToyJudge.summary`). In-process, no Ray.
@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-if __package__ in (None, ""):  # `python orchestration/toy_judge_breakdown.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """A study's report: win rates per question, rater consistency, attention checks, and how
 often each reward model picks the side people picked.
 
-    python -m orchestration.study report STUDY_DIR    # writes report.md, .json, .png there
+    python -m orchestration.studies.human report STUDY_DIR    # writes report.md, .json, .png there
 
 - Win rate of A over B per question over first showings (repeats excluded): a win counts 1,
   a tie 1/2; 95% Wilson interval (orchestration/evaluation/stats.py).
@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from orchestration.evaluation.stats import wilson_interval
-from orchestration.study.design import QUESTION_KEYS, QUESTIONS
+from orchestration.studies.human.design import QUESTION_KEYS, QUESTIONS
 
 TITLES = {key: title for key, title, _ in QUESTIONS}
 

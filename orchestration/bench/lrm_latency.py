@@ -1,7 +1,7 @@
 """Benchmark: does the asynchronous expert hide its latency? RG-LCD + LRM steps/s with an
 expert that answers at once vs one that takes `--delay-ms` longer per scoring batch.
 
-    python orchestration/bench_lrm_latency.py [--steps 20] [--delay-ms 300] [--rounds 2] \
+    python -m orchestration.bench.lrm_latency [--steps 20] [--delay-ms 300] [--rounds 2] \
         [--failure-rate 0.2] [key.sub=value ...]
 
 Two reward-service apps are deployed on a local Ray instance (or RAY_ADDRESS): the toy judge
@@ -25,14 +25,10 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/bench_lrm_latency.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from reward_service.scorers.base import ItemScore, Scorer  # noqa: E402
+from reward_service.scorers.base import ItemScore, Scorer
 
 WARMUP_STEPS = 3
 # A judge API answers concurrent calls: the delayed calls overlap instead of queueing.

@@ -1,6 +1,6 @@
 """Attribute accuracy of an evaluation's saved samples by the toy judge and the held-out judge.
 
-    python orchestration/judge_accuracy.py outputs/eval-teacher-heldout [--out FILE.md]
+    python -m orchestration.studies.judge_accuracy outputs/eval-teacher-heldout [--out FILE.md]
 
 For each row of the evaluation (images/<row>/<group>/<item>.png, prompts from scores.jsonl):
 the share of samples whose colour, shape, size and background each judge reads as the
@@ -15,17 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python orchestration/judge_accuracy.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from orchestration.study.create import image_path, read_eval_records  # noqa: E402
-from rglcd.toy.heldout_judge import ATTRIBUTES, HeldoutJudge  # noqa: E402
-from rglcd.toy.judge import ToyJudge  # noqa: E402
-from rglcd.toy.scenes import IMAGE_SIZE  # noqa: E402
+from orchestration.studies.human.create import image_path, read_eval_records
+from rglcd.toy.heldout_judge import ATTRIBUTES, HeldoutJudge
+from rglcd.toy.judge import ToyJudge
+from rglcd.toy.scenes import IMAGE_SIZE
 
 
 def row_accuracy(eval_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -58,7 +55,7 @@ def markdown(accuracy: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("eval_dir", help="output.dir of orchestration/evaluate.py")
+    parser.add_argument("eval_dir", help="output.dir of orchestration/commands/evaluate.py")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     try:

@@ -1,9 +1,11 @@
 """Human preference study of an evaluation's samples: create, serve, report.
 
-    python -m orchestration.study create --eval-dir outputs/table1/eval \
+    rglcd-study create --eval-dir outputs/table1/eval \
         --pairs rg-lcm-judge-lrm@2:teacher@50 rg-lcm-judge-lrm@2:lcm@4 --out outputs/study
-    python -m orchestration.study serve outputs/study [--port 8765]
-    python -m orchestration.study report outputs/study
+    rglcd-study serve outputs/study [--port 8765]
+    rglcd-study report outputs/study
+
+(`rglcd-study` is `python -m orchestration.studies.human`.)
 
 `create` draws up to --per-pair items (same prompt and seed) per pair, adds --attention
 checks and --repeats repeated screens per rater; `serve` runs the labelling page on 127.0.0.1
@@ -19,11 +21,11 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m orchestration.study",
+    parser = argparse.ArgumentParser(prog="rglcd-study",
                                      description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="build a study folder from an evaluation")
-    create.add_argument("--eval-dir", required=True, help="output.dir of orchestration/evaluate.py")
+    create.add_argument("--eval-dir", required=True, help="output.dir of rglcd-evaluate")
     create.add_argument("--pairs", nargs="+", required=True, help="ROW_A:ROW_B (name@steps)")
     create.add_argument("--out", required=True, help="the new study folder")
     create.add_argument("--raters", default="r1,r2,r3", help="comma-separated rater ids")
@@ -46,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _create(args: argparse.Namespace) -> None:
-    from orchestration.study.create import create_study
-    from orchestration.study.design import parse_pair
+    from orchestration.studies.human.create import create_study
+    from orchestration.studies.human.design import parse_pair
     from rglcd.toy.paths import TOY_PIPELINE_DIR
 
     lrm = None if args.lrm is None else (Path(args.lrm), args.lrm_vae or str(TOY_PIPELINE_DIR))
@@ -56,13 +58,13 @@ def _create(args: argparse.Namespace) -> None:
         [r.strip() for r in args.raters.split(",") if r.strip()], seed=args.seed,
         per_pair=args.per_pair or None, repeats=args.repeats, attention=args.attention, lrm=lrm,
     )
-    print(f"study written to {path}; run: python -m orchestration.study serve {path.parent}")
+    print(f"study written to {path}; run: rglcd-study serve {path.parent}")
 
 
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from orchestration.study.app import make_app
+    from orchestration.studies.human.app import make_app
 
     app = make_app(args.study_dir)  # ValueError before the server starts
     print(f"study page: http://{args.host}:{args.port}/?rater=RATER_ID", flush=True)
@@ -70,9 +72,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from orchestration.study.create import load_study
-    from orchestration.study.report import write_report
-    from orchestration.study.storage import DB_FILE, AnswerStore
+    from orchestration.studies.human.create import load_study
+    from orchestration.studies.human.report import write_report
+    from orchestration.studies.human.storage import DB_FILE, AnswerStore
 
     study_dir = Path(args.study_dir)
     study = load_study(study_dir)

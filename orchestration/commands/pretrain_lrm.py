@@ -1,15 +1,16 @@
 """Pretrain the latent proxy reward model (LRM) with a CLIP loss, as a Ray Train job.
 
-    python orchestration/pretrain_lrm.py                   # toy world -> rglcd/toy/artifacts/lrm
-    python orchestration/pretrain_lrm.py --steps 50 --output outputs/lrm-smoke
-    python orchestration/pretrain_lrm.py --num-workers 2 --text-blocks 1
-    python orchestration/pretrain_lrm.py --local --device cuda --steps 20000   # one GPU, no Ray
-    python orchestration/pretrain_lrm.py --evaluate rglcd/toy/artifacts/lrm   # metrics only
+    rglcd-pretrain-lrm                   # toy world -> rglcd/toy/artifacts/lrm
+    rglcd-pretrain-lrm --steps 50 --output outputs/lrm-smoke
+    rglcd-pretrain-lrm --num-workers 2 --text-blocks 1
+    rglcd-pretrain-lrm --local --device cuda --steps 20000   # one GPU, no Ray
+    rglcd-pretrain-lrm --evaluate rglcd/toy/artifacts/lrm   # metrics only
 
-On real data, the latent shards of orchestration/data_job.py (no VAE needed: they hold the
-latents) and a CLIP model folder for the text tower; the last shard is held out:
+(`rglcd-pretrain-lrm` is `python -m orchestration.commands.pretrain_lrm`.) On real data, the
+latent shards of `rglcd-data-job` (no VAE needed: they hold the latents) and a CLIP model
+folder for the text tower; the last shard is held out:
 
-    python orchestration/pretrain_lrm.py --latents /data/cc12m-latents-sd15-512 \
+    rglcd-pretrain-lrm --latents /data/cc12m-latents-sd15-512 \
         --clip-dir /models/clip-vit-large-patch14 --output /models/lrm-sd15-512 \
         --num-workers 8 --use-gpu --steps 20000 --batch-size 256
 
@@ -41,23 +42,20 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from rglcd.toy.paths import (  # noqa: E402
+from orchestration.paths import REPO_ROOT
+from rglcd.toy.paths import (
     TOY_DATA_DIR,
     TOY_LRM_DIR,
     TOY_MINICLIP_DIR,
     TOY_PIPELINE_DIR,
 )
-from trainer.lrm.latent_shards import read_manifest, split_shards  # noqa: E402
+from trainer.lrm.latent_shards import read_manifest, split_shards
 
 EVAL_SPLITS = ("validation", "heldout")
 TOY_TOWER = {"patch_size": 2, "width": 96, "depth": 4, "heads": 4}
@@ -78,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latents", type=Path, default=None,
-                   help="data_job.py output folder: train on its latent shards, not the toy world")
+                   help="rglcd-data-job output folder: train on its latent shards, not the toy "
+                   "world")
     p.add_argument("--heldout-shards", type=int, default=1, help="with --latents: last N shards")
     p.add_argument("--max-rows", type=int, default=None, help="with --latents: rows per worker")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
@@ -122,7 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         required.append(("--vae-dir", args.vae_dir / "config.json"))
     for flag, path in required:
         if not path.exists():
-            p.error(f"{flag}: {path} is missing; build it with orchestration/build_toy_world.py")
+            p.error(f"{flag}: {path} is missing; build it with rglcd-build-toy-world")
     return args
 
 
@@ -254,7 +253,7 @@ def _report(model, eval_data: dict | None, history: list, config: dict, start: f
 
 def _portable(config: dict) -> dict:
     """Paths inside the repository are saved relative to it, so the artifact is machine-neutral."""
-    root = Path(__file__).resolve().parent.parent
+    root = REPO_ROOT
     out = {}
     for key, value in config.items():
         if isinstance(value, str) and value.startswith(str(root) + "/"):
@@ -378,7 +377,8 @@ def run(args: argparse.Namespace) -> dict:
     return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
 
 
-def main(argv: list[str] | None = None) -> dict:
+def pretrain(argv: list[str] | None = None) -> dict:
+    """The command's work; returns the saved LRM's metrics (or, with --evaluate, the metrics)."""
     for key, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0"),
                        ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
@@ -394,5 +394,10 @@ def main(argv: list[str] | None = None) -> dict:
     return report
 
 
+def main(argv: list[str] | None = None) -> int:
+    pretrain(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
