@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
@@ -23,7 +23,10 @@ class ScorerConfig(StrictModel):
     checkpoint: str | None = Field(None, description="Local path or hub id of the weights.")
     processor: str | None = Field(None, description="Processor/tokenizer path or hub id.")
     device: str = "auto"
-    max_batch_size: int = Field(16, ge=1)
+    max_batch_size: int | None = Field(
+        None, ge=1, validate_default=True,
+        description="Images per batched scorer call; unset = the scorer kind's default_batch_size.",
+    )
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int | None = Field(
         None, ge=1, description="Defaults to 2 x max_batch_size so batches can fill."
@@ -45,6 +48,16 @@ class ScorerConfig(StrictModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Scorer-specific options (e.g. vlm-judge base_url)."
     )
+
+    @field_validator("max_batch_size", mode="after")
+    @classmethod
+    def _kind_default_batch(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None:
+            return value
+        from reward_service.scorers.registry import scorer_classes  # the scorers declare it
+
+        scorer = scorer_classes().get(info.data.get("kind", ""))
+        return scorer.default_batch_size if scorer is not None else None  # unknown: _check says
 
     @model_validator(mode="after")
     def _check(self) -> ScorerConfig:
@@ -90,7 +103,7 @@ class VaeConfig(StrictModel):
 
 def _default_scorers() -> list[ScorerConfig]:
     return [
-        ScorerConfig(name="toy-judge", kind="toy-judge", max_batch_size=32),
+        ScorerConfig(name="toy-judge", kind="toy-judge"),
         ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=str(TOY_MINICLIP_DIR)),
     ]
 

@@ -67,10 +67,10 @@ class ModelSpec(StrictModel):
 
 def _default_scorers() -> list[ScorerConfig]:
     return [
-        ScorerConfig(name="toy-judge", kind="toy-judge", max_batch_size=32),
+        ScorerConfig(name="toy-judge", kind="toy-judge"),
         # rules written apart from the toy judge's: the held-out judge of a recipe that
         # trained on the toy judge (paper section 5 reports rewards it did not train on)
-        ScorerConfig(name="heldout-judge", kind="heldout-judge", max_batch_size=32),
+        ScorerConfig(name="heldout-judge", kind="heldout-judge"),
         ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=str(TOY_MINICLIP_DIR)),
     ]
 

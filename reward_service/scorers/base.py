@@ -46,6 +46,8 @@ class Scorer(ABC):
     kind: ClassVar[str]  # the `ScorerConfig.kind` that selects this class
     needs_checkpoint: ClassVar[bool] = False  # `ScorerConfig.checkpoint` must be set
     options: ClassVar[tuple[str, ...]] = ()  # keys `ScorerConfig.options` may hold
+    # `ScorerConfig.max_batch_size` when a config leaves it unset: images per batched call.
+    default_batch_size: ClassVar[int] = 16
 
     @classmethod
     def from_spec(cls, spec: ScorerConfig) -> Scorer:

@@ -1,7 +1,7 @@
 """Scorer registry: `ScorerConfig.kind` -> the scorer class registered for it.
 
 Each scorer class declares its kind once (`kind`, `differentiable`, `input_size`,
-`needs_checkpoint`, `options`, `runtime_env`, `from_spec`; see `base.Scorer`) and is
+`needs_checkpoint`, `options`, `default_batch_size`, `runtime_env`, `from_spec`; see `base.Scorer`) and is
 registered with `@register_scorer`. Every module of this package is imported to collect
 them, so adding a scorer is one module here (and its test). Those modules import their heavy
 dependencies (open_clip, transformers models) inside the functions that load weights:
@@ -32,6 +32,7 @@ class ScorerInfo:
     input_size: int
     needs_checkpoint: bool
     options: tuple[str, ...] = ()
+    default_batch_size: int = 16
     runtime_env: dict[str, Any] | None = None  # an isolated environment (Ray runtime_env)
 
     @property
@@ -77,6 +78,7 @@ def describe_scorer(spec: ScorerConfig) -> ScorerInfo:
         input_size=int(cls.native_input_size(spec)),
         needs_checkpoint=cls.needs_checkpoint,
         options=cls.options,
+        default_batch_size=cls.default_batch_size,
         runtime_env=cls.runtime_env(),
     )
 

@@ -87,6 +87,7 @@ class ToyJudgeScorer(Scorer):
     """
 
     kind = "toy-judge"
+    default_batch_size = 32  # rule-based, cheap per image: big batches amortise the call
     differentiable = False
     input_size = IMAGE_SIZE
 
@@ -137,6 +138,7 @@ class HeldoutJudgeScorer(ToyJudgeScorer):
     toy judge's, for evaluations that report a judge no recipe trained on."""
 
     kind = "heldout-judge"
+    default_batch_size = 32  # rule-based, cheap per image: big batches amortise the call
 
     @classmethod
     def from_spec(cls, spec: ScorerConfig) -> HeldoutJudgeScorer:

@@ -129,6 +129,7 @@ class VlmJudgeScorer(Scorer):
     """Non-differentiable reward from a VLM judge; per-item errors, never default scores."""
 
     kind = "vlm-judge"
+    default_batch_size = 8  # one remote call per item: a batch waits for its slowest answer
     differentiable = False
     input_size = 512
     options = tuple(VlmJudgeOptions.model_fields)

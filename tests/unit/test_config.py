@@ -204,7 +204,7 @@ def test_the_toy_clip_lrm_recipes_are_the_default_with_its_expert_swapped(recipe
     root = CONFIGS[0].parent
     swapped = load(root / "toy.yaml", [
         f"run_name={recipe}", "lrm.expert=toy-clip", "serve.scorers.0.name=toy-clip",
-        "serve.scorers.0.kind=toy-clip", *checkpoint])
+        "serve.scorers.0.kind=toy-clip", "serve.scorers.0.max_batch_size=32", *checkpoint])
     assert load(root / f"{recipe}.yaml") == swapped
 
 
