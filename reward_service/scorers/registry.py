@@ -1,8 +1,8 @@
 """Scorer registry: `ScorerConfig.kind` -> the scorer class registered for it.
 
 Each scorer class declares its kind once (`kind`, `differentiable`, `input_size`,
-`needs_checkpoint`, `options`, `default_batch_size`, `runtime_env`, `from_spec`; see `base.Scorer`) and is
-registered with `@register_scorer`. Every module of this package is imported to collect
+`needs_checkpoint`, `options`, `default_batch_size`, `runtime_env`, `from_spec`; see
+`base.Scorer`) and is registered with `@register_scorer`. Every module of this package is imported to collect
 them, so adding a scorer is one module here (and its test). Those modules import their heavy
 dependencies (open_clip, transformers models) inside the functions that load weights:
 `describe_scorer(spec)` says whether a configured scorer is differentiable and its native
@@ -32,7 +32,6 @@ class ScorerInfo:
     input_size: int
     needs_checkpoint: bool
     options: tuple[str, ...] = ()
-    default_batch_size: int = 16
     runtime_env: dict[str, Any] | None = None  # an isolated environment (Ray runtime_env)
 
     @property
@@ -78,7 +77,6 @@ def describe_scorer(spec: ScorerConfig) -> ScorerInfo:
         input_size=int(cls.native_input_size(spec)),
         needs_checkpoint=cls.needs_checkpoint,
         options=cls.options,
-        default_batch_size=cls.default_batch_size,
         runtime_env=cls.runtime_env(),
     )
 

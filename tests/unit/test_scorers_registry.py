@@ -174,11 +174,11 @@ def test_a_prebuilt_imagereward_environment_is_used_instead_of_pip(monkeypatch, 
 
 def test_an_unset_batch_size_is_the_kinds_default():
     from reward_service.config import ScorerConfig
-    from reward_service.scorers.registry import describe_scorer, scorer_classes
+    from reward_service.scorers.registry import scorer_classes
 
     for kind, cls in scorer_classes().items():
         spec = ScorerConfig(name=kind, kind=kind, checkpoint="x" if cls.needs_checkpoint else None)
-        assert spec.max_batch_size == cls.default_batch_size == describe_scorer(spec).default_batch_size
+        assert spec.max_batch_size == cls.default_batch_size
     assert ScorerConfig(name="j", kind="toy-judge").max_batch_size == 32  # cheap rule-based judge
     assert ScorerConfig(name="v", kind="vlm-judge").max_batch_size == 8  # remote call per item
     assert ScorerConfig(name="j", kind="toy-judge", max_batch_size=4).max_batch_size == 4
