@@ -2,13 +2,13 @@
 
 Each scorer class declares its kind once (`kind`, `differentiable`, `input_size`,
 `needs_checkpoint`, `options`, `default_batch_size`, `runtime_env`, `from_spec`; see
-`base.Scorer`) and is registered with `@register_scorer`. Every module of this package is imported to collect
-them, so adding a scorer is one module here (and its test). Those modules import their heavy
-dependencies (open_clip, transformers models) inside the functions that load weights:
-`describe_scorer(spec)` says whether a configured scorer is differentiable and its native
-input size without loading any model, so the trainer can validate a config (e.g. "direct
-reward needs a differentiable scorer") before anything heavy happens. `build_scorer(spec)`
-loads it (weights from local paths / the local HF cache only).
+`base.Scorer`) and is registered with `@register_scorer`. Every module of this package is
+imported to collect them, so adding a scorer is one module here (and its test). Those
+modules import their heavy dependencies (open_clip, transformers models) inside the
+functions that load weights: `describe_scorer(spec)` says whether a configured scorer is
+differentiable and its native input size without loading any model, so the trainer can
+validate a config (e.g. "direct reward needs a differentiable scorer") before anything heavy
+happens. `build_scorer(spec)` loads it (weights from local paths / the local HF cache only).
 """
 
 from __future__ import annotations
