@@ -3,12 +3,15 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# ImageReward's isolated environment (its pins clash with the core's): the real-path tests use it.
+IMAGEREWARD_VENV ?= .venv-imagereward
+export RGLCD_IMAGEREWARD_VENV := $(abspath $(IMAGEREWARD_VENV))
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-slow-env lint env browser
+.PHONY: demo test lint env imagereward-env browser
 
 env: $(VENV)/.installed
 
@@ -16,6 +19,15 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# A virtualenv over .venv's packages with reward_service/scorers/imagereward-requirements.txt
+# on top, as Ray's runtime_env `pip` or the Docker image builds it (a PyPI install, minutes,
+# once; rebuilt when the pins change).
+imagereward-env: $(IMAGEREWARD_VENV)/pins.json
+
+$(IMAGEREWARD_VENV)/pins.json: reward_service/scorers/imagereward-requirements.txt $(VENV)/.installed
+	$(PY) -m tests.helpers.imagereward_env $(IMAGEREWARD_VENV)
 	touch $@
 
 demo: env
@@ -33,12 +45,7 @@ browser:
 	    chromium chromium-driver) || echo "browser: chromium not installed; its test will skip"; \
 	else echo "browser: no apt-get here; the browser test will skip"; fi
 
-test: lint browser
+test: lint browser imagereward-env
 	@start=$$(date +%s); \
 	$(PY) -m pytest -q --timeout=900; rc=$$?; \
 	echo "test suite wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
-
-# ImageReward's isolated environment, built from PyPI as its Ray runtime_env would be, and the
-# rehearsal of the real path that uses it (minutes; not part of `make test`).
-test-slow-env: env
-	$(PY) -m pytest -q -m slow_env

@@ -30,7 +30,10 @@ import httpx
 RAY_CLI = str(Path(sys.executable).parent / "ray")
 # `.gitignore` already keeps these out of the uploaded working_dir; the excludes repeat it for
 # RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 (the package limit is the gRPC message size, 512 MiB).
-UPLOAD_EXCLUDES = [".venv", "outputs", ".git", "**/__pycache__", ".pytest_cache", ".ruff_cache"]
+UPLOAD_EXCLUDES = [
+    ".venv", ".venv-imagereward", "outputs", ".git", "**/__pycache__", ".pytest_cache",
+    ".ruff_cache",
+]
 NO_AGENT = "No available agent to submit job"
 PORT_FLAGS = (
     "--port",

@@ -5,8 +5,8 @@ Tiers, by directory (and marker, added automatically):
   tests/ray   - integration tests on ONE session-scoped local Ray cluster (`ray_cluster`).
   tests/e2e   - the real entry points (trainer/run.py, python -m reward_service, ...).
 Select a tier with e.g. `pytest tests/unit` or `pytest -m "not e2e"`.
-Tests marked `slow_env` (ImageReward's isolated environment built from PyPI, and the rehearsal
-of the real path that needs it) run only when a `-m` expression names them: `pytest -m slow_env`.
+Tests marked `imagereward_env` need ImageReward's isolated environment (built from PyPI once,
+minutes: `make test` does it first); `pytest -m "not imagereward_env"` leaves them out.
 """
 
 from __future__ import annotations
@@ -56,11 +56,6 @@ def pytest_collection_modifyitems(config, items):
     tier = {"unit": 0, "e2e": 1, "ray": 2}
     items.sort(key=lambda item: next(
         (tier[part] for part in Path(str(item.fspath)).parts if part in tier), 0))
-    if "slow_env" not in (config.getoption("markexpr") or ""):  # only when asked for by name
-        slow = [item for item in items if item.get_closest_marker("slow_env")]
-        if slow:
-            config.hook.pytest_deselected(items=slow)
-            items[:] = [item for item in items if not item.get_closest_marker("slow_env")]
 
 
 @pytest.fixture(scope="session")

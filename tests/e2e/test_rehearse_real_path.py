@@ -4,9 +4,8 @@ with tiny models.
 data_job -> pretrain_lrm --latents -> trainer/run.py with an SD recipe, the LRM and an expert
 served by Serve (the VLM judge over HTTP to its own server process; ImageReward with random
 weights of its real architecture, in its own environment) -> export -> rglcd-evaluate with
-configs/eval/sd15.yaml. It needs ImageReward's environment (tests/helpers/imagereward_env.py,
-minutes to build once) and runs for minutes, so it is marked `slow_env`:
-    RGLCD_IMAGEREWARD_VENV=/tmp/irenv pytest -m slow_env tests/e2e/test_rehearse_real_path.py
+configs/eval/sd15.yaml. It needs ImageReward's environment (tests/helpers/imagereward_env.py;
+`make test` builds it once into .venv-imagereward), so it is marked `imagereward_env`.
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ import pytest
 from orchestration.commands.rehearse_real_path import parse_args, rehearse
 from tests.helpers.imagereward_env import imagereward_env
 
-pytestmark = pytest.mark.slow_env
+pytestmark = pytest.mark.imagereward_env
 
 
 def test_every_stage_of_the_real_path_connects(tmp_path_factory):
-    python = imagereward_env(tmp_path_factory.mktemp("imagereward-venv"))
+    python = imagereward_env()
     work = tmp_path_factory.mktemp("rehearsal")
     summary = rehearse(parse_args(["--workdir", str(work), "--imagereward-python", str(python)]))
     checks = summary["checks"]

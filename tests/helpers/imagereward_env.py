@@ -19,12 +19,14 @@ from pathlib import Path
 
 from reward_service.scorers.imagereward import IMAGEREWARD_PACKAGES, REQUIREMENTS
 
-REUSE_ENV = "RGLCD_IMAGEREWARD_VENV"  # an environment built before, to skip the install
+REUSE_ENV = "RGLCD_IMAGEREWARD_VENV"  # where the environment lives (`make test` sets it)
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / ".venv-imagereward"
 
 
-def imagereward_env(path: Path) -> Path:
-    """The python of an environment with ImageReward's pins at `path` (or $REUSE_ENV)."""
-    path = Path(os.environ.get(REUSE_ENV) or path)
+def imagereward_env(path: Path | None = None) -> Path:
+    """The python of an environment with ImageReward's pins at `path` (default $REUSE_ENV,
+    else .venv-imagereward in the checkout), built there first unless its pins match."""
+    path = Path(path or os.environ.get(REUSE_ENV) or DEFAULT_PATH)
     python = path / "bin" / "python"
     if (path / "pins.json").is_file() and json.loads(
         (path / "pins.json").read_text()
@@ -38,3 +40,7 @@ def imagereward_env(path: Path) -> Path:
     subprocess.run(install, check=True)
     (path / "pins.json").write_text(json.dumps(IMAGEREWARD_PACKAGES))
     return python
+
+
+if __name__ == "__main__":  # `make imagereward-env`: build it (or find it current) at argv[1]
+    print(imagereward_env(Path(sys.argv[1]) if len(sys.argv) > 1 else None))

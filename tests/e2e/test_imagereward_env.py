@@ -6,9 +6,9 @@ image build it. Inside it, tests/helpers/imagereward_check.py imports ImageRewar
 real architecture with random weights, saves ImageReward.pt, and scores one image with the
 package's `score()` and with this project's ImageRewardScorer loaded from the .pt.
 
-It installs about 190 MB from PyPI and takes a few minutes, so it is marked `slow_env` and left
-out of the default run:  pytest -m slow_env tests/slow_env
-Set RGLCD_IMAGEREWARD_VENV to a directory to build the environment there once and reuse it.
+Building it installs about 190 MB from PyPI and takes minutes: `make test` builds it once
+(`make imagereward-env`, into .venv-imagereward) before the suite; a bare `pytest` builds it
+there on first use. `pytest -m "not imagereward_env"` leaves out the tests that need it.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import pytest
 
 from tests.helpers.imagereward_env import imagereward_env
 
-pytestmark = pytest.mark.slow_env
+pytestmark = pytest.mark.imagereward_env
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HELPER = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
 
 
 def test_imagereward_imports_and_scores_in_its_runtime_env(tmp_path_factory):
-    python = imagereward_env(tmp_path_factory.mktemp("imagereward-venv"))
+    python = imagereward_env()
     work = tmp_path_factory.mktemp("imagereward-work")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}  # the project is not installed there
     run = subprocess.run(
