@@ -3,8 +3,8 @@
 The caller owns the cluster: the head runs as a child process in its own process group, on
 free loopback ports and its own temp dir, and `stop_head` tears it down by signalling that
 process (then any of its descendants still alive), never with `ray stop`, which would stop
-every Ray cluster on the machine. Used by the e2e job-submit test and by
-orchestration/bench/default_run.py.
+every Ray cluster on the machine. Used by the rehearsal of the real path
+(orchestration/commands/rehearse_real_path.py) and by orchestration/bench/default_run.py.
 
     with private_head(num_cpus=4) as url:
         proc = submit_job(url, REPO_ROOT, ["python", "trainer/run.py"], cwd=REPO_ROOT)
@@ -147,11 +147,14 @@ def submit_job(
     cwd: Path,
     agent_wait_s: float = 180.0,
     timeout_s: float = 1800.0,
+    env_vars: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """`ray job submit --working-dir ... -- entrypoint`, retried while the head's job agent
-    has not registered yet (the dashboard answers first, and until then a submission is
-    rejected with "No available agent to submit job, please try again later")."""
-    runtime_env = {"excludes": UPLOAD_EXCLUDES, "env_vars": {"HF_HUB_OFFLINE": "1"}}
+    """`ray job submit --working-dir ... -- entrypoint` (the job's environment gets
+    `env_vars`), retried while the head's job agent has not registered yet (the dashboard
+    answers first, and until then a submission is rejected with "No available agent to submit
+    job, please try again later")."""
+    job_env = {"HF_HUB_OFFLINE": "1"} | (env_vars or {})
+    runtime_env = {"excludes": UPLOAD_EXCLUDES, "env_vars": job_env}
     command = [RAY_CLI, "job", "submit", "--address", url, "--working-dir", str(working_dir)]
     command += ["--runtime-env-json", json.dumps(runtime_env), "--", *entrypoint]
     deadline = time.monotonic() + agent_wait_s

@@ -271,8 +271,8 @@ def ensure_reward_service(cfg: RGLCDConfig) -> str | None:
     missing = sorted(wanted - set(app.deployments))
     if missing:
         raise ValueError(
-            f"the running Serve app {name!r} has no deployment {missing}; delete it "
-            f"(`serve delete {name}`) or pick another serve.app_name"
+            f"the running Serve app {name!r} has no deployment {missing}; pick another "
+            f"serve.app_name, or delete the cluster's Serve apps (`serve shutdown`)"
         )
     return name
 

@@ -6,8 +6,9 @@
 
 (`rglcd-rehearse` is `python -m orchestration.commands.rehearse_real_path`.)
 
-Each stage is the command of docs/cluster.md that a user with SD weights types, as its own
-process, with only paths and sizes overridden:
+It starts one head node of its own (`ray start --head`, orchestration/local_head.py) and
+submits each stage to it with `ray job submit --working-dir .`, the command of docs/cluster.md
+that a user with SD weights types, with only paths and sizes overridden:
 
   1. python -m orchestration.commands.data_job       WebDataset tars -> latent Parquet shards
      (Ray Data)
@@ -38,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -47,10 +47,12 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
+from orchestration.local_head import cluster_env, free_port, private_head, submit_job
 from orchestration.paths import REPO_ROOT
 
 RESOLUTION = 32
 IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by rglcd-pretrain-lrm
+SERVE_CLI = str(Path(sys.executable).parent / "serve")
 JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
 HPS_CONFIG = {
     "embed_dim": 16,
@@ -70,21 +72,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_stage(name: str, command: list[str], env: dict, log_dir: Path) -> float:
-    """Run one user command as its own process; its output goes to <log_dir>/<name>.log."""
+def run_job(name: str, entrypoint: list[str], head: str, env_vars: dict, log_dir: Path) -> float:
+    """`ray job submit --working-dir . -- entrypoint` to the rehearsal's head, as docs/cluster.md
+    runs each stage; the job's output goes to <log_dir>/<name>.log."""
     start = time.perf_counter()
+    proc = submit_job(head, REPO_ROOT, entrypoint, cwd=REPO_ROOT, env_vars=env_vars)
     log = log_dir / f"{name}.log"
-    with log.open("w") as out:
-        proc = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}): {' '.join(command)}\n{tail}")
+        raise RuntimeError(f"job {name} failed (exit {proc.returncode}): {' '.join(entrypoint)}\n{tail}")
     return time.perf_counter() - start
 
 
@@ -181,16 +178,26 @@ def trainer_overrides(paths: dict, run_name: str, steps: int, out: Path) -> list
     ]
 
 
-def check_training(run_dir: Path) -> dict:
-    """LRM updates came from the expert's scores; the export loads in DiffusionPipeline."""
+def check_training(run_dir: Path, job_log: Path) -> dict:
+    """LRM updates came from the expert's scores; checkpoint, samples and report are there;
+    the export loads in DiffusionPipeline; the job's own output came back to the submitter."""
     from diffusers import DiffusionPipeline
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     updates = sum(r.get("lrm_updates", 0) for r in rows)
     if updates < 1:
         raise RuntimeError(f"{run_dir.name}: no LRM update from the expert's scores: {rows[-1]}")
+    missing = [what for what, found in (
+        ("report.md", (run_dir / "report.md").is_file()),
+        ("a sample grid", any((run_dir / "samples").glob("*.png"))),
+        ("a checkpoint", any(run_dir.glob("checkpoint_*/manifest.json"))),
+        ("the job's 'Outputs:' line", f"Outputs: {run_dir}" in job_log.read_text()),
+    ) if not found]
+    if missing:
+        raise RuntimeError(f"{run_dir.name}: missing {', '.join(missing)}")
     pipe = DiffusionPipeline.from_pretrained(run_dir / "pipeline")
     return {"lrm_updates": updates, "pipeline": type(pipe).__name__,
+            "steps": [r["step"] for r in rows],
             "lrm_expert_agreement": [r["lrm_expert_agreement"] for r in rows
                                      if "lrm_expert_agreement" in r]}
 
@@ -220,35 +227,43 @@ def eval_overrides(paths: dict, runs: dict, out: Path) -> list[str]:
 
 
 def rehearse(args: argparse.Namespace) -> dict:
+    """Build the stand-ins, start one head node and submit each stage to it as a Ray job."""
     work = args.workdir.resolve()
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(REPO_ROOT)}
-    env.pop("RAY_ADDRESS", None)
     seconds, checks = {}, {}
     start = time.perf_counter()
     paths = build_inputs(work, args.imagereward_python)
+    job_env = {"TOKENIZERS_PARALLELISM": "false"}
     if args.imagereward_python is not None:
-        env |= {"RGLCD_IMAGEREWARD_PYTHON": str(args.imagereward_python),
-                "HF_HOME": paths["hf_home"]}
+        job_env |= {"RGLCD_IMAGEREWARD_PYTHON": str(args.imagereward_python),
+                    "HF_HOME": paths["hf_home"]}
     seconds["inputs"] = time.perf_counter() - start
-    py = sys.executable
+    with private_head(num_cpus=8) as head:
+        seconds["head"] = time.perf_counter() - start - seconds["inputs"]
+        stages = run_stages(paths, work, args.steps, head, job_env, logs)
+    seconds |= stages["seconds"]
+    checks |= stages["checks"]
+    seconds["total"] = time.perf_counter() - start
+    return {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "checks": checks}
+
+
+def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: Path) -> dict:
+    seconds, checks = {}, {}
     paths["latents"], paths["lrm"] = str(work / "data" / "latents"), str(work / "models" / "lrm")
-    seconds["data_job"] = run_stage("1-data_job", [
-        py, "-m", "orchestration.commands.data_job", "--input", paths["wds"],
+    seconds["data_job"] = run_job("1-data_job", [
+        "python", "-m", "orchestration.commands.data_job", "--input", paths["wds"],
         "--output", paths["latents"], "--teacher", paths["sd"], "--resolution", str(RESOLUTION),
         "--rows-per-shard", "8", "--batch-size", "8", "--encoders", "1", "--min-size", "32",
-        "--overwrite"], env, logs)
+        "--overwrite"], head, env, logs)
     checks["data_job"] = json.loads((Path(paths["latents"]) / "manifest.json").read_text())[
         "num_written"]
-    seconds["pretrain_lrm"] = run_stage("2-pretrain_lrm", [
-        py, "-m", "orchestration.commands.pretrain_lrm", "--latents", paths["latents"],
+    seconds["pretrain_lrm"] = run_job("2-pretrain_lrm", [
+        "python", "-m", "orchestration.commands.pretrain_lrm", "--latents", paths["latents"],
         "--clip-dir", paths["clip"], "--output", paths["lrm"], "--steps", "4",
         "--eval-every", "4", "--batch-size", "8", "--patch-size", "2", "--width", "32",
         "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--num-workers", "1",
-        "--storage-path", str(work / "ray_results")], env, logs)
+        "--storage-path", str(work / "ray_results")], head, env, logs)
     from trainer.lrm import LatentRewardModel
 
     LatentRewardModel.from_pretrained(paths["lrm"])
@@ -264,19 +279,23 @@ def rehearse(args: argparse.Namespace) -> dict:
                              f"serve.scorers.0.options.med_config={Path(paths['imagereward']).with_name('med_config.json')}"]))
         for expert, recipe, extra in recipes:
             name = f"rg-lcm-{expert}-lrm"
-            overrides = trainer_overrides(paths, name, args.steps, out) + extra
-            seconds[f"train_{expert}"] = run_stage(
-                f"3-train-{expert}", [py, "trainer/run.py", "--config", recipe, *overrides], env, logs)
-            checks[f"train_{expert}"] = check_training(out / name)
+            overrides = trainer_overrides(paths, name, steps, out) + extra
+            seconds[f"train_{expert}"] = run_job(
+                f"3-train-{expert}", ["python", "trainer/run.py", "--config", recipe, *overrides],
+                head, env, logs)
+            checks[f"train_{expert}"] = check_training(out / name, logs / f"3-train-{expert}.log")
             runs[name] = str(out / name)
-    seconds["evaluate"] = run_stage("5-evaluate", [
-        py, "-m", "orchestration.commands.evaluate", "--config", "configs/eval/sd15.yaml",
-        *eval_overrides(paths, runs, work / "eval")], env, logs)
+            # The run's reward service stays up in the cluster after its job; the next run
+            # deploys its own expert.
+            subprocess.run([SERVE_CLI, "shutdown", "-a", head, "-y"], check=True,
+                           capture_output=True, env=cluster_env())
+    seconds["evaluate"] = run_job("5-evaluate", [
+        "python", "-m", "orchestration.commands.evaluate", "--config", "configs/eval/sd15.yaml",
+        *eval_overrides(paths, runs, work / "eval")], head, env, logs)
     results = json.loads((work / "eval" / "results.json").read_text())
     checks["evaluate"] = {"rows": [r["label"] for r in results["rows"]],
                           "scorers": results["scorers"]}
-    seconds["total"] = time.perf_counter() - start
-    return {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "checks": checks}
+    return {"seconds": seconds, "checks": checks}
 
 
 def main(argv: list[str] | None = None) -> int:

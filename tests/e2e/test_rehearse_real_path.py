@@ -1,5 +1,5 @@
 """`rglcd-rehearse` (orchestration/commands/rehearse_real_path.py): the real path end to end
-with tiny models.
+with tiny models, every stage a `ray job submit` to a `ray start --head` node of its own.
 
 data_job -> pretrain_lrm --latents -> trainer/run.py with an SD recipe, the LRM and an expert
 served by Serve (the VLM judge over HTTP to its own server process; ImageReward with random
@@ -28,6 +28,7 @@ def test_every_stage_of_the_real_path_connects(tmp_path_factory):
     for expert in ("vlm-judge", "imagereward"):  # LRM updates from each expert's scores
         train = checks[f"train_{expert}"]
         assert train["lrm_updates"] >= 1 and train["pipeline"] == "LatentConsistencyModelPipeline"
+        assert train["steps"] == [0, 1, 2]
     rows = set(checks["evaluate"]["rows"])
     assert {"teacher@4", "rg-lcm-vlm-judge-lrm@2", "rg-lcm-imagereward-lrm@4"} <= rows
     assert set(checks["evaluate"]["scorers"]) == {"hpsv2.1", "pickscore", "clipscore", "imagereward"}

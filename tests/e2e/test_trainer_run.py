@@ -1,7 +1,7 @@
 """`python trainer/run.py`: config and checkpoint errors fail fast, before any Ray work.
 
-The successful path runs in tests/e2e/test_trainer_job_submit.py (`ray job submit -- python
-trainer/run.py`).
+The successful path runs in tests/e2e/test_rehearse_real_path.py (`ray job submit -- python
+trainer/run.py` with two SD LRM recipes on a head node of the test's own).
 """
 
 from __future__ import annotations
