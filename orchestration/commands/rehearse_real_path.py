@@ -52,6 +52,8 @@ from orchestration.paths import REPO_ROOT
 
 RESOLUTION = 32
 IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by rglcd-pretrain-lrm
+# Per-step timings every trainer row of metrics.jsonl carries.
+TIMINGS = {"time_data", "time_teacher", "time_student", "time_optimizer"}
 SERVE_CLI = str(Path(sys.executable).parent / "serve")
 JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
 HPS_CONFIG = {
@@ -77,10 +79,10 @@ def run_job(name: str, entrypoint: list[str], head: str, env_vars: dict, log_dir
     runs each stage; the job's output goes to <log_dir>/<name>.log."""
     start = time.perf_counter()
     proc = submit_job(head, REPO_ROOT, entrypoint, cwd=REPO_ROOT, env_vars=env_vars)
-    log = log_dir / f"{name}.log"
-    log.write_text(proc.stdout + proc.stderr)
+    output = proc.stdout + proc.stderr
+    (log_dir / f"{name}.log").write_text(output)
     if proc.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        tail = "\n".join(output.splitlines()[-40:])
         raise RuntimeError(f"job {name} failed (exit {proc.returncode}): {' '.join(entrypoint)}\n{tail}")
     return time.perf_counter() - start
 
@@ -188,6 +190,8 @@ def check_training(run_dir: Path, job_log: Path) -> dict:
     if updates < 1:
         raise RuntimeError(f"{run_dir.name}: no LRM update from the expert's scores: {rows[-1]}")
     missing = [what for what, found in (
+        ("a positive loss at every step", all(r["loss"] > 0 for r in rows)),
+        ("the step timings", TIMINGS <= rows[0].keys()),
         ("report.md", (run_dir / "report.md").is_file()),
         ("a sample grid", any((run_dir / "samples").glob("*.png"))),
         ("a checkpoint", any(run_dir.glob("checkpoint_*/manifest.json"))),
