@@ -4,6 +4,8 @@
     python -m orchestration.bench latency        # RG-LCD + LRM with a slow, failing expert
     python -m orchestration.bench service        # reward service batching sweep (toy-clip)
     python -m orchestration.bench sampling       # 2-step LCM vs 50-step CFG teacher
+    python -m orchestration.bench demo           # wall time of the default demo (make demo)
+    python -m orchestration.bench suite          # wall time of make test, with its profile
 
 Each benchmark measures its arms side by side in this one run (alternating where it can) and
 prints its details; the table (orchestration/bench/table.py) goes to outputs/bench/table.md
@@ -19,12 +21,14 @@ import os
 import platform
 import sys
 import time
+from importlib import import_module
 
 from orchestration.paths import REPO_ROOT
 
 RESULTS_FILE = REPO_ROOT / "docs" / "results.md"
 TABLE_FILE = REPO_ROOT / "outputs" / "bench" / "table.md"
-BENCHMARKS = ("latency", "service", "sampling")
+BENCHMARKS = ("latency", "service", "sampling", "demo", "suite")
+MODULES = {"demo": "default_run"}  # benchmark name -> module of orchestration.bench
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,12 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = torch.get_num_threads()
     for name in chosen:
         torch.set_num_threads(threads)  # the latency bench sets a training worker's count
-        if name == "latency":
-            from orchestration.bench import latency as bench
-        elif name == "service":
-            from orchestration.bench import service as bench
-        else:
-            from orchestration.bench import sampling as bench
+        bench = import_module(f"orchestration.bench.{MODULES.get(name, name)}")
         bench_rows, detail = bench.run(args)
         print(detail, flush=True)
         rows += bench_rows

@@ -27,7 +27,9 @@ folder (rglcd/tiny_models.py; the CLIP is the LRM's text tower, CLIPScore and Pi
 tiny open_clip HPSv2.1 checkpoint, WebDataset shards of rendered scenes, an HPSv2-style prompt
 file, the judge server (tests/helpers/openai_server.py) and, with --imagereward-python,
 ImageReward's real architecture with random weights as ImageReward.pt plus an offline
-`bert-base-uncased` tokenizer (tests/helpers/imagereward_check.py). Every stage's output is
+`bert-base-uncased` tokenizer, and one image scored there by the package's `score()` and
+by this project's ImageRewardScorer, which must agree (tests/helpers/imagereward_check.py).
+Each trainer run deploys its expert as a Serve app of its own name and route. Every stage's output is
 checked (LRM folder loads, the trainer applied LRM updates from the expert's scores, the
 export loads in DiffusionPipeline, the evaluation wrote its table); a JSON summary with each
 stage's seconds ends the output. Departure from a real run: tiny random models and a handful
@@ -47,15 +49,21 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
-from orchestration.local_head import cluster_env, free_port, private_head, submit_job
+from orchestration.local_head import free_port, private_head, submit_job
 from orchestration.paths import REPO_ROOT
 
 RESOLUTION = 32
 IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by rglcd-pretrain-lrm
 # Per-step timings every trainer row of metrics.jsonl carries.
 TIMINGS = {"time_data", "time_teacher", "time_student", "time_optimizer"}
-SERVE_CLI = str(Path(sys.executable).parent / "serve")
 JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
+IMAGEREWARD_CHECK = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
+# The package's PIL path and the scorer's tensor path resize the same image: same score up to
+# float32 rounding of a 224 px ViT-L forward.
+SCORE_TOLERANCE = 1e-4
+# ImageReward's ViT-L/16 is the heavy model of the rehearsal: two intra-op threads (Ray sets a
+# replica's OMP_NUM_THREADS from its CPUs) instead of the default 0.5 CPU's one.
+IMAGEREWARD_CPUS = 2
 HPS_CONFIG = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
@@ -134,20 +142,27 @@ def build_inputs(work: Path, imagereward_python: Path | None) -> dict:
     paths["hps_config"], paths["hps"] = write_tiny_hps(models / "hps")
     write_webdataset(paths["wds"], IMAGES)
     paths["prompts"].write_text(json.dumps(STYLES))
-    if imagereward_python is not None:  # built inside ImageReward's own environment
-        code = (
-            "import sys; from pathlib import Path;"
-            "from tests.helpers.imagereward_check import offline_bert_tokenizer, "
-            "write_random_imagereward as w; d = Path(sys.argv[1]); d.mkdir(parents=True, "
-            "exist_ok=True); offline_bert_tokenizer(d / 'hf'); w(d)"
-        )
-        folder = models / "ImageReward"
-        # That environment does not hold this project: PYTHONPATH lends it the checkout.
-        env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
-               "PYTHONPATH": str(REPO_ROOT)}
-        subprocess.run([str(imagereward_python), "-c", code, str(folder)], check=True, env=env)
-        paths["imagereward"], paths["hf_home"] = folder / "ImageReward.pt", folder / "hf"
-    return {k: str(v) for k, v in paths.items()}
+    if imagereward_python is not None:
+        paths |= build_imagereward(models / "ImageReward", imagereward_python)
+    return {k: v if isinstance(v, dict) else str(v) for k, v in paths.items()}
+
+
+def build_imagereward(folder: Path, python: Path) -> dict:
+    """Inside ImageReward's own environment (tests/helpers/imagereward_check.py): its real
+    architecture with random weights as ImageReward.pt, an offline tokenizer, and one image
+    scored by the package's `score()` and by this project's scorer, which must agree."""
+    # That environment does not hold this project: PYTHONPATH lends it the checkout.
+    env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(REPO_ROOT)}
+    run = subprocess.run([str(python), str(IMAGEREWARD_CHECK), str(folder)], env=env,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"ImageReward's environment failed its check:\n{run.stderr[-3000:]}")
+    check = json.loads(run.stdout.strip().splitlines()[-1])
+    if abs(check["scorer_score"] - check["package_score"]) > SCORE_TOLERANCE:
+        raise RuntimeError(f"ImageRewardScorer disagrees with the package's score(): {check}")
+    return {"imagereward": folder / "ImageReward.pt", "hf_home": folder / "hf",
+            "imagereward_check": check}
 
 
 @contextmanager
@@ -220,7 +235,7 @@ def eval_overrides(paths: dict, runs: dict, out: Path) -> list[str]:
     ]
     if "imagereward" in paths:
         scorers.append(f"{{name: imagereward, kind: imagereward, checkpoint: "
-                       f"{paths['imagereward']}, num_cpus: 0.5}}")
+                       f"{paths['imagereward']}, num_cpus: {IMAGEREWARD_CPUS}}}")
     first = next(iter(runs))
     return [
         f"models=[{', '.join(models)}]", f"prompts={paths['prompts']}", "max_prompts=2",
@@ -242,6 +257,8 @@ def rehearse(args: argparse.Namespace) -> dict:
     if args.imagereward_python is not None:
         job_env |= {"RGLCD_IMAGEREWARD_PYTHON": str(args.imagereward_python),
                     "HF_HOME": paths["hf_home"]}
+    if "imagereward_check" in paths:
+        checks["imagereward_env"] = paths.pop("imagereward_check")
     seconds["inputs"] = time.perf_counter() - start
     with private_head(num_cpus=8) as head:
         seconds["head"] = time.perf_counter() - start - seconds["inputs"]
@@ -280,19 +297,19 @@ def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: 
         if "imagereward" in paths:
             recipes.append(("imagereward", "configs/sd15-rglcd-lrm-imagereward.yaml",
                             [f"serve.scorers.0.checkpoint={paths['imagereward']}",
+                             f"serve.scorers.0.num_cpus={IMAGEREWARD_CPUS}",
                              f"serve.scorers.0.options.med_config={Path(paths['imagereward']).with_name('med_config.json')}"]))
         for expert, recipe, extra in recipes:
             name = f"rg-lcm-{expert}-lrm"
-            overrides = trainer_overrides(paths, name, steps, out) + extra
+            # Each run deploys its expert as its own Serve app: a job's app outlives the job on
+            # a shared cluster, so one name (or route) would find the other expert's app running.
+            overrides = trainer_overrides(paths, name, steps, out) + extra + [
+                f"serve.app_name=rewards-{expert}", f"serve.route_prefix=/rewards-{expert}"]
             seconds[f"train_{expert}"] = run_job(
                 f"3-train-{expert}", ["python", "trainer/run.py", "--config", recipe, *overrides],
                 head, env, logs)
             checks[f"train_{expert}"] = check_training(out / name, logs / f"3-train-{expert}.log")
             runs[name] = str(out / name)
-            # The run's reward service stays up in the cluster after its job; the next run
-            # deploys its own expert.
-            subprocess.run([SERVE_CLI, "shutdown", "-a", head, "-y"], check=True,
-                           capture_output=True, env=cluster_env())
     seconds["evaluate"] = run_job("5-evaluate", [
         "python", "-m", "orchestration.commands.evaluate", "--config", "configs/eval/sd15.yaml",
         *eval_overrides(paths, runs, work / "eval")], head, env, logs)

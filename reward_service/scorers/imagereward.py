@@ -44,7 +44,7 @@ TOKEN_CACHE_SIZE = 4096  # prompts whose tokens are kept (least recently used dr
 # also huggingface-hub >= 1.32, while transformers 4.46 needs < 1.0); `clip` imports
 # pkg_resources, which setuptools 81 removed, and torch 2.14 needs setuptools >= 77.0.3 (a
 # lower cap makes pip reinstall an older torch). Checked by
-# tests/e2e/test_imagereward_env.py: import plus a real score.
+# `rglcd-rehearse` (tests/e2e/test_rehearse_real_path.py): import plus a real score.
 REQUIREMENTS = Path(__file__).with_name("imagereward-requirements.txt")
 IMAGEREWARD_PACKAGES = [
     line.strip()

@@ -5,7 +5,9 @@ data_job -> pretrain_lrm --latents -> trainer/run.py with an SD recipe, the LRM 
 served by Serve (the VLM judge over HTTP to its own server process; ImageReward with random
 weights of its real architecture, in its own environment) -> export -> rglcd-evaluate with
 configs/eval/sd15.yaml. It needs ImageReward's environment (tests/helpers/imagereward_env.py;
-`make test` builds it once into .venv-imagereward), so it is marked `imagereward_env`.
+`make test` builds it once into .venv-imagereward), so it is marked `imagereward_env`. That
+environment is the deployment's: the pins of reward_service/scorers/imagereward-requirements.txt
+over this environment's packages, as Ray's runtime_env `pip` and the Docker image build it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ def test_every_stage_of_the_real_path_connects(tmp_path_factory):
     work = tmp_path_factory.mktemp("rehearsal")
     summary = rehearse(parse_args(["--workdir", str(work), "--imagereward-python", str(python)]))
     checks = summary["checks"]
+    # ImageReward imports and scores in its own environment, same torch as the core; the
+    # package's PIL path and the scorer's tensor path agree on a 224 px image.
+    env = checks["imagereward_env"]
+    assert env["transformers"] == "4.46.3"
+    assert env["torch"].split("+")[0] == __import__("torch").__version__.split("+")[0]
+    assert env["scorer_score"] == pytest.approx(env["package_score"], abs=1e-4)
     assert checks["data_job"] == 48
     assert 0.0 <= checks["pretrain_lrm"]["heldout_top1"] <= checks["pretrain_lrm"]["heldout_top5"]
     for expert in ("vlm-judge", "imagereward"):  # LRM updates from each expert's scores

@@ -56,3 +56,25 @@ def test_an_empty_file_gets_just_the_block(tmp_path):
 def test_broken_markers_are_an_error_not_a_guess(text):
     with pytest.raises(ValueError, match="markers"):
         replace_block(text, render_block(ROWS, "context"))
+
+
+def test_suite_bench_reads_make_test_output():
+    from orchestration.bench.suite import parse_output
+
+    text = (
+        "============================= slowest 15 durations ==============\n"
+        "169.10s call     tests/e2e/test_rehearse_real_path.py::test_every_stage\n"
+        "27.13s setup    tests/ray/test_reward_service_abuse.py::test_abusive[x y]\n"
+        "========= 611 passed, 21 warnings in 612.50s (0:10:12) =========\n"
+        "test suite wall time: 618 s\n"
+    )
+    figures = parse_output(text)
+    assert figures["wall_s"] == 618 and figures["passed"] == 611 and figures["failed"] == 0
+    assert figures["pytest_s"] == 612.5
+    assert figures["slowest"][0] == (169.1, "call",
+                                     "tests/e2e/test_rehearse_real_path.py::test_every_stage")
+    assert len(figures["slowest"]) == 2
+    failed = parse_output("3 passed, 1 failed in 9.0s\ntest suite wall time: 10 s\n")
+    assert failed["failed"] == 1
+    with pytest.raises(ValueError, match="no pytest summary"):
+        parse_output("make: *** [Makefile:40: lint] Error 1\n")

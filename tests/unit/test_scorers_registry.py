@@ -145,7 +145,7 @@ def test_imagereward_runtime_env_pins(monkeypatch):
     packages = env["pip"]["packages"]
     # Every package pinned: transformers 4.46.3 (4.57 lacks what image-reward's BLIP imports),
     # a diffusers that imports beside it, setuptools that keeps pkg_resources but not below
-    # torch 2.14's floor (pip would reinstall an older torch). tests/e2e/test_imagereward_env.py runs it.
+    # torch 2.14's floor (pip would reinstall an older torch). `rglcd-rehearse` runs it.
     pins = dict(p.split("==") for p in packages if "==" in p)
     assert pins["image-reward"] == "1.5" and pins["transformers"] == "4.46.3"
     assert pins["diffusers"] == "0.31.0" and "clip-anytorch" in pins
