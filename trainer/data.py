@@ -269,3 +269,27 @@ def local_batches(
                 "add data or lower the batch size."
             )
         epoch, skip = epoch + 1, 0
+
+
+class EarlyFirstBatch:
+    """An iterator over `batches` whose first item is fetched on a helper thread from the
+    moment it is made. A worker makes it before loading its models: the data pipeline's
+    start-up (Ray Data's actors and first reads) then overlaps the model loading instead of
+    following it. Same items, same order; after the first, plain `next(batches)`."""
+
+    def __init__(self, batches: Iterator[LocalBatch]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._batches = batches
+        self._executor = ThreadPoolExecutor(1, "rglcd-first-batch")
+        self._first = self._executor.submit(next, batches)
+        self._executor.shutdown(wait=False)  # its one task still runs; nothing else is queued
+
+    def __iter__(self) -> EarlyFirstBatch:
+        return self
+
+    def __next__(self) -> LocalBatch:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first.result()  # re-raises what the fetch raised (e.g. too little data)
+        return next(self._batches)

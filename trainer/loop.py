@@ -28,7 +28,7 @@ from trainer.checkpointing import (
     save_checkpoint,
 )
 from trainer.config import RGLCDConfig
-from trainer.data import local_batches
+from trainer.data import EarlyFirstBatch, local_batches
 from trainer.faults import maybe_fail
 from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
 from trainer.lcd import LoRASettings
@@ -308,15 +308,21 @@ def run_worker(loop_config: dict, verified: bool = False) -> None:
     )
     torch.backends.cuda.matmul.allow_tf32 = cfg.model.allow_tf32
     torch.backends.cudnn.allow_tf32 = cfg.model.allow_tf32
-    trainer = Trainer(cfg, rank, world_size, ray.train.torch.get_device())
+    shard = ray.train.get_dataset_shard("train")
     checkpoint = ray.train.get_checkpoint()
+    early = None
+    if checkpoint is None and not loop_config.get("initial_checkpoint"):
+        # A fresh run reads from the start: the stream starts while the models load.
+        early = EarlyFirstBatch(local_batches(
+            shard, cfg.lcd.global_batch_size, rank, world_size, cfg.seed))
+    trainer = Trainer(cfg, rank, world_size, ray.train.torch.get_device())
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.resume(Path(directory), verified)
     elif loop_config.get("initial_checkpoint"):
         trainer.resume(Path(loop_config["initial_checkpoint"]))
     trainer.wrap_for_ddp()
-    run_steps(trainer, ray.train.get_dataset_shard("train"), _report_to_ray)
+    run_steps(trainer, shard, _report_to_ray, early)
 
 
 def _report_to_ray(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
@@ -328,16 +334,19 @@ def _report_to_ray(metrics: dict[str, float], checkpoint_dir: Path | None) -> No
     ray.train.report(metrics, checkpoint=checkpoint)
 
 
-def run_steps(trainer: Trainer, shard, report) -> None:
+def run_steps(trainer: Trainer, shard, report, batches=None) -> None:
     """The loop proper: from the resumed step to lcd.max_steps, then export on rank 0.
 
     `report(metrics, checkpoint_dir_or_None)` is called on every rank at checkpoint steps.
+    `batches`: this rank's batches from the start of the stream, already started (a fresh
+    run); by default they are read from `shard` at the resumed position.
     """
     cfg, state = trainer.cfg, trainer.state
-    batches = local_batches(
-        shard, cfg.lcd.global_batch_size, trainer.rank, trainer.world_size, cfg.seed,
-        start=state.data_position,
-    )
+    if batches is None:
+        batches = local_batches(
+            shard, cfg.lcd.global_batch_size, trainer.rank, trainer.world_size, cfg.seed,
+            start=state.data_position,
+        )
     logger = MetricsLogger(trainer.output_dir, trainer.rank, cfg.run_name, state.step)
     carried: dict[str, float] = {}  # counters of steps not logged yet
     with logger, tempfile.TemporaryDirectory(prefix="rglcd-ckpt-") as scratch:
