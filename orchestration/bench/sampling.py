@@ -148,10 +148,16 @@ def run(args):
     lines.append(f"| teacher / LCM | {ratio['whole']:.1f}x | {ratio['whole']:.1f}x | "
                  f"{ratio['text']:.1f}x | {ratio['denoise']:.1f}x | {ratio['decode']:.1f}x |")
     fixed = lcm.seconds["text"] + lcm.seconds["decode"]
+    limit = TEACHER_STEPS * 2 // LCM_STEPS
+    # The most the whole call could reach: the LCM's loop at the UNet-call limit, its fixed
+    # costs as measured (they do not shrink with fewer steps).
+    ceiling = teacher.seconds["whole"] / (teacher.seconds["denoise"] / limit + fixed)
     lines += ["", f"Denoise loop alone (UNet + scheduler): {ratio['denoise']:.1f}x (UNet-call "
-              f"limit {TEACHER_STEPS * 2 // LCM_STEPS}x counting CFG's doubled batch as two "
+              f"limit {limit}x counting CFG's doubled batch as two "
               f"calls). Text encoding + decode are {100 * fixed / lcm.seconds['whole']:.0f}% "
-              "of the LCM's whole call."]
+              f"of the LCM's whole call. Whole-call ceiling with the LCM's loop at the "
+              f"UNet-call limit (the teacher's loop / {limit}) and these fixed costs: "
+              f"{ceiling:.1f}x."]
     row = Row("sampling: 2-step LCM vs 50-step CFG teacher, images/s",
               f"{batch / lcm.seconds['whole']:.1f} vs {batch / teacher.seconds['whole']:.1f} "
               f"images/s, batch {batch}; denoise loop alone {ratio['denoise']:.1f}x",

@@ -18,7 +18,7 @@ from orchestration.paths import REPO_ROOT
 GOAL_S = 300.0
 WALL = re.compile(r"test suite wall time: (\d+) s")
 SUMMARY = re.compile(r"(\d+) passed(?:, (\d+) failed)?.* in ([\d.]+)s")
-DURATION = re.compile(r"^\s*([\d.]+)s (call|setup|teardown)\s+(\S+)")
+DURATION = re.compile(r"^\s*([\d.]+)s (call|setup|teardown)\s+(\S.*?)\s*$")
 
 
 def parse_output(text: str) -> dict:

@@ -73,6 +73,7 @@ def test_suite_bench_reads_make_test_output():
     assert figures["pytest_s"] == 612.5
     assert figures["slowest"][0] == (169.1, "call",
                                      "tests/e2e/test_rehearse_real_path.py::test_every_stage")
+    assert figures["slowest"][1][2].endswith("test_abusive[x y]")  # ids may hold spaces
     assert len(figures["slowest"]) == 2
     failed = parse_output("3 passed, 1 failed in 9.0s\ntest suite wall time: 10 s\n")
     assert failed["failed"] == 1
