@@ -29,6 +29,7 @@ from orchestration.local_head import cluster_env, private_head, submit_job
 from orchestration.paths import REPO_ROOT
 
 TARGET_S = 600.0
+DEFAULT_ROOT = REPO_ROOT / "outputs" / "bench-default"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head-cpus", type=int, default=0,
                         help="Logical CPUs of the job cluster's head (0 = what the run "
                         "reserves, rounded up).")
-    parser.add_argument("--root", default=str(REPO_ROOT / "outputs" / "bench-default"))
+    parser.add_argument("--root", default=str(DEFAULT_ROOT))
     parser.add_argument("overrides", nargs="*")
     return parser.parse_args(argv)
 
@@ -91,9 +92,8 @@ def run(args):
     """(table rows, markdown details) of the default demo (`make demo`) for `bench all`."""
     from orchestration.bench.table import Row
 
-    root = REPO_ROOT / "outputs" / "bench-default"
-    shutil.rmtree(root / "local", ignore_errors=True)  # a fresh run, not a resume
-    local = time_local(root, [])
+    shutil.rmtree(DEFAULT_ROOT / "local", ignore_errors=True)  # a fresh run, not a resume
+    local = time_local(DEFAULT_ROOT, [])
     row = Row(
         "default demo wall time (`make demo`)",
         f"{local['logged_steps']} logged rows, median step {local['median_step_s']} s, "

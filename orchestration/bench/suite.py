@@ -17,23 +17,25 @@ from orchestration.paths import REPO_ROOT
 
 GOAL_S = 300.0
 WALL = re.compile(r"test suite wall time: (\d+) s")
-SUMMARY = re.compile(r"(\d+) passed(?:, (\d+) failed)?.* in ([\d.]+)s")
+# pytest's last line, e.g. "== 1 failed, 610 passed, 21 warnings in 612.50s (0:10:12) ==".
+SUMMARY = re.compile(r"^=* ?(\d+ \w+(?:, \d+ \w+)*) in ([\d.]+)s", re.MULTILINE)
+COUNT = re.compile(r"(\d+) (\w+)")
 DURATION = re.compile(r"^\s*([\d.]+)s (call|setup|teardown)\s+(\S.*?)\s*$")
 
 
 def parse_output(text: str) -> dict:
     """Wall time, counts and the slowest phases from `make test`'s output (ValueError when
     pytest printed no summary: the run did not get that far)."""
-    summary = [m for m in SUMMARY.finditer(text)]
+    summary = list(SUMMARY.finditer(text))
     wall = WALL.search(text)
     if not summary or not wall:
         raise ValueError(f"make test printed no pytest summary:\n{text[-2000:]}")
-    last = summary[-1]
+    counts = {kind: int(n) for n, kind in COUNT.findall(summary[-1].group(1))}
     slowest = [(float(m.group(1)), m.group(2), m.group(3))
                for m in map(DURATION.match, text.splitlines()) if m]
-    return {"wall_s": int(wall.group(1)), "passed": int(last.group(1)),
-            "failed": int(last.group(2) or 0), "pytest_s": float(last.group(3)),
-            "slowest": slowest}
+    return {"wall_s": int(wall.group(1)), "passed": counts.get("passed", 0),
+            "failed": sum(counts.get(k, 0) for k in ("failed", "error", "errors")),
+            "pytest_s": float(summary[-1].group(2)), "slowest": slowest}
 
 
 def run(args):

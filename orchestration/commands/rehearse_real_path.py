@@ -29,8 +29,8 @@ file, the judge server (tests/helpers/openai_server.py) and, with --imagereward-
 ImageReward's real architecture with random weights as ImageReward.pt plus an offline
 `bert-base-uncased` tokenizer, and one image scored there by the package's `score()` and
 by this project's ImageRewardScorer, which must agree (tests/helpers/imagereward_check.py).
-Each trainer run deploys its expert as a Serve app of its own name and route. Every stage's output is
-checked (LRM folder loads, the trainer applied LRM updates from the expert's scores, the
+Each trainer run deploys its expert as a Serve app of its own name and route. Every stage's
+output is checked (LRM folder loads, the trainer applied LRM updates from the expert's scores, the
 export loads in DiffusionPipeline, the evaluation wrote its table); a JSON summary with each
 stage's seconds ends the output. Departure from a real run: tiny random models and a handful
 of steps, so the numbers mean nothing; only that every piece connects.
@@ -129,7 +129,8 @@ def write_tiny_hps(folder: Path) -> tuple[Path, Path]:
     return config, checkpoint
 
 
-def build_inputs(work: Path, imagereward_python: Path | None) -> dict:
+def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dict | None]:
+    """(paths of the stand-ins, ImageReward's environment check or None without it)."""
     from rglcd.tiny_models import save_tiny_clip_model, save_tiny_sd_pipeline
 
     models = work / "models"
@@ -142,15 +143,19 @@ def build_inputs(work: Path, imagereward_python: Path | None) -> dict:
     paths["hps_config"], paths["hps"] = write_tiny_hps(models / "hps")
     write_webdataset(paths["wds"], IMAGES)
     paths["prompts"].write_text(json.dumps(STYLES))
+    check = None
     if imagereward_python is not None:
-        paths |= build_imagereward(models / "ImageReward", imagereward_python)
-    return {k: v if isinstance(v, dict) else str(v) for k, v in paths.items()}
+        folder = models / "ImageReward"
+        check = check_imagereward_env(folder, imagereward_python)
+        paths["imagereward"], paths["hf_home"] = folder / "ImageReward.pt", folder / "hf"
+    return {k: str(v) for k, v in paths.items()}, check
 
 
-def build_imagereward(folder: Path, python: Path) -> dict:
+def check_imagereward_env(folder: Path, python: Path) -> dict:
     """Inside ImageReward's own environment (tests/helpers/imagereward_check.py): its real
-    architecture with random weights as ImageReward.pt, an offline tokenizer, and one image
-    scored by the package's `score()` and by this project's scorer, which must agree."""
+    architecture with random weights as <folder>/ImageReward.pt, an offline tokenizer in
+    <folder>/hf, and one image scored by the package's `score()` and by this project's scorer,
+    which must agree. Returns the check's JSON (versions, both scores, seconds)."""
     # That environment does not hold this project: PYTHONPATH lends it the checkout.
     env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(REPO_ROOT)}
@@ -161,8 +166,7 @@ def build_imagereward(folder: Path, python: Path) -> dict:
     check = json.loads(run.stdout.strip().splitlines()[-1])
     if abs(check["scorer_score"] - check["package_score"]) > SCORE_TOLERANCE:
         raise RuntimeError(f"ImageRewardScorer disagrees with the package's score(): {check}")
-    return {"imagereward": folder / "ImageReward.pt", "hf_home": folder / "hf",
-            "imagereward_check": check}
+    return check
 
 
 @contextmanager
@@ -252,13 +256,13 @@ def rehearse(args: argparse.Namespace) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     seconds, checks = {}, {}
     start = time.perf_counter()
-    paths = build_inputs(work, args.imagereward_python)
+    paths, imagereward_env = build_inputs(work, args.imagereward_python)
     job_env = {"TOKENIZERS_PARALLELISM": "false"}
     if args.imagereward_python is not None:
         job_env |= {"RGLCD_IMAGEREWARD_PYTHON": str(args.imagereward_python),
                     "HF_HOME": paths["hf_home"]}
-    if "imagereward_check" in paths:
-        checks["imagereward_env"] = paths.pop("imagereward_check")
+    if imagereward_env is not None:
+        checks["imagereward_env"] = imagereward_env
     seconds["inputs"] = time.perf_counter() - start
     with private_head(num_cpus=8) as head:
         seconds["head"] = time.perf_counter() - start - seconds["inputs"]

@@ -75,7 +75,7 @@ def test_suite_bench_reads_make_test_output():
                                      "tests/e2e/test_rehearse_real_path.py::test_every_stage")
     assert figures["slowest"][1][2].endswith("test_abusive[x y]")  # ids may hold spaces
     assert len(figures["slowest"]) == 2
-    failed = parse_output("3 passed, 1 failed in 9.0s\ntest suite wall time: 10 s\n")
-    assert failed["failed"] == 1
+    failed = parse_output("== 1 failed, 3 passed in 9.0s ==\ntest suite wall time: 10 s\n")
+    assert failed["failed"] == 1 and failed["passed"] == 3
     with pytest.raises(ValueError, match="no pytest summary"):
         parse_output("make: *** [Makefile:40: lint] Error 1\n")
