@@ -39,9 +39,6 @@ Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code:
 from __future__ import annotations
 
 import argparse
-import logging
-import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -50,13 +47,12 @@ from pathlib import Path
 # the installed package (`make env`; Ray's working_dir puts the job's copy on PYTHONPATH),
 # and no module in trainer/ takes a top-level package's name (tests/unit/test_entry_points.py).
 from rglcd.configuration import ConfigError
-from rglcd.local_ray import keep_local_ray_on_loopback
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.config_checks import isolated_direct_reward_problem
+from trainer.ray_connect import connect_ray, encoder_actors
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
-READ_TASK_CPUS = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = REPO_ROOT / "configs" / "toy.yaml"
 
@@ -166,97 +162,6 @@ def prepare_toy_data(cfg: RGLCDConfig) -> None:
         ensure_toy_dataset(cfg.train_data_path, "train", TOY_TRAIN_ROWS, TOY_DATA_SEED)
 
 
-# Ray Train on the one-machine cluster this process starts: no preemption watcher (an actor
-# process of its own; a local machine is never drained), and the controller polls its workers
-# every 0.5 s instead of 2 s, so a run's start and end are seen sooner.
-LOCAL_RAY_TRAIN_ENV = {
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-}
-
-
-def connect_ray(cfg: RGLCDConfig) -> None:
-    """Attach to RAY_ADDRESS (or the cluster of a submitted job), else start a local Ray
-    that listens on 127.0.0.1 only (rglcd/local_ray.py)."""
-    keep_local_ray_on_loopback()  # before `import ray`; no effect when attaching
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if ray.is_initialized():
-        return
-    needed = logical_cpus_needed(cfg)
-    if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
-        # passing resources when attaching raises (docs/method.md §7)
-        ray.init(log_to_driver=False)
-        warn_if_too_few_cpus(ray.cluster_resources().get("CPU", 0.0), needed)
-    else:
-        for key, value in LOCAL_RAY_TRAIN_ENV.items():  # read by the Train controller actor
-            os.environ.setdefault(key, value)
-        ray.init(
-            num_cpus=max(os.cpu_count() or 1, math.ceil(needed)),
-            # The dashboard to watch the run on; Ray Train's placement-group cleaner also
-            # polls the state API it serves (without it, a warning every second of the run).
-            include_dashboard=True,
-            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}},
-            log_to_driver=False,
-        )
-    keep_library_logs_off_the_console()
-
-
-def keep_library_logs_off_the_console() -> None:
-    """The console shows the progress line; everything else goes to Ray's log files.
-
-    `log_to_driver=False` (in `connect_ray`) keeps the workers' and actors' output (Serve
-    access logs, Ray Data and library warnings) in Ray's per-process log files, which the
-    dashboard's Logs page shows. Here the driver's own Ray Serve and Ray Data INFO lines
-    are raised to warnings on the console (Ray Data still writes them to its log file).
-    """
-    import ray.data  # noqa: F401  (configures the ray.data logger)
-    import ray.serve  # noqa: F401  (configures the ray.serve logger)
-
-    for name in ("ray.serve", "ray.data"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setLevel(logging.WARNING)
-
-
-def logical_cpus_needed(cfg: RGLCDConfig) -> float:
-    """Logical CPUs the run reserves: training workers, encoder actors, the reward-service
-    replicas it deploys, and room for Ray Data's read tasks."""
-    workers = max(cfg.scaling.num_workers, 1)
-    needed = workers * cfg.scaling.cpus_per_worker + _encoder_actors(cfg) + READ_TASK_CPUS
-    return needed + _reward_service_cpus(cfg)
-
-
-def warn_if_too_few_cpus(available: float, needed: float) -> None:
-    """A cluster with fewer logical CPUs than the run reserves waits forever unless it
-    autoscales: say so, and how to start a head node that fits (a warning, not an error,
-    because an autoscaling cluster adds the CPUs once asked)."""
-    if available < needed:
-        print(
-            f"warning: the Ray cluster has {available:g} logical CPUs but this run reserves "
-            f"{needed:g} (training workers, data encoders, reward-service replicas, read "
-            f"tasks); unless it autoscales the run will wait for them. On one machine start "
-            f"the head with `ray start --head --num-cpus={math.ceil(needed)}` (logical CPUs "
-            "may exceed the cores), or lower scaling.num_workers / serve.*.num_cpus.",
-            file=sys.stderr,
-        )
-
-
-def _encoder_actors(cfg: RGLCDConfig) -> int:
-    return max(cfg.data.num_workers, 1)
-
-
-def _reward_service_cpus(cfg: RGLCDConfig) -> float:
-    """Logical CPUs of the reward-service replicas the LRM mode deploys (ingress 0.25)."""
-    if not cfg.uses_lrm:
-        return 0.0
-    serve = cfg.serve
-    scorers = sum(s.num_cpus * s.num_replicas for s in serve.scorers)
-    return 0.25 + scorers + sum(v.num_cpus * v.num_replicas for v in serve.vaes.values())
-
-
 def ensure_reward_service(cfg: RGLCDConfig) -> str | None:
     """Deploy the reward-service app (serve.scorers + serve.vaes) unless it already runs; the
     workers reach it by `serve.app_name`. Returns that name, or None when no service is needed.
@@ -311,7 +216,7 @@ def build_trainer(cfg: RGLCDConfig):
         cfg.seed,
         fmt=data.format,
         columns=(data.image_column, data.latent_column, data.caption_column),
-        encoder_actors=_encoder_actors(cfg),
+        encoder_actors=encoder_actors(cfg),
         revision=None if cfg.model.vae else cfg.model.revision,
     )
     output_dir = cfg.output_dir

@@ -39,7 +39,7 @@ def run_arms(args) -> tuple[dict, dict]:
     from orchestration.bench.lrm_latency import WARMUP_STEPS, bench_config, deploy, run_arm
     from orchestration.local_head import free_port
     from trainer.loop import Trainer, worker_threads
-    from trainer.run import connect_ray
+    from trainer.ray_connect import connect_ray
 
     slow = f"{args.delay_s:g} s, {args.failure_rate:.0%} failing"
     arms = {"0 s": Arm("0 s", 0.0, 0.0), slow: Arm(slow, args.delay_s, args.failure_rate)}

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
 
     from orchestration.local_head import free_port
     from trainer.loop import Trainer, worker_threads
-    from trainer.run import connect_ray
+    from trainer.ray_connect import connect_ray
 
     args = parse_args(argv)
     delays = {"0 ms": 0.0, f"{args.delay_ms:g} ms": args.delay_ms / 1000}
