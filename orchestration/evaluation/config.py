@@ -122,10 +122,11 @@ class ReferenceConfig(StrictModel):
 
 
 class FidConfig(StrictModel):
-    """FID in the mini-CLIP feature space (toy) or Inception space (real data, user weights)."""
+    """FID features: a seeded random conv net (toy; trained by nobody, used by no reward),
+    the mini CLIP (which the toy-clip recipes optimise) or Inception (real data, user weights)."""
 
     enabled: bool = True
-    features: Literal["miniclip", "inception"] = "miniclip"
+    features: Literal["random-conv", "miniclip", "inception"] = "random-conv"
     miniclip_dir: str = str(TOY_MINICLIP_DIR)
     inception_weights: str | None = Field(
         None, description="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth)."
@@ -137,6 +138,12 @@ class HfNoiseConfig(StrictModel):
     cutoff: float = Field(
         0.25, gt=0, lt=0.5, description="Radial frequency (cycles/pixel) above which is 'high'."
     )
+
+
+class FlatNoiseConfig(StrictModel):
+    """Flat-region noise (`rglcd.toy.quality.flat_region_noise`): needs no reference images."""
+
+    enabled: bool = True
 
 
 class GenerationConfig(StrictModel):
@@ -176,6 +183,7 @@ class EvalConfig(StrictModel):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     fid: FidConfig = Field(default_factory=FidConfig)
     hf_noise: HfNoiseConfig = Field(default_factory=HfNoiseConfig)
+    flat_noise: FlatNoiseConfig = Field(default_factory=FlatNoiseConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="after")

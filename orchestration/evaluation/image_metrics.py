@@ -3,8 +3,12 @@
 FID (Heusel et al.) is torchmetrics' ``FrechetInceptionDistance`` (no hand-written matrix
 square root) with one of two feature extractors:
 
+- ``random-conv`` (toy world, the default): 32 features of a conv net with frozen random
+  weights from a fixed seed (``rglcd.toy.quality.RandomConvFeatures``). No recipe optimises
+  it and no reward uses it, so no model can score well here by having trained on it.
 - ``miniclip`` (toy world): the miniature CLIP's 64-d image embeddings
-  (``rglcd.toy.miniclip.MiniClipFeatures``). Numbers are only comparable within this space.
+  (``rglcd.toy.miniclip.MiniClipFeatures``). The toy-clip recipes optimise this network, so
+  they are flattered here. Numbers are only comparable within one space.
 - ``inception`` (real data): the standard 2048-d pool3 features of the FID Inception network.
   It needs the ``torch-fidelity`` package and the weights file
   ``pt_inception-2015-12-05-6726825d.pth`` on local disk (``fid.inception_weights``); nothing
@@ -12,7 +16,10 @@ square root) with one of two feature extractors:
   here. With few images (say < 2048) Inception FID is biased upwards: compare models only at
   equal image counts.
 
-HF-noise ratio (the over-optimisation symptom of docs/method.md §3): the share of an image's
+Flat-region noise (``rglcd.toy.quality.flat_region_noise``): RMS deviation from the 3x3 median
+away from edges, 0-255 levels; 0 for flat fills, rises with noise and not with sharper edges.
+
+HF-noise ratio (kept beside it; it also rises when edges sharpen; the over-optimisation symptom of docs/method.md §3): the share of an image's
 spectral energy above a radial frequency cut-off (``rglcd.toy.metrics.high_frequency_fraction``),
 averaged over the generated set and divided by the same average over the reference set. About
 1 for images as clean as real ones; above 1 with added noise. Generated images are resized to
@@ -33,7 +40,8 @@ from orchestration.evaluation.config import FidConfig, ReferenceConfig
 from orchestration.evaluation.generation import to_float
 from rglcd.toy.metrics import high_frequency_fraction
 
-__all__ = ["FidScorer", "hf_noise_ratio", "high_frequency_fraction", "load_reference_images"]
+__all__ = ["FidScorer", "flat_noise", "hf_noise_ratio", "high_frequency_fraction",
+           "load_reference_images"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -63,6 +71,12 @@ def load_reference_images(cfg: ReferenceConfig) -> np.ndarray:
 
 
 def _feature_extractor(cfg: FidConfig) -> FrechetInceptionDistance:
+    if cfg.features == "random-conv":
+        from rglcd.toy.quality import RandomConvFeatures
+
+        return FrechetInceptionDistance(
+            feature=RandomConvFeatures(), normalize=True, reset_real_features=False
+        )
     if cfg.features == "miniclip":
         from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
 
@@ -123,3 +137,10 @@ def hf_noise_ratio(images: np.ndarray, reference: np.ndarray, cutoff: float = 0.
     if ref_fraction <= 0:
         raise ValueError("the reference images have no energy above the cut-off; lower it")
     return float(high_frequency_fraction(gen, cutoff).mean() / ref_fraction)
+
+
+def flat_noise(images: np.ndarray) -> float:
+    """Mean flat-region noise (0-255 levels) of uint8 `images` (module docstring)."""
+    from rglcd.toy.quality import flat_region_noise
+
+    return float(flat_region_noise(to_float(images)).nanmean())

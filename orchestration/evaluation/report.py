@@ -38,6 +38,7 @@ class RowResult:
     scores: dict[str, dict] = field(default_factory=dict)  # scorer -> summary (+ "groups")
     fid: float | None = None
     hf_noise_ratio: float | None = None
+    flat_noise: float | None = None  # 0-255 levels, rglcd.toy.quality.flat_region_noise
     seconds_per_image: float | None = None
     trained_on: list[str] = field(default_factory=list)  # scorers the recipe optimised
 
@@ -75,13 +76,13 @@ def _row_name(row: RowResult) -> str:
 def markdown_table(results: EvalResults) -> str:
     """The main table: rows = model x steps; columns = mean scores, FID, HF-noise ratio."""
     head = ["Model", "Steps", "UNet calls", *(f"{s} (mean)" for s in results.scorers)]
-    head += ["FID", "HF-noise ratio"]
+    head += ["FID", "HF-noise ratio", "flat noise (0-255)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results.rows:
         cells = [_row_name(row), str(row.steps), str(row.unet_calls)]
         cells += [_fmt(row.scores[s]["mean"]) + (f" {TRAINED_MARK}" if s in row.trained_on else "")
                   for s in results.scorers]
-        cells += [_fmt(row.fid, 2), _fmt(row.hf_noise_ratio, 2)]
+        cells += [_fmt(row.fid, 2), _fmt(row.hf_noise_ratio, 2), _fmt(row.flat_noise, 2)]
         lines.append("| " + " | ".join(cells) + " |")
     if any(row.trained_on for row in results.rows):
         lines += ["", TRAINED_NOTE]
@@ -174,7 +175,8 @@ def plot_metrics_vs_steps(results: EvalResults, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = [(f"{s} (mean)", lambda r, s=s: r.scores[s]["mean"]) for s in results.scorers]
-    metrics += [("FID", lambda r: r.fid), ("HF-noise ratio", lambda r: r.hf_noise_ratio)]
+    metrics += [("FID", lambda r: r.fid), ("HF-noise ratio", lambda r: r.hf_noise_ratio),
+                ("flat noise (0-255)", lambda r: r.flat_noise)]
     metrics = [(n, get) for n, get in metrics if any(get(r) is not None for r in results.rows)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
     models = list(dict.fromkeys(r.model for r in results.rows))

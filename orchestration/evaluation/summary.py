@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from orchestration.evaluation.config import EvalConfig, row_label
-from orchestration.evaluation.image_metrics import FidScorer, hf_noise_ratio
+from orchestration.evaluation.image_metrics import FidScorer, flat_noise, hf_noise_ratio
 from orchestration.evaluation.prompts import PromptSet
 from orchestration.evaluation.report import RowResult
 from orchestration.evaluation.stats import nan_summary, win_rate
@@ -34,7 +34,7 @@ def summarise_rows(
     fid: FidScorer | None = None,
     reference: np.ndarray | None = None,
 ) -> list[RowResult]:
-    """One RowResult per (model, steps): mean scores (overall and per group), FID, HF ratio."""
+    """One RowResult per (model, steps): mean scores (per group too), FID, HF ratio, flat noise."""
     item_groups = prompt_set.groups * len(cfg.seeds)
     rows = []
     for spec, steps in cfg.rows():
@@ -56,6 +56,8 @@ def summarise_rows(
             row.fid = fid(row_images)
         if reference is not None and cfg.hf_noise.enabled:
             row.hf_noise_ratio = hf_noise_ratio(row_images, reference, cfg.hf_noise.cutoff)
+        if cfg.flat_noise.enabled:
+            row.flat_noise = flat_noise(row_images)
         rows.append(row)
     return rows
 

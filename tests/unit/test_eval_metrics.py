@@ -11,6 +11,7 @@ import torch
 from orchestration.evaluation.config import EvalConfig, FidConfig, ReferenceConfig, ScoringConfig
 from orchestration.evaluation.image_metrics import (
     FidScorer,
+    flat_noise,
     hf_noise_ratio,
     high_frequency_fraction,
     load_reference_images,
@@ -130,3 +131,13 @@ def test_in_process_backend_scores_and_reports_missing():
     mixed = backend.score("judge", images, [captions[0], "a photo of a cat"])
     assert mixed[0] == pytest.approx(10.0) and np.isnan(mixed[1])
     assert sum(backend.errors.values()) == 1 and "toy grammar" in next(iter(backend.errors))
+
+
+def test_fid_in_random_conv_space_is_the_default_and_flat_noise_sees_noise():
+    assert FidConfig().features == "random-conv"
+    reference = load_reference_images(ReferenceConfig(source="toy:validation", num_images=48))
+    fid = FidScorer(FidConfig(), reference)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(reference + rng.normal(0, 25, reference.shape), 0, 255).astype(np.uint8)
+    assert fid.num_features == 32 and abs(fid(reference)) < 1e-3 < fid(noisy)
+    assert flat_noise(reference) < 0.1 < 10 < flat_noise(noisy)
