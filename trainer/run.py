@@ -18,22 +18,10 @@ before Ray starts: a bad config fails in a second with a message naming the key 
 console shows one progress line; the workers' and the reward service's logs (Serve access
 logs, library warnings) stay in Ray's log files, which the dashboard's Logs page shows.
 
-Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code:
-  * Toy defaults (600 steps, batch 16, lr 1e-4) instead of 10k steps, batch 256/40, lr 1e-6
-    on SD2.1: the toy UNet is ~200x smaller and the run must fit ~10 minutes of CPU.
-  * Each sample's noise, solver index and guidance scale are drawn from (seed, step, content
-    hash of the sample), so a run's numbers do not depend on the number of workers and a
-    resumed run repeats the uninterrupted one exactly; the paper draws from one global RNG.
-  * The unconditional embedding is the text encoder's output for "" (as SD trains it), not
-    zeros; the EMA runs target <- mu target + (1 - mu) online (Algorithm 3, not eq. 6's text).
-  * Every worker reads the same ordered data stream and keeps its slice of each global batch
-    (deterministic sharding) instead of Ray Data's dynamic streaming split.
-  * With the LRM, the expert's scores arrive asynchronously: the LRM update for step t runs
-    when they arrive (at most lrm.max_staleness_steps later), not within step t as in
-    Algorithm 4; late or missing scores skip that update and are counted, never filled in
-    (trainer/lrm_hook.py).
-  * Optional, off by default: `reward.timestep_window=[low, high]` applies the reward term
-    only to samples whose t_{n+k} lies in the window (eq. 11 weighs every sample).
+Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code: the complete
+list is docs/method.md §9 (among them: eq. 12's KL taken as KL(Q || P) as the reference code
+does, fixed tau_L = tau_E = 0.01, toy learning rates of 1e-4 for the student and the LRM,
+beta 3 for the LRM, 600 steps of 16, asynchronous expert scores, seeded per-sample noise).
 """
 
 from __future__ import annotations
