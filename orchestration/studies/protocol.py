@@ -115,9 +115,18 @@ def compare(cfg: ProtocolConfig, scores: dict[str, dict[str, np.ndarray]],
     return out
 
 
+def code_commit() -> str:
+    """The checked-out commit (the trainer's defaults live in code, not in the locked YAML)."""
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=False)
+    return done.stdout.strip() or "unknown (not a git checkout)"
+
+
 def markdown(results: list[dict], cfg: ProtocolConfig, args) -> str:
     split = cfg.splits[args.split]
-    lines = [f"# Protocol, {args.split} split", "",
+    lines = [f"# Protocol, {args.split} split", "", f"Code at commit {code_commit()}.", "",
              f"Prompts `{split.prompts}`" + (f" (first {args.max_prompts})" if args.max_prompts
                                              else "")
              + f" x sampling seeds {split.sampling_seeds}; training seeds {cfg.training_seeds}; "
@@ -164,7 +173,9 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
     scores = {j: item_scores(Path(files["scores"]), j) for j in cfg.judges}
     results = compare(cfg, scores, args.bootstrap)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "protocol.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    record = {"split": args.split, "commit": code_commit(), "overrides": args.overrides,
+              "max_prompts": args.max_prompts, "results": results}
+    (args.out / "protocol.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     table = markdown(results, cfg, args)
     (args.out / "protocol.md").write_text(table, encoding="utf-8")
     print(table)

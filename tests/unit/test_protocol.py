@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from orchestration.studies.protocol import compare, parse_args
+from orchestration.studies.protocol import compare, markdown, parse_args
 from orchestration.studies.protocol_config import check_lock, load_protocol, write_lock
 
 
@@ -68,3 +68,5 @@ def test_compare_corrects_every_test_of_the_family():
     verdicts = {(r["a"], r["b"]): r["verdict"] for r in results}
     assert verdicts[("rglcd@2", "teacher@50")] == "A better"
     assert verdicts[("rglcd@4", "lcd@4")] == "no difference shown"
+    table = markdown(results, cfg, parse_args(["--split", "selection"]))
+    assert "Holm" in table and "| rglcd@2 | teacher@50 | toy-judge |" in table
