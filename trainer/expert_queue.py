@@ -59,6 +59,11 @@ class LatentExpert(Protocol):
     ) -> Any:  # -> reward_service.client.ScoreResult
         ...
 
+    @property
+    def worst_case_s(self) -> float:
+        """The longest one `score_latents` call takes before it returns, retries included."""
+        ...
+
 
 @dataclass
 class ExpertRequest:
