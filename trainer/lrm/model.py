@@ -75,7 +75,7 @@ class LatentTowerConfig:
 
 
 @dataclass
-class LRMConfig:
+class LRMArchitecture:
     """Everything needed to rebuild an LRM; saved as ``config.json`` beside the weights."""
 
     text: dict  # CLIPTextConfig.to_dict()
@@ -88,7 +88,7 @@ class LRMConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> LRMConfig:
+    def from_dict(cls, data: dict) -> LRMArchitecture:
         data = dict(data)
         data["latent"] = LatentTowerConfig(**data.get("latent", {}))
         return cls(**data)
@@ -185,7 +185,7 @@ class LatentTower(nn.Module):
 class LatentRewardModel(nn.Module):
     """CLIP-style LRM: ``reward(latents, prompts) -> (N,)`` cosine in [-1, 1] (module doc)."""
 
-    def __init__(self, config: LRMConfig, tokenizer=None):
+    def __init__(self, config: LRMArchitecture, tokenizer=None):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
@@ -211,7 +211,7 @@ class LatentRewardModel(nn.Module):
             embed_dim = text_projection.out_features
         else:
             embed_dim = text_model.config.projection_dim or text_model.config.hidden_size
-        config = LRMConfig(
+        config = LRMArchitecture(
             text=json.loads(text_model.config.to_json_string()),  # JSON-normalised, as saved
             embed_dim=embed_dim,
             latent=latent or LatentTowerConfig(),
@@ -260,7 +260,7 @@ class LatentRewardModel(nn.Module):
                 f"{directory} is not a saved LRM (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
                 "create one with rglcd-pretrain-lrm or save_pretrained()."
             )
-        config = LRMConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        config = LRMArchitecture.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
         tokenizer = None
         if (directory / TOKENIZER_DIR).is_dir():
             tokenizer = AutoTokenizer.from_pretrained(
