@@ -297,8 +297,18 @@ class RGLCDConfig(StrictModel):
             )
         return next(iter(self.serve.vaes))
 
+    @property
+    def teacher_vae(self) -> tuple[str, str | None]:
+        """(path, subfolder) of the VAE whose latents the student makes: model.vae, else the
+        teacher pipeline's vae/ folder."""
+        if self.model.vae is not None:
+            return self.model.vae, None
+        return self.model.teacher, "vae"
+
     @model_validator(mode="after")
     def _check(self) -> RGLCDConfig:
+        # VAEs without a path decode with the teacher's: a recipe names its teacher once
+        self.serve.fill_vae_paths(*self.teacher_vae)
         problems = cross_field_problems(self)
         if problems:
             raise ValueError("\n".join(problems))  # one line per problem (ConfigError bullets)

@@ -192,7 +192,7 @@ def trainer_overrides(paths: dict, run_name: str, steps: int, out: Path) -> list
         f"lrm.checkpoint={paths['lrm']}", "lrm.batch_size=2", "lrm.max_staleness_steps=2",
         "lrm.request_timeout_s=120", f"lcd.max_steps={steps}", "lcd.global_batch_size=4",
         "scaling.num_workers=1", "scaling.use_gpu=false",
-        f"serve.vaes.teacher.path={paths['sd']}", "serve.vaes.teacher.num_gpus=0",
+        "serve.vaes.teacher.num_gpus=0",
         "serve.scorers.0.num_gpus=0", f"serve.port={free_port()}",
         f"output.root_dir={out}", f"run_name={run_name}", "output.log_every=1",
         f"output.checkpoint_every={steps}", f"output.sample_every={steps}",

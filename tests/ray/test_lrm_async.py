@@ -50,7 +50,7 @@ def lrm_config(root, teacher, port: int, run_name: str, overrides=()):
             "app_name": APP,
             "route_prefix": f"/{APP}",
             "port": port,
-            "vaes": {"tiny": {"path": str(teacher), "num_cpus": 0.25}},
+            "vaes": {"tiny": {"num_cpus": 0.25}},  # path: the teacher's VAE
             "scorers": [{"name": "toy-judge", "kind": "toy-judge", "num_cpus": 0.25}],
         }
     }
