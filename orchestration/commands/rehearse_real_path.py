@@ -277,10 +277,10 @@ def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: 
     seconds, checks = {}, {}
     paths["latents"], paths["lrm"] = str(work / "data" / "latents"), str(work / "models" / "lrm")
     seconds["data_job"] = run_job("1-data_job", [
-        "python", "-m", "orchestration.commands.data_job", "--input", paths["wds"],
-        "--output", paths["latents"], "--teacher", paths["sd"], "--resolution", str(RESOLUTION),
-        "--rows-per-shard", "8", "--batch-size", "8", "--encoders", "1", "--min-size", "32",
-        "--overwrite"], head, env, logs)
+        "python", "-m", "orchestration.commands.data_job", f"input={paths['wds']}",
+        f"output={paths['latents']}", f"teacher={paths['sd']}", f"resolution={RESOLUTION}",
+        "rows_per_shard=8", "batch_size=8", "encoders=1", "min_size=32", "overwrite=true",
+    ], head, env, logs)
     checks["data_job"] = json.loads((Path(paths["latents"]) / "manifest.json").read_text())[
         "num_written"]
     seconds["pretrain_lrm"] = run_job("2-pretrain_lrm", [
