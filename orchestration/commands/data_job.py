@@ -235,7 +235,7 @@ def run_data_job(cfg: DataJobConfig) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> DataJobConfig:
     parser = config_parser(__doc__.split("\n\n")[0], "YAML with DataJobConfig keys")
-    return config_from_args(parser, DataJobConfig, parse_config_args(parser, argv))
+    return config_from_args(parser, DataJobConfig, parse_config_args(parser, argv, DataJobConfig))
 
 
 def main(argv: list[str] | None = None) -> None:

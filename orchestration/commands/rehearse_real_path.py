@@ -12,7 +12,7 @@ that a user with SD weights types, with only paths and sizes overridden:
 
   1. python -m orchestration.commands.data_job       WebDataset tars -> latent Parquet shards
      (Ray Data)
-  2. python -m orchestration.commands.pretrain_lrm   --latents: the LRM on those shards
+  2. python -m orchestration.commands.pretrain_lrm   data.latents=: the LRM on those shards
      (Ray Train)
   3. python trainer/run.py --config configs/lrm-vlm-judge-sd21.yaml   RG-LCD + LRM, the VLM
      judge as expert, served by Ray Serve and asking an OpenAI-compatible server over HTTP
@@ -284,11 +284,11 @@ def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: 
     checks["data_job"] = json.loads((Path(paths["latents"]) / "manifest.json").read_text())[
         "num_written"]
     seconds["pretrain_lrm"] = run_job("2-pretrain_lrm", [
-        "python", "-m", "orchestration.commands.pretrain_lrm", "--latents", paths["latents"],
-        "--clip-dir", paths["clip"], "--output", paths["lrm"], "--steps", "4",
-        "--eval-every", "4", "--batch-size", "8", "--patch-size", "2", "--width", "32",
-        "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--num-workers", "1",
-        "--storage-path", str(work / "ray_results")], head, env, logs)
+        "python", "-m", "orchestration.commands.pretrain_lrm", f"data.latents={paths['latents']}",
+        f"data.clip_dir={paths['clip']}", f"output.dir={paths['lrm']}", "optim.steps=4",
+        "optim.eval_every=4", "optim.batch_size=8", "tower.patch_size=2", "tower.width=32",
+        "tower.depth=1", "tower.heads=2", "optim.warmup_steps=1", "scaling.num_workers=1",
+        f"output.storage_path={work / 'ray_results'}"], head, env, logs)
     from trainer.lrm import LatentRewardModel
 
     LatentRewardModel.from_pretrained(paths["lrm"])

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -55,14 +55,16 @@ LOGIT_SCALE_MAX = math.log(100.0)
 
 @dataclass
 class LatentTowerConfig:
-    """Shape of the latent ViT (defaults sized for the toy world's 4x8x8 latents)."""
+    """Shape of the latent ViT, as saved in an LRM's config.json. No defaults: a new LRM takes
+    them from `rglcd-pretrain-lrm`'s `tower` section (orchestration/pretrain_lrm_config.py),
+    a saved one from its file."""
 
-    latent_channels: int = 4
-    patch_size: int = 2
-    width: int = 128
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
+    latent_channels: int
+    patch_size: int
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float
 
     def __post_init__(self) -> None:
         if self.width % 4 or self.width % self.heads:
@@ -80,7 +82,7 @@ class LRMArchitecture:
 
     text: dict  # CLIPTextConfig.to_dict()
     embed_dim: int
-    latent: LatentTowerConfig = field(default_factory=LatentTowerConfig)
+    latent: LatentTowerConfig
     logit_scale_init: float = LOGIT_SCALE_INIT
     latent_scaling_factor: float | None = None
 
@@ -90,7 +92,7 @@ class LRMArchitecture:
     @classmethod
     def from_dict(cls, data: dict) -> LRMArchitecture:
         data = dict(data)
-        data["latent"] = LatentTowerConfig(**data.get("latent", {}))
+        data["latent"] = LatentTowerConfig(**data["latent"])
         return cls(**data)
 
 
@@ -202,7 +204,8 @@ class LatentRewardModel(nn.Module):
         cls,
         text_model: CLIPTextModel,
         tokenizer=None,
-        latent: LatentTowerConfig | None = None,
+        *,
+        latent: LatentTowerConfig,
         text_projection: nn.Linear | None = None,
         latent_scaling_factor: float | None = None,
     ) -> LatentRewardModel:
@@ -214,7 +217,7 @@ class LatentRewardModel(nn.Module):
         config = LRMArchitecture(
             text=json.loads(text_model.config.to_json_string()),  # JSON-normalised, as saved
             embed_dim=embed_dim,
-            latent=latent or LatentTowerConfig(),
+            latent=latent,
             latent_scaling_factor=latent_scaling_factor,
         )
         model = cls(config, tokenizer=tokenizer)
