@@ -5,7 +5,8 @@ Each step the latent proxy reward hook submits the triplet latents (z0, z1, z2) 
 subset to the expert and carries on; `collect(step)` returns, without waiting, the requests
 whose scores have arrived and the ones that fell out of the window:
 
-    queue = ExpertQueue(RewardClient("rewards", timeout_s=30), "toy-judge", "toy", 4)
+    client = RewardClient("rewards", timeout_s=30)
+    queue = ExpertQueue(client, "toy-judge", "toy", 4, sync_timeout_s=client.worst_case_s + 5)
     queue.submit(step, triplets, captions)      # (n, 3, C, h, w) detached latents, n captions
     for answer in queue.collect(step): ...      # ExpertAnswer: (n, 3) scores + present mask
     queue.drain(timeout_s)                      # end of training: wait once, resolve the rest
@@ -129,8 +130,9 @@ class ExpertQueue:
         model: str,
         vae: str,
         max_staleness_steps: int,
+        *,
+        sync_timeout_s: float,
         agree: Callable[[list[bool]], list[bool]] | None = None,
-        sync_timeout_s: float = 60.0,
         max_window_steps: int | None = None,
         agree_max: Callable[[int], int] | None = None,
     ) -> None:
