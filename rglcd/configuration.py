@@ -37,6 +37,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
+from rglcd.recipe_names import renamed_recipe
+
 M = TypeVar("M", bound=BaseModel)
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -159,6 +161,12 @@ def _jsonable(value: Any) -> Any:
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
+        new = renamed_recipe(path)
+        if new is not None:
+            raise ConfigError(
+                f"config file {str(path)!r} was renamed {str(new)!r} (recipes are named "
+                "<teacher>-<method>[-<expert>]); pass that one"
+            )
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file")
     try:
         data = yaml.load(path.read_text(), Loader=_Loader)

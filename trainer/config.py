@@ -4,10 +4,10 @@ Defaults live only here and describe the toy world (a miniature SD on 32x32 scen
 trains on a laptop CPU); real-scale values come from YAML recipes in `configs/`, which hold
 only what differs. Load with::
 
-    cfg = load_trainer_config("configs/toy-direct-clip.yaml", ["lcd.max_steps=50"])
+    cfg = load_trainer_config("configs/toy-rglcd-toy-clip.yaml", ["lcd.max_steps=50"])
 
 Which reward guides the student (paper eq. 11 and section 4.2); the defaults here are plain
-LCD, and `configs/toy.yaml` (what `python trainer/run.py` runs with no --config) the full
+LCD, and `configs/toy-rglcd-lrm-toy-judge.yaml` (what `python trainer/run.py` runs with no --config) the full
 method (RG-LCD + LRM, toy-judge expert):
   reward.beta == 0           plain LCD (Algorithm 3 without the reward term); no scorer is used,
                              reward.model must stay null.

@@ -14,7 +14,7 @@ that a user with SD weights types, with only paths and sizes overridden:
      (Ray Data)
   2. python -m orchestration.commands.pretrain_lrm   data.latents=: the LRM on those shards
      (Ray Train)
-  3. python trainer/run.py --config configs/lrm-vlm-judge-sd21.yaml   RG-LCD + LRM, the VLM
+  3. python trainer/run.py --config configs/sd21-rglcd-lrm-vlm-judge.yaml   RG-LCD + LRM, the VLM
      judge as expert, served by Ray Serve and asking an OpenAI-compatible server over HTTP
   4. python trainer/run.py --config configs/sd15-rglcd-lrm-imagereward.yaml   the same with
      ImageReward as expert in its own environment (only with --imagereward-python: an
@@ -296,7 +296,7 @@ def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: 
     checks["pretrain_lrm"] = {k: metrics[k] for k in ("heldout_top1", "heldout_top5")}
     out, runs = work / "runs", {}
     with judge_server() as url:
-        recipes = [("vlm-judge", "configs/lrm-vlm-judge-sd21.yaml",
+        recipes = [("vlm-judge", "configs/sd21-rglcd-lrm-vlm-judge.yaml",
                     [f"serve.scorers.0.options.base_url={url}", "serve.scorers.0.options.model=judge"])]
         if "imagereward" in paths:
             recipes.append(("imagereward", "configs/sd15-rglcd-lrm-imagereward.yaml",

@@ -198,13 +198,13 @@ def test_every_recipe_parses_and_takes_effect_exactly(recipe):
 
 
 @pytest.mark.parametrize(("recipe", "checkpoint"), [
-    ("toy-lrm-toy-clip", []),
-    ("toy-lrm-reward-clip", ["serve.scorers.0.checkpoint=./rglcd/toy/artifacts/miniclip-reward"]),
+    ("toy-rglcd-lrm-toy-clip", []),
+    ("toy-rglcd-lrm-reward-clip", ["serve.scorers.0.checkpoint=./rglcd/toy/artifacts/miniclip-reward"]),
 ])
 def test_the_toy_clip_lrm_recipes_are_the_default_with_its_expert_swapped(recipe, checkpoint):
-    """What docs/reward-clip measured: configs/toy.yaml with these overrides."""
+    """What docs/reward-clip measured: configs/toy-rglcd-lrm-toy-judge.yaml with these overrides."""
     root = CONFIGS[0].parent
-    swapped = load(root / "toy.yaml", [
+    swapped = load(root / "toy-rglcd-lrm-toy-judge.yaml", [
         f"run_name={recipe}", "lrm.expert=toy-clip", "serve.scorers.0.name=toy-clip",
         "serve.scorers.0.kind=toy-clip", "serve.scorers.0.max_batch_size=32", *checkpoint])
     assert load(root / f"{recipe}.yaml") == swapped
@@ -212,12 +212,12 @@ def test_the_toy_clip_lrm_recipes_are_the_default_with_its_expert_swapped(recipe
 
 def test_the_three_toy_recipes_mean_what_they_say():
     names = {p.name for p in CONFIGS}
-    assert {"toy.yaml", "toy-lcd.yaml", "toy-direct-clip.yaml"} <= names
+    assert {"toy-rglcd-lrm-toy-judge.yaml", "toy-lcd.yaml", "toy-rglcd-toy-clip.yaml"} <= names
     root = CONFIGS[0].parent
-    default = load(root / "toy.yaml")  # what `python trainer/run.py` runs
+    default = load(root / "toy-rglcd-lrm-toy-judge.yaml")  # what `python trainer/run.py` runs
     assert default.uses_lrm and default.reward.beta > 0 and default.lrm.expert == "toy-judge"
     assert not load(root / "toy-lcd.yaml").reward.enabled
-    direct = load(root / "toy-direct-clip.yaml")
+    direct = load(root / "toy-rglcd-toy-clip.yaml")
     assert (direct.reward.mode, direct.reward.model, direct.reward.beta) == (
         "direct",
         "toy-clip",
@@ -423,7 +423,7 @@ def test_model_family_names_one_of_the_family_objects():
 
 def test_the_expert_vae_is_the_teachers_unless_marked_otherwise():
     """serve.vaes entries without a path take the teacher's VAE; a recipe states it once."""
-    cfg = load(RECIPE_DIR / "sd21v-rglcd-lrm-hps.yaml")
+    cfg = load(RECIPE_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml")
     vae = cfg.serve.vaes["teacher"]
     assert (vae.path, vae.subfolder) == ("stabilityai/stable-diffusion-2-1", "vae")
     assert (vae.num_gpus, cfg.expert_vae_name) == (0.5, "teacher")
@@ -432,8 +432,8 @@ def test_the_expert_vae_is_the_teachers_unless_marked_otherwise():
         "org/better-vae", None)
     other = ["serve.vaes.teacher.path=stabilityai/sd-vae-ft-mse"]
     with pytest.raises(ConfigError, match=r"serve\.vaes\.teacher\.path=.*not the teacher's VAE"):
-        load(RECIPE_DIR / "sd21v-rglcd-lrm-hps.yaml", other)
-    marked = load(RECIPE_DIR / "sd21v-rglcd-lrm-hps.yaml",
+        load(RECIPE_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml", other)
+    marked = load(RECIPE_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml",
                   [*other, "serve.vaes.teacher.other_than_teacher=true"])
     assert marked.serve.vaes["teacher"].path == "stabilityai/sd-vae-ft-mse"
 
@@ -446,7 +446,7 @@ def test_the_service_on_its_own_fills_the_teachers_vae_from_the_recipe():
     from rglcd.toy.paths import TOY_PIPELINE_DIR
 
     assert load_serve_config().vaes["toy"].path == str(TOY_PIPELINE_DIR)
-    recipe = load_serve_config(str(RECIPE_DIR / "sd15-rglcd-lrm-hps.yaml"))
+    recipe = load_serve_config(str(RECIPE_DIR / "sd15-rglcd-lrm-hpsv2.1.yaml"))
     assert recipe.vaes["teacher"].path == "runwayml/stable-diffusion-v1-5"
     with pytest.raises(ValueError, match=r"serve\.vaes \['x'\] have no path"):
         build_app(ServeConfig(vaes={"x": VaeConfig()}, scorers=[]))

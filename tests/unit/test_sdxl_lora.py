@@ -267,8 +267,8 @@ def test_config_and_teacher_validation(sdxl_teacher, tmp_path):
 
 
 def test_rg_lcm_lora_with_a_direct_reward_trains_only_the_adapters(sdxl_teacher, tmp_path):
-    """configs/sdxl-rglcd-lora-hps.yaml in miniature: LCM-LoRA + the direct reward (eq. 11)."""
-    recipe = load_trainer_config(CONFIGS / "sdxl-rglcd-lora-hps.yaml", [], check_paths=False)
+    """configs/sdxl-rglcd-lora-hpsv2.1.yaml in miniature: LCM-LoRA + the direct reward (eq. 11)."""
+    recipe = load_trainer_config(CONFIGS / "sdxl-rglcd-lora-hpsv2.1.yaml", [], check_paths=False)
     assert recipe.model.lora and recipe.reward.mode == "direct" and recipe.reward.beta == 1.0
     cfg = lora_config(sdxl_teacher, tmp_path / "run").model_copy(
         update={"reward": recipe.reward.model_copy(update={"model": "toy-clip"})}
