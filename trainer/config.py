@@ -39,7 +39,7 @@ from trainer.reward_config import LRMConfig, RewardConfig
 TOY_DATA_SUBDIR = "toy-data"
 _TOY_ARTIFACTS = (str(TOY_PIPELINE_DIR), str(TOY_LRM_DIR))
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-# = trainer.lcd.lora.ATTENTION_PROJECTIONS (not imported: loading a config stays torch-free)
+# LCM-LoRA's adapted modules: the UNet's attention projections (trainer/lcd/lora.py)
 LORA_ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
 

@@ -24,7 +24,6 @@ from trainer.lcd.guidance import (
     sample_guidance_scale,
 )
 from trainer.lcd.lora import (
-    ATTENTION_PROJECTIONS,
     AdaptersDisabled,
     adapters_disabled,
     add_lora_adapters,
@@ -55,7 +54,6 @@ from trainer.lcd.student import build_student_unet
 from trainer.lcd.teacher import guided_teacher_step
 
 __all__ = [
-    "ATTENTION_PROJECTIONS",
     "LOSSES",
     "PREDICTION_TYPES",
     "SIGMA_DATA",

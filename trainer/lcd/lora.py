@@ -24,7 +24,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER_NAME = "default"
 
 
@@ -53,8 +52,8 @@ def add_lora_adapters(
     except ValueError as err:
         raise ValueError(
             f"model.lora.target_modules={list(target_modules)} does not fit the "
-            f"teacher UNet ({err}); name its Linear/Conv layers, e.g. "
-            f"{list(ATTENTION_PROJECTIONS)}."
+            f"teacher UNet ({err}); name its Linear/Conv layers, e.g. the attention "
+            "projections (model.lora.target_modules' default)."
         ) from err
     for param in lora_parameters(unet):
         param.data = param.data.float()
