@@ -37,9 +37,9 @@ def test_lock_names_the_changed_file(tmp_path):
     lock = write_lock(cfg, path)
     check_lock(cfg, path)
     frozen = json.loads(lock.read_text())
-    frozen["configs/toy.yaml"] = "0" * 64
+    frozen["configs/toy-rglcd-lrm-toy-judge.yaml"] = "0" * 64
     lock.write_text(json.dumps(frozen))
-    with pytest.raises(ValueError, match="configs/toy.yaml"):
+    with pytest.raises(ValueError, match="configs/toy-rglcd-lrm-toy-judge.yaml"):
         check_lock(cfg, path)
     lock.unlink()
     with pytest.raises(ValueError, match="--freeze"):
