@@ -60,7 +60,7 @@ def eval_setup(tmp_path_factory):
             ],
         },
         "reference": {"source": "toy:validation", "num_images": 16},
-        "fid": {"miniclip_dir": str(root / "miniclip")},
+        "fid": {"features": "miniclip", "miniclip_dir": str(root / "miniclip")},
         "output": {"grid_prompts": 3, "grid_scale": SCALE},
     }
     (root / "eval.yaml").write_text(yaml.safe_dump(config))
