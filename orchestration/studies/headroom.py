@@ -1,9 +1,10 @@
 """Where is the 50-step toy teacher wrong? Accuracy by prompt family, by both toy judges.
 
-    python -m orchestration.studies.headroom [--seeds 0 1] [--out docs/headroom]
+    python -m orchestration.studies.headroom [--seeds 0 1] [--per-family 16] [--out docs/headroom]
 
 Samples the committed toy teacher (DDIM 50 steps + CFG 7.5, as `rglcd-build-toy-world
---stages verify`) on every caption of the grammar (448) at each sampling seed, reads every
+--stages verify`) on every caption of the grammar (448; `--per-family N`: N random ones of
+each size x shape family) at each sampling seed, reads every
 image with the toy judge and the held-out judge, and reports per family of prompts (each
 shape, size, size x shape, colour) the share of samples with all four attributes right and
 per attribute. A family where the teacher is at most ~85% right leaves reward guidance
@@ -42,6 +43,21 @@ def families(prompts: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def captions_per_family(per_family: int | None, seed: int = 0) -> list[str]:
+    """Every caption, or `per_family` random ones of each (size, shape) family (56 each)."""
+    captions = all_captions()
+    if per_family is None:
+        return captions
+    rng = np.random.default_rng(seed)
+    out = []
+    for size in SIZES:
+        for shape in SHAPES:
+            family = [c for c in captions if parse_caption(c)["size"] == size
+                      and parse_caption(c)["shape"] == shape]
+            out += [family[i] for i in sorted(rng.permutation(len(family))[:per_family])]
+    return out
+
+
 def read(images, prompts: list[str]) -> dict[str, np.ndarray]:
     """judge -> (N, 5) booleans: each attribute right, then all four right."""
     out = {}
@@ -59,8 +75,9 @@ def table(rights: dict[str, np.ndarray], prompts: list[str]) -> dict:
             for family, mask in families(prompts).items()}
 
 
-def markdown(result: dict, seeds: list[int]) -> str:
-    lines = [f"Toy teacher, DDIM 50 steps + CFG 7.5, every caption x sampling seeds {seeds}; "
+def markdown(result: dict, seeds: list[int], per_family: int | None = None) -> str:
+    which = "every caption" if per_family is None else f"{per_family} captions of each size x shape"
+    lines = [f"Toy teacher, DDIM 50 steps + CFG 7.5, {which} x sampling seeds {seeds}; "
              "% of samples read right.", "",
              "| family | n | judge | " + " | ".join(f"{c} %" for c in COLUMNS) + " |",
              "|---|---|---|" + "---|" * len(COLUMNS)]
@@ -74,18 +91,19 @@ def markdown(result: dict, seeds: list[int]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--per-family", type=int, help="captions of each size x shape (all: 56)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "headroom")
     args = parser.parse_args(argv)
     import torch
 
     pipe = load_teacher()
-    captions = all_captions()
+    captions = captions_per_family(args.per_family)
     prompts = captions * len(args.seeds)
     images = torch.cat([sample(pipe, captions, 50, seed) for seed in args.seeds])
     result = table(read(images, prompts), prompts)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "headroom.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    text = markdown(result, args.seeds)
+    text = markdown(result, args.seeds, args.per_family)
     (args.out / "headroom.md").write_text(text, encoding="utf-8")
     print(text)
     return result
