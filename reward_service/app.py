@@ -42,6 +42,7 @@ from reward_service.deployments import ScorerDeployment, ScorerFactory, VaeDeplo
 from reward_service.limits import (
     Limits,
     check_items,
+    check_json_depth,
     check_latent_request,
     check_prompts,
     decode_images,
@@ -101,7 +102,9 @@ async def _await(response: Any) -> Any:
 
 
 def _parse(body: bytes, limits: Limits) -> ScoreRequest:
-    """JSON body -> ScoreRequest; the item count is checked before the items are validated."""
+    """JSON body -> ScoreRequest: its nesting depth is checked before it is parsed, the item
+    count before the items are validated."""
+    check_json_depth(body)  # ValueError: 422
     try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:

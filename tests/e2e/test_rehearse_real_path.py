@@ -17,7 +17,7 @@ import pytest
 from orchestration.commands.rehearse_real_path import parse_args, rehearse
 from tests.helpers.imagereward_env import imagereward_env
 
-pytestmark = pytest.mark.imagereward_env
+pytestmark = [pytest.mark.imagereward_env, pytest.mark.ray]
 
 
 def test_every_stage_of_the_real_path_connects(tmp_path_factory):
