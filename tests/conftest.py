@@ -35,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from orchestration.paths import REPO_ROOT  # noqa: E402
 
 
 def pytest_configure(config):

@@ -6,6 +6,7 @@ non-differentiable toy judge that the reward service (Ray Serve, deployed here i
 serves; with a config it runs the same code on real checkpoints and GPUs.
 
     python trainer/run.py [--config configs/toy-direct-clip.yaml] [key.sub=value ...]
+    rglcd-train [--config toy-direct-clip] [key.sub=value ...]       # from any directory
     ray job submit --working-dir . -- python trainer/run.py [--config FILE] [key.sub=value ...]
 
 The first form (also `rglcd-train`) starts a local Ray instance, dashboard included
@@ -47,22 +48,21 @@ from pathlib import Path
 # the installed package (`make env`; Ray's working_dir puts the job's copy on PYTHONPATH),
 # and no module in trainer/ takes a top-level package's name (tests/unit/test_entry_points.py).
 from rglcd.configuration import ConfigError
+from rglcd.recipes import DEFAULT_RECIPE
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.config_checks import isolated_direct_reward_problem
 from trainer.ray_connect import connect_ray, encoder_actors
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RECIPE = REPO_ROOT / "configs" / "toy.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default=str(DEFAULT_RECIPE),
-        help="YAML recipe (only what differs from trainer/config.py); default: the full "
-        "method on the toy world, configs/toy.yaml.",
+        help="YAML recipe (only what differs from trainer/config.py), a path or a shipped "
+        "recipe's name (e.g. toy-lcd); default: the full method on the toy world, toy.yaml.",
     )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
     return parser.parse_args(argv)

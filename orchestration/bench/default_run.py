@@ -69,9 +69,9 @@ def time_local(root: Path, overrides: list[str]) -> dict:
 
 def time_job(root: Path, overrides: list[str], head_cpus: int) -> dict:
     if not head_cpus:
+        from rglcd.recipes import DEFAULT_RECIPE
         from trainer.config import load_trainer_config
         from trainer.ray_connect import logical_cpus_needed
-        from trainer.run import DEFAULT_RECIPE
 
         head_cpus = math.ceil(logical_cpus_needed(load_trainer_config(DEFAULT_RECIPE, overrides)))
     start = time.perf_counter()

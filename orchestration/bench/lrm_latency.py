@@ -93,8 +93,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def bench_config(app: str, port: int, overrides):
+    from rglcd.recipes import DEFAULT_RECIPE
     from trainer.config import load_trainer_config
-    from trainer.run import DEFAULT_RECIPE
 
     return load_trainer_config(
         DEFAULT_RECIPE,  # what `python trainer/run.py` runs: RG-LCD + LRM, toy-judge expert

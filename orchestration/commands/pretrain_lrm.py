@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from orchestration.paths import REPO_ROOT
+from rglcd.paths import PACKAGES_ROOT
 from rglcd.toy.paths import (
     TOY_DATA_DIR,
     TOY_LRM_DIR,
@@ -91,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=40_000, help="toy shards (as built)")
     p.add_argument("--n-eval", type=int, default=2_000, help="toy validation/heldout size")
     p.add_argument("--output", type=Path, default=TOY_LRM_DIR)
-    p.add_argument("--storage-path", type=Path, default=REPO_ROOT / "outputs" / "ray_results")
+    p.add_argument("--storage-path", type=Path, default=Path("outputs") / "ray_results")
     p.add_argument("--name", default=None, help="Ray Train run name (default: timestamped)")
     p.add_argument("--local", action="store_true",
                    help="train in this process on --device, without Ray (e.g. on one GPU)")
@@ -356,7 +357,7 @@ def run(args: argparse.Namespace) -> dict:
         _ensure_data(args)
     if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one
         ray.init(include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+                 runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGES_ROOT)}})
     config = _config(args)
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestration.paths import REPO_ROOT
+from rglcd.toy.paths import TOY_DATA_DIR
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lrm-init", default=None,
                         help="The pretrained LRM folder (default: the toy LRM).")
-    parser.add_argument("--data-dir", default=str(REPO_ROOT / "outputs" / "toy-data"))
+    parser.add_argument("--data-dir", default=str(TOY_DATA_DIR))
     return parser.parse_args(argv)
 
 
