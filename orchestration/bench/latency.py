@@ -8,7 +8,7 @@ step against a toy-judge expert on Ray Serve, behind `DelayedScorer`), alternate
 times. Per arm: steps/s, LRM updates applied, triplets skipped (failed or late), the largest
 staleness of an applied update, the widest expert window the queue used and its measured
 round trip. Then both arms' LRMs rank the same fixed held-out triplets
-(`orchestration.studies.lrm_agreement`: real latent, 1- and 2-step samples, judged by the toy
+(`orchestration.evaluation.lrm_agreement`: real latent, 1- and 2-step samples, judged by the toy
 judge; here sampled by the toy teacher, as the bench exports no LCM), beside the pretrained LRM.
 """
 
@@ -69,7 +69,7 @@ def run_arms(args) -> tuple[dict, dict]:
 
 def heldout_agreements(trainers: dict, images: int) -> dict[str, float]:
     """Agreement with the toy judge on fixed held-out triplets: pretrained LRM and each arm's."""
-    from orchestration.studies.lrm_agreement import agreement, held_out_triplets
+    from orchestration.evaluation.lrm_agreement import agreement, held_out_triplets
     from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR, TOY_PIPELINE_DIR
     from trainer.lrm import LatentRewardModel
 

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import ray
 
-    from orchestration.commands.evaluate import run_evaluation
+    from orchestration.evaluation.runner import run_evaluation
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False)

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import ItemScore, Scorer, check_batch, register_scorer
 from reward_service.scorers.clip_family import ClipFamilyScorer, clip_input_size
 from reward_service.scorers.preprocess import PreprocessRecipe, resize
 from rglcd.toy.judge import ToyJudge
 from rglcd.toy.paths import TOY_MINICLIP_DIR
 from rglcd.toy.scenes import IMAGE_SIZE, parse_caption
+
+if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
+    from reward_service.config import ScorerConfig
 
 TOY_PREPROCESS_FILE = "preprocess.json"  # = rglcd.toy.miniclip.PREPROCESS_FILE
 
