@@ -57,6 +57,7 @@ from reward_service.schemas import (
     ScoreResponse,
 )
 from reward_service.scorers.base import ItemScore
+from reward_service.scorers.registry import describe_scorer
 from rglcd import codecs
 from rglcd.codecs import PayloadTooLargeError
 from rglcd.configuration import load_config
@@ -347,8 +348,6 @@ def _scorer_app(
 ) -> serve.Application:
     actor_options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
     if scorer_factory is None:
-        from reward_service.scorers.registry import describe_scorer
-
         runtime_env = describe_scorer(spec).runtime_env  # the scorer's isolated environment
         if runtime_env is not None:
             actor_options["runtime_env"] = runtime_env

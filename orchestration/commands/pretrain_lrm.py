@@ -50,13 +50,29 @@ import torch
 
 from orchestration.paths import REPO_ROOT
 from rglcd.paths import PACKAGES_ROOT
+from rglcd.toy.data import ensure_toy_dataset, read_toy_images
 from rglcd.toy.paths import (
     TOY_DATA_DIR,
     TOY_LRM_DIR,
     TOY_MINICLIP_DIR,
     TOY_PIPELINE_DIR,
 )
-from trainer.lrm.latent_shards import read_manifest, split_shards
+from rglcd.toy.scenes import all_captions, parse_caption
+from trainer.lrm import (
+    LatentRewardModel,
+    LatentTowerConfig,
+    build_optimizer,
+    pretrain_groups,
+    set_trainable,
+)
+from trainer.lrm.latent_shards import latent_split, read_manifest, split_shards
+from trainer.lrm.pretrain import (
+    cache_caption_embeddings,
+    contrastive_step,
+    cosine_lr,
+    evaluate_retrieval,
+    prepare_split,
+)
 
 EVAL_SPLITS = ("validation", "heldout")
 TOY_TOWER = {"patch_size": 2, "width": 96, "depth": 4, "heads": 4}
@@ -127,8 +143,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _load_split(config: dict, split: str, vae, tokenizer, rank=0, world=1, caption_bank=None):
-    from rglcd.toy.data import read_toy_images
-    from trainer.lrm.pretrain import prepare_split
 
     images, captions = read_toy_images(config["data_dir"], split)
     images, captions = images[rank::world], captions[rank::world]
@@ -139,8 +153,6 @@ def _load_split(config: dict, split: str, vae, tokenizer, rank=0, world=1, capti
 def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
     """validation / heldout ranked against their own distinct captions, and heldout against
     every caption of the toy grammar (448, as the mini CLIP's build report does)."""
-    from rglcd.toy.scenes import all_captions
-
     splits = {s: _load_split(config, s, vae, tokenizer) for s in EVAL_SPLITS}
     splits["heldout_all"] = _load_split(config, "heldout", vae, tokenizer,
                                         caption_bank=all_captions())
@@ -148,7 +160,6 @@ def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
 
 
 def _build_model(config: dict, latent_channels: int, scaling_factor: float):
-    from trainer.lrm import LatentRewardModel, LatentTowerConfig, pretrain_groups, set_trainable
 
     torch.manual_seed(config["seed"])  # identical initial weights on every rank
     latent = LatentTowerConfig(
@@ -163,8 +174,6 @@ def _build_model(config: dict, latent_channels: int, scaling_factor: float):
 
 
 def _evaluate(model, eval_data: dict) -> dict:
-    from rglcd.toy.scenes import parse_caption
-    from trainer.lrm.pretrain import evaluate_retrieval
 
     metrics = {}
     for split, data in eval_data.items():
@@ -177,8 +186,6 @@ def _evaluate(model, eval_data: dict) -> dict:
 
 def evaluate_saved(args: argparse.Namespace) -> dict:
     """Metrics of the LRM saved in ``args.evaluate`` on the toy eval splits (no Ray)."""
-    from trainer.lrm import LatentRewardModel
-
     config = _config(args)
     model = LatentRewardModel.from_pretrained(args.evaluate).float().eval()
     if args.latents is not None:
@@ -189,7 +196,6 @@ def evaluate_saved(args: argparse.Namespace) -> dict:
 
 
 def _heldout_latents(config: dict, tokenizer) -> dict:
-    from trainer.lrm.latent_shards import latent_split
 
     _, heldout = split_shards(config["latents"], config["heldout_shards"])
     return {"heldout": latent_split(heldout, tokenizer)}
@@ -207,8 +213,6 @@ def _toy_data(config: dict, rank: int, world: int, device: torch.device):
 
 def _latent_data(config: dict, rank: int, world: int, device: torch.device):
     """(model, this rank's training split, rank 0's held-out split) from data_job's shards."""
-    from trainer.lrm.latent_shards import latent_split
-
     manifest = read_manifest(config["latents"])
     train_files, _ = split_shards(config["latents"], config["heldout_shards"])
     mine = train_files[rank::world]
@@ -289,9 +293,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> None:
     """Encode this rank's shard, train contrastively; rank 0 evaluates and publishes the LRM."""
-    from trainer.lrm import build_optimizer
-    from trainer.lrm.pretrain import cache_caption_embeddings, contrastive_step, cosine_lr
-
     device = torch.device(config["device"])
     load = _latent_data if config["latents"] else _toy_data
     model, train, eval_data = load(config, rank, world, device)
@@ -335,7 +336,6 @@ def run_local(args: argparse.Namespace) -> dict:
 
 
 def _ensure_data(args: argparse.Namespace, splits=("train", *EVAL_SPLITS)) -> None:
-    from rglcd.toy.data import ensure_toy_dataset
 
     for split in splits:  # here, not in the workers: they would race
         n = args.n_train if split == "train" else args.n_eval

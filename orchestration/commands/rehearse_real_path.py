@@ -52,6 +52,7 @@ from pathlib import Path
 from orchestration.local_head import free_port, private_head, submit_job
 from orchestration.paths import REPO_ROOT
 from rglcd.paths import PACKAGES_ROOT
+from rglcd.toy.scenes import render, sample_scenes
 
 RESOLUTION = 32
 IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by rglcd-pretrain-lrm
@@ -100,8 +101,6 @@ def write_webdataset(folder: Path, n: int, per_tar: int = 16) -> None:
     """img2dataset-layout tars of rendered toy scenes (JPEG + caption), 64 px."""
     from PIL import Image
 
-    from rglcd.toy.scenes import render, sample_scenes
-
     folder.mkdir(parents=True, exist_ok=True)
     scenes = sample_scenes("train", n, seed=0)
     for start in range(0, n, per_tar):
@@ -132,7 +131,10 @@ def write_tiny_hps(folder: Path) -> tuple[Path, Path]:
 
 def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dict | None]:
     """(paths of the stand-ins, ImageReward's environment check or None without it)."""
-    from rglcd.tiny_models import save_tiny_clip_model, save_tiny_sd_pipeline
+    from rglcd.tiny_models import (  # deferred: loads diffusers, torch, transformers
+        save_tiny_clip_model,
+        save_tiny_sd_pipeline,
+    )
 
     models = work / "models"
     paths = {
@@ -290,7 +292,7 @@ def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: 
         "--eval-every", "4", "--batch-size", "8", "--patch-size", "2", "--width", "32",
         "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--num-workers", "1",
         "--storage-path", str(work / "ray_results")], head, env, logs)
-    from trainer.lrm import LatentRewardModel
+    from trainer.lrm import LatentRewardModel  # deferred: loads torch, transformers
 
     LatentRewardModel.from_pretrained(paths["lrm"])
     metrics = json.loads((Path(paths["lrm"]) / "pretrain_metrics.json").read_text())

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rglcd.toy.judge import ToyJudge
+from trainer.data import EncodeImages
+
 
 @torch.no_grad()
 def held_out_triplets(run: Path, data_dir: Path, n: int, seed: int):
     """(latents (n, 3, C, h, w), captions, judge scores (n, 3)) of the fixed triplets."""
     from diffusers import DiffusionPipeline, LCMScheduler
 
-    from rglcd.toy.data import ensure_toy_dataset, read_toy_table
-    from rglcd.toy.judge import ToyJudge
-    from trainer.data import EncodeImages
+    from rglcd.toy.data import ensure_toy_dataset, read_toy_table  # deferred: loads pyarrow
 
     pipe = DiffusionPipeline.from_pretrained(run / "pipeline", local_files_only=True,
                                              dtype=torch.float32)
@@ -50,7 +51,7 @@ def held_out_triplets(run: Path, data_dir: Path, n: int, seed: int):
 @torch.no_grad()
 def agreement(lrm, latents: torch.Tensor, captions: list[str], scores: torch.Tensor) -> dict:
     """Counted like the training metric (trainer.lrm_hook.pair_counts), every score present."""
-    from trainer.lrm_hook import pair_counts
+    from trainer.lrm_hook import pair_counts  # deferred: loads transformers
 
     n = len(captions)
     tokens = lrm.tokenize([c for c in captions for _ in range(3)])

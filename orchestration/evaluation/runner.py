@@ -31,7 +31,7 @@ def _check_models(cfg: EvalConfig) -> None:
 
 def _score_all(cfg: EvalConfig, images: dict, item_prompts: list[str]) -> tuple[dict, list]:
     """label -> scorer -> (N,) scores, and the error messages of missing scores."""
-    from orchestration.evaluation.ray_tasks import scorer_service
+    from orchestration.evaluation.ray_tasks import scorer_service  # deferred: loads ray
 
     with scorer_service(cfg.scoring):
         backend = make_backend(cfg.scoring)
@@ -51,7 +51,7 @@ def run_evaluation(cfg: EvalConfig) -> tuple[EvalResults, dict[str, str]]:
 
     Needs a connected Ray runtime (`main` starts or joins one).
     """
-    from orchestration.evaluation.ray_tasks import generate_all
+    from orchestration.evaluation.ray_tasks import generate_all  # deferred: loads ray
 
     prompt_set = load_prompts(cfg.prompts, cfg.max_prompts)
     _check_models(cfg)

@@ -94,6 +94,7 @@ def main(work: Path) -> dict:
         package_score = float(package_model.score(PROMPT, Image.fromarray(pixels)))
     del package_model
 
+    # deferred: loads transformers, which must see the HF_HOME set above
     from reward_service.scorers.imagereward import ImageRewardScorer
 
     scorer = ImageRewardScorer.from_checkpoint(

@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from orchestration.evaluation.lrm_agreement import agreement, held_out_triplets
-from rglcd.toy.paths import TOY_DATA_DIR
+from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR
+from trainer.checkpointing import verify_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,8 +39,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def lrm_states(run: Path) -> list[tuple[int, Path | None]]:
     """(step, lrm.safetensors or None for the pretrained weights), oldest first."""
-    from trainer.checkpointing import verify_checkpoint
-
     states: list[tuple[int, Path | None]] = [(0, None)]
     for folder in sorted(p for p in run.glob("checkpoint_*") if p.is_dir()):
         manifest = verify_checkpoint(folder)  # raises on a corrupt or partial checkpoint
@@ -70,8 +69,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rglcd.toy.paths import TOY_LRM_DIR
-    from trainer.lrm import LatentRewardModel
+    from trainer.lrm import LatentRewardModel  # deferred: loads transformers
 
     args = parse_args(argv)
     run = Path(args.run)
