@@ -1,4 +1,4 @@
-"""YAML files + `key.sub=value` overrides for any pydantic model.
+"""YAML files + `key.sub=value` overrides for any pydantic model (STYLE principle 4).
 
 One typed tree of pydantic models holds every default. A YAML file holds only what differs
 from those defaults (a nested mapping); command-line overrides address one key each::

@@ -1,4 +1,4 @@
-"""The one typed configuration tree of the RG-LCD trainer.
+"""The one typed configuration tree of the RG-LCD trainer (STYLE principle 4).
 
 Defaults live only here and describe the toy world (a miniature SD on 32x32 scenes that
 trains on a laptop CPU); real-scale values come from YAML recipes in `configs/`, which hold

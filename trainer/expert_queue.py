@@ -1,5 +1,5 @@
 """A bounded window of asynchronous expert-scoring requests (paper Algorithm 4, R^E off the
-critical path).
+critical path; issue 6, item 4).
 
 Each step the latent proxy reward hook submits the triplet latents (z0, z1, z2) of its LRM
 subset to the expert and carries on; `collect(step)` returns, without waiting, the requests

@@ -1,5 +1,5 @@
 """RG-LCD + LRM: the latent proxy reward hook with asynchronous expert rewards (paper section
-4.2, Algorithm 4; docs/method.md §3).
+4.2, Algorithm 4; docs/method.md §3; issue 6, items 3-5).
 
 Per student step t (`DistillationTask` calls the two halves):
 

@@ -1,4 +1,4 @@
-"""The run report, ``<output_dir>/report.md``.
+"""The run report, ``<output_dir>/report.md`` (issue 5, item 6).
 
 ``summarize_metrics`` condenses ``metrics.jsonl`` (steps, final losses and reward means over
 the last steps, summed counters such as skipped reward updates, median phase timings);
