@@ -35,7 +35,6 @@ MAX_CONSECUTIVE_FAILED_BATCHES = 3
 
 
 def build_registered_scorer(spec: ScorerConfig) -> Scorer:
-
     return build_scorer(spec)
 
 

@@ -124,7 +124,6 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def _has_lora(module: nn.Module) -> bool:
-
     return has_lora_adapters(module)
 
 

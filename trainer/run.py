@@ -258,7 +258,6 @@ def fit(cfg: RGLCDConfig):
 
 
 def write_report(cfg: RGLCDConfig, seconds: float) -> Path:
-
     output_dir = cfg.output_dir
     grids = sorted(str(p) for p in (output_dir / SAMPLES_SUBDIR).glob("*.png"))
     rows = read_metrics(output_dir / METRICS_FILE) if (output_dir / METRICS_FILE).exists() else []

@@ -99,7 +99,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def bench_config(app: str, port: int, overrides):
-
     return load_trainer_config(
         DEFAULT_RECIPE,  # what `python trainer/run.py` runs: RG-LCD + LRM, toy-judge expert
         [

@@ -67,7 +67,6 @@ def serve_config(name: str, setting: Setting, max_ongoing_requests: int | None =
 
 
 def start_ray(port: int) -> None:
-
     keep_local_ray_on_loopback()  # before `import ray`
     import ray
     from ray import serve
@@ -89,7 +88,6 @@ def deploy(config) -> None:
 
 
 def load(url: str, body: bytes, clients: int, duration_s: float):
-
     report = asyncio.run(run_load(url, body, 1, clients, duration_s))
     if report.statuses[200] != report.sent:
         raise RuntimeError(f"load test against {url} had failures: {report.summary('run')}")

@@ -143,7 +143,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _load_split(config: dict, split: str, vae, tokenizer, rank=0, world=1, caption_bank=None):
-
     images, captions = read_toy_images(config["data_dir"], split)
     images, captions = images[rank::world], captions[rank::world]
     return prepare_split(vae, tokenizer, images, captions, seed=config["seed"] + rank,
@@ -160,7 +159,6 @@ def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
 
 
 def _build_model(config: dict, latent_channels: int, scaling_factor: float):
-
     torch.manual_seed(config["seed"])  # identical initial weights on every rank
     latent = LatentTowerConfig(
         latent_channels=latent_channels, patch_size=config["patch_size"],
@@ -174,7 +172,6 @@ def _build_model(config: dict, latent_channels: int, scaling_factor: float):
 
 
 def _evaluate(model, eval_data: dict) -> dict:
-
     metrics = {}
     for split, data in eval_data.items():
         # Which attributes the latent tower sees (shape is the hard one at 8x8 latents).
@@ -196,7 +193,6 @@ def evaluate_saved(args: argparse.Namespace) -> dict:
 
 
 def _heldout_latents(config: dict, tokenizer) -> dict:
-
     _, heldout = split_shards(config["latents"], config["heldout_shards"])
     return {"heldout": latent_split(heldout, tokenizer)}
 
@@ -336,7 +332,6 @@ def run_local(args: argparse.Namespace) -> dict:
 
 
 def _ensure_data(args: argparse.Namespace, splits=("train", *EVAL_SPLITS)) -> None:
-
     for split in splits:  # here, not in the workers: they would race
         n = args.n_train if split == "train" else args.n_eval
         ensure_toy_dataset(args.data_dir, split, n, args.seed)  # no-op when already built

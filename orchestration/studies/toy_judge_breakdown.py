@@ -65,7 +65,6 @@ def errors(results: list[dict], prompts: list[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-
     args = parse_args(argv)
     prompts = load_prompts("toy:heldout", args.prompts).prompts
     rows = []

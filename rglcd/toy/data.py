@@ -35,7 +35,6 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def _scene_table(scenes: list) -> pa.Table:
-
     rows = [s.as_dict() for s in scenes]
     columns = {key: [r[key] for r in rows] for key in rows[0]}
     columns["caption"] = [s.caption for s in scenes]

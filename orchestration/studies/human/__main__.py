@@ -54,7 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _create(args: argparse.Namespace) -> None:
-
     lrm = None if args.lrm is None else (Path(args.lrm), args.lrm_vae or str(TOY_PIPELINE_DIR))
     path = create_study(
         Path(args.eval_dir), Path(args.out), [parse_pair(p) for p in args.pairs],
@@ -75,7 +74,6 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-
     study_dir = Path(args.study_dir)
     study = load_study(study_dir)
     answers = AnswerStore(study_dir / DB_FILE).all_answers() if (
