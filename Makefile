@@ -47,10 +47,10 @@ browser:
 	else echo "browser: no apt-get here; the browser test will skip"; fi
 
 # Tests marked `ray` (tests/ray, and the end-to-end tests that start a cluster) are left out.
-check: lint
+check: env
 	@start=$$(date +%s); \
-	$(PY) -m pytest -q -m "not ray" --timeout=300 tests/unit tests/e2e; rc=$$?; \
-	echo "check wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
+	$(VENV)/bin/ruff check . && $(PY) -m pytest -q -m "not ray" --timeout=300 tests/unit tests/e2e; \
+	rc=$$?; echo "check wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The full suite: every tier, every rehearsal (what .ci/run runs).
 test: lint browser imagereward-env
