@@ -46,10 +46,11 @@ browser:
 	    chromium chromium-driver) || echo "browser: chromium not installed; its test will skip"; \
 	else echo "browser: no apt-get here; the browser test will skip"; fi
 
-# Tests marked `ray` (tests/ray, and the end-to-end tests that start a cluster) are left out.
+# Tests marked `ray` (tests/ray, and the end-to-end tests that start a cluster) or `slow` are
+# left out; `make test` runs them.
 check: env
 	@start=$$(date +%s); \
-	$(VENV)/bin/ruff check . && $(PY) -m pytest -q -m "not ray" --timeout=300 tests/unit tests/e2e; \
+	$(VENV)/bin/ruff check . && $(PY) -m pytest -q -m "not ray and not slow" --timeout=300 tests/unit tests/e2e; \
 	rc=$$?; echo "check wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
 
 # The full suite: every tier, every rehearsal (what .ci/run runs).

@@ -5,8 +5,8 @@ Tiers, by directory (and marker, added automatically):
   tests/ray   - integration tests on ONE session-scoped local Ray cluster (`ray_cluster`).
   tests/e2e   - the real entry points (trainer/run.py, python -m reward_service, ...); a module
                 whose tests start a Ray cluster says so with `pytestmark = pytest.mark.ray`.
-`make check` runs `pytest -m "not ray" tests/unit tests/e2e` (no Ray cluster at all: the inner
-loop); `make test` runs everything. Select a tier with e.g. `pytest tests/unit` or
+`make check` runs `pytest -m "not ray and not slow" tests/unit tests/e2e` (no Ray cluster at
+all, nothing that takes tens of seconds: the inner loop); `make test` runs everything. Select a tier with e.g. `pytest tests/unit` or
 `pytest -m "not e2e"`.
 Tests marked `imagereward_env` need ImageReward's isolated environment (built from PyPI once,
 minutes: `make test` does it first); `pytest -m "not imagereward_env"` leaves them out.

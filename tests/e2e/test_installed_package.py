@@ -23,6 +23,8 @@ import pytest
 from orchestration.local_head import free_port
 from orchestration.paths import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # builds a wheel and starts fresh interpreters
+
 NOT_COPIED = (".venv*", ".git", "outputs", "build", "dist", "*.egg-info", "__pycache__",
               ".*_cache", "docs")
 
