@@ -180,3 +180,27 @@ def test_dependencies_point_one_way_and_apps_are_not_imported():
                 if (target == app or target.startswith(app + ".")) and not inside:
                     problems.append(f"{module} imports the application {target} ({where})")
     assert not problems, "\n".join(problems)
+
+
+def test_imports_inside_functions_say_why():
+    # An import of a project module inside a function defers a heavy or optional library and
+    # says which (`# deferred: loads diffusers`), on its line or the line above; any other
+    # import of a project module goes at the top of its module.
+    problems = []
+    for path in _modules().values():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if not isinstance(node, ast.Import | ast.ImportFrom):
+                    continue
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                    node.module or ""]
+                if not any(name.split(".")[0] in PACKAGES for name in names):
+                    continue
+                around = lines[node.lineno - 2 : node.end_lineno]
+                if not any("#" in line for line in around):
+                    where = path.relative_to(REPO_ROOT)
+                    problems.append(f"{where}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not problems, "move to the top, or say what it defers:\n" + "\n".join(problems)
