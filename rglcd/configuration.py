@@ -1,4 +1,4 @@
-"""YAML files + `key.sub=value` overrides for any pydantic model (STYLE principle 4).
+"""YAML files + `key.sub=value` overrides for any pydantic model.
 
 One typed tree of pydantic models holds every default. A YAML file holds only what differs
 from those defaults (a nested mapping); command-line overrides address one key each::
@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
 
+from rglcd.recipe_names import renamed_recipe
 from rglcd.recipes import RECIPES_DIR, resolve_recipe, shipped_recipes
 
 M = TypeVar("M", bound=BaseModel)
@@ -161,6 +162,12 @@ def _jsonable(value: Any) -> Any:
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
+        new = renamed_recipe(path)
+        if new is not None:
+            raise ConfigError(
+                f"config file {str(path)!r} was renamed {str(new)!r} (recipes are named "
+                "<teacher>-<method>[-<expert>]); pass that one"
+            )
         raise ConfigError(
             f"config file {str(path)!r} does not exist; pass an existing YAML file or a shipped "
             f"recipe: {', '.join(shipped_recipes())} (in {RECIPES_DIR})"

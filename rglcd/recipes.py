@@ -10,15 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from rglcd.paths import PACKAGES_ROOT
+from rglcd.recipe_names import renamed_recipe
 
 _INSTALLED = PACKAGES_ROOT / "rglcd" / "configs"
 RECIPES_DIR = _INSTALLED if _INSTALLED.is_dir() else PACKAGES_ROOT / "configs"
-DEFAULT_RECIPE = RECIPES_DIR / "toy.yaml"  # the trainer's default: the full method, toy world
+# The trainer's default: the full method (RG-LCD + LRM, toy-judge expert) on the toy world.
+DEFAULT_RECIPE = RECIPES_DIR / "toy-rglcd-lrm-toy-judge.yaml"
 
 
 def resolve_recipe(name: str | Path) -> Path:
-    """An existing file as given, else the shipped recipe of that name; else the name as given
-    (its reader then says that it does not exist and lists the shipped recipes)."""
+    """An existing file as given, else the shipped recipe of that name (or of its former name,
+    which its reader then refuses with the new one); else the name as given (its reader then
+    says that it does not exist and lists the shipped recipes)."""
     path = Path(name).expanduser()
     if path.is_file() or path.is_absolute():
         return path
@@ -26,8 +29,12 @@ def resolve_recipe(name: str | Path) -> Path:
     if not parts:
         return path
     relative = Path(*parts)
-    for candidate in (RECIPES_DIR / relative, RECIPES_DIR / f"{relative}.yaml"):
+    candidates = (RECIPES_DIR / relative, RECIPES_DIR / f"{relative}.yaml")
+    for candidate in candidates:
         if candidate.is_file():
+            return candidate
+    for candidate in candidates:
+        if renamed_recipe(candidate) is not None:
             return candidate
     return path
 

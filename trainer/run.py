@@ -5,8 +5,8 @@ LRM, on the toy world (a miniature SD on 32x32 scenes), the latent proxy RM lear
 non-differentiable toy judge that the reward service (Ray Serve, deployed here if absent)
 serves; with a config it runs the same code on real checkpoints and GPUs.
 
-    python trainer/run.py [--config configs/toy-direct-clip.yaml] [key.sub=value ...]
-    rglcd-train [--config toy-direct-clip] [key.sub=value ...]       # from any directory
+    python trainer/run.py [--config configs/toy-rglcd-toy-clip.yaml] [key.sub=value ...]
+    rglcd-train [--config toy-rglcd-toy-clip] [key.sub=value ...]       # from any directory
     ray job submit --working-dir . -- python trainer/run.py [--config FILE] [key.sub=value ...]
 
 The first form (also `rglcd-train`) starts a local Ray instance, dashboard included
@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config", default=str(DEFAULT_RECIPE),
         help="YAML recipe (only what differs from trainer/config.py), a path or a shipped "
-        "recipe's name (e.g. toy-lcd); default: the full method on the toy world, toy.yaml.",
+        "recipe's name (e.g. toy-lcd); default: the full method on the toy world, "
+        "toy-rglcd-lrm-toy-judge.yaml.",
     )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
     return parser.parse_args(argv)

@@ -32,6 +32,7 @@ from orchestration.bench.table import Row
 from orchestration.evaluation.config import ModelSpec
 from rglcd.toy.paths import TOY_PIPELINE_DIR
 from rglcd.toy.scenes import sample_scenes
+from trainer.config import ModelConfig
 from trainer.lcd.student import build_student_unet
 
 TEACHER_STEPS, LCM_STEPS, TEACHER_CFG = 50, 2, 7.5
@@ -61,7 +62,7 @@ def build_arms() -> tuple[Arm, Arm]:
     spec = ModelSpec(name="teacher", kind="teacher", path=str(TOY_PIPELINE_DIR),
                      sampler="ddim", guidance_scale=TEACHER_CFG)
     teacher = load_pipeline(spec, "cpu")  # float32 on the CPU, DDIM
-    student = build_student_unet(teacher.unet).eval().requires_grad_(False)
+    student = build_student_unet(teacher.unet, ModelConfig().time_cond_proj_dim).eval().requires_grad_(False)
     parts = {k: getattr(teacher, k) for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
     lcm = build_lcm_pipeline(student, parts)
     lcm.set_progress_bar_config(disable=True)

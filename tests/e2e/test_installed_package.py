@@ -74,7 +74,7 @@ def test_the_wheel_imports_from_site_packages_with_its_recipes_and_a_cache(produ
     rglcd_file, run_file, recipes, toy_data = map(Path, done.stdout.split())
     site_packages = product["site"]
     assert rglcd_file.is_relative_to(site_packages) and run_file.is_relative_to(site_packages)
-    assert recipes == site_packages / "rglcd" / "configs" and (recipes / "toy.yaml").is_file()
+    assert recipes == site_packages / "rglcd" / "configs" and (recipes / "toy-rglcd-lrm-toy-judge.yaml").is_file()
     assert toy_data == product["cache"] / "toy-data"
 
 

@@ -7,7 +7,7 @@ from trainer.ray_connect import logical_cpus_needed, warn_if_too_few_cpus
 
 
 def test_default_recipe_reserves_workers_encoder_reads_and_service():
-    default = load_trainer_config("toy", [])
+    default = load_trainer_config("toy-rglcd-lrm-toy-judge", [])
     plain = load_trainer_config("toy-lcd", [])
     assert logical_cpus_needed(plain) == 1 + 1 + 2  # worker, encoder actor, read tasks
     service = 0.25 + sum(s.num_cpus for s in default.serve.scorers)

@@ -30,7 +30,13 @@ def test_nested_recipes_and_local_files_resolve(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "toy-lcd.yaml").write_text("seed: 3\n")  # a local file wins over a shipped name
     assert resolve_recipe("toy-lcd.yaml") == Path("toy-lcd.yaml")
-    assert DEFAULT_RECIPE.is_file() and "toy" in shipped_recipes()
+    assert DEFAULT_RECIPE.is_file() and DEFAULT_RECIPE.stem in shipped_recipes()
+
+
+def test_a_former_recipe_name_is_refused_with_the_new_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="was renamed .*toy-rglcd-lrm-toy-judge.yaml"):
+        load_trainer_config("toy", [])
 
 
 def test_an_unknown_recipe_names_the_shipped_ones(tmp_path, monkeypatch):
