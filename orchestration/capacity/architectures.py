@@ -14,9 +14,13 @@ shapes and dtypes only, no memory) or for real with random weights (the CPU benc
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+import torch
 
 from trainer.config import RGLCDConfig
 
@@ -126,12 +130,32 @@ class ModelParts:
     expert: object | None
 
 
-def build_parts(archs: ArchConfigs) -> ModelParts:
-    """Instantiate every module in the active mode (FakeTensorMode or real), float32, frozen."""
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Modules built inside get `dtype` weights (no cast afterwards: casting fake tensors fails)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_parts(archs: ArchConfigs, frozen_dtype: torch.dtype = torch.float32) -> ModelParts:
+    """Instantiate every module in the active mode (FakeTensorMode or real), frozen, in
+    `frozen_dtype` (the trainer loads float32) except the LRM, which trains in float32."""
+    with default_dtype(frozen_dtype):
+        parts = _build(archs)
+    if archs.lrm is not None:
+        from trainer.lrm.model import LatentRewardModel, LRMConfig
+
+        parts.lrm = LatentRewardModel(LRMConfig.from_dict(archs.lrm)).requires_grad_(False).eval()
+    return parts
+
+
+def _build(archs: ArchConfigs) -> ModelParts:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from trainer.lrm.model import LatentRewardModel, LRMConfig
 
     unet = UNet2DConditionModel.from_config(archs.unet)
     vae = AutoencoderKL.from_config(archs.vae)
@@ -140,13 +164,12 @@ def build_parts(archs: ArchConfigs) -> ModelParts:
         with_projection = "CLIPTextModelWithProjection" in config.get("architectures", [])
         cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
         encoders.append(cls(CLIPTextConfig.from_dict(config)))
-    lrm = None if archs.lrm is None else LatentRewardModel(LRMConfig.from_dict(archs.lrm))
     expert = None
     if archs.expert is not None:
         from transformers import CLIPConfig
 
         expert = CLIPModel(CLIPConfig.from_dict(archs.expert))
-    for module in [unet, vae, *encoders, lrm, expert]:
+    for module in [unet, vae, *encoders, expert]:
         if module is not None:
             module.requires_grad_(False).eval()
-    return ModelParts(unet, vae, encoders, lrm, expert)
+    return ModelParts(unet, vae, encoders, None, expert)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -56,7 +57,11 @@ GPUS = {
     "a100-80": GPU("a100-80", 80 * GIB, 312e12),
     "h100-80": GPU("h100-80", int(79.6 * GIB), 989e12),  # SXM
 }
-OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2}  # optimizer state per trainable parameter
+# optimizer state per trainable parameter: AdamW's two moments in the parameter's dtype,
+# bitsandbytes' two 8-bit moments
+def optimizer_bytes(name: str, parameters: list) -> int:
+    per_element = {"adamw": lambda p: 2 * p.element_size(), "adamw8bit": lambda p: 2}[name]
+    return sum(p.numel() * per_element(p) for p in parameters)
 
 
 def _bytes(module: nn.Module | None, trainable: bool | None = None) -> int:
@@ -107,8 +112,12 @@ class CapacityPlan:
         return self.total_bytes <= gpu.usable_bytes
 
     def largest_batch(self, gpu: GPU) -> int:
-        """Largest per-worker batch whose memory fits (linear in the batch beyond this one)."""
-        room = gpu.usable_bytes - self.total_bytes
+        """Largest per-worker batch whose memory fits: the student's part of the step grows
+        linearly with the batch (slope from the second measurement), the rest does not."""
+        fixed = self.total_bytes - self.step_bytes
+        if fixed + self.step_bytes - self.step.student_peak_bytes > gpu.usable_bytes:
+            return 0  # what does not grow with the batch already overflows
+        room = gpu.usable_bytes - fixed - self.step.student_peak_bytes
         if self.per_sample_bytes <= 0:
             return self.batch if room >= 0 else 0
         return max(self.batch + room // self.per_sample_bytes, 0)
@@ -119,20 +128,21 @@ class CapacityPlan:
 
 def _static_lines(models: StepModels, cfg: RGLCDConfig) -> dict[str, int]:
     parts = models.parts
-    student_trainable = sum(p.numel() for p in models.trainable())
+    trainable = models.trainable()
     lines = {
         "student weights": _bytes(models.student),
         "EMA target": _bytes(models.target),
         "teacher UNet (frozen)": 0 if models.target is None else _bytes(parts.unet),
         "text encoder(s) (frozen)": sum(_bytes(e) for e in parts.text_encoders),
         "VAE (frozen)": _bytes(parts.vae),
-        "optimizer state": OPTIMIZER_BYTES[cfg.lcd.optimizer] * student_trainable,
+        "optimizer state": optimizer_bytes(cfg.lcd.optimizer, trainable),
     }
     if cfg.scaling.num_workers > 1:
-        lines["DDP gradient buckets"] = 4 * student_trainable
+        lines["DDP gradient buckets"] = sum(p.numel() * p.element_size() for p in trainable)
     if parts.lrm is not None:
         lines["LRM weights"] = _bytes(parts.lrm)
-        lines["LRM optimizer state"] = OPTIMIZER_BYTES["adamw"] * _count(parts.lrm, True)
+        lrm_trainable = [p for p in parts.lrm.parameters() if p.requires_grad]
+        lines["LRM optimizer state"] = optimizer_bytes("adamw", lrm_trainable)
     if parts.expert is not None:
         lines["reward model (frozen)"] = _bytes(parts.expert)
     return lines
@@ -154,18 +164,33 @@ def _param_counts(models: StepModels) -> dict[str, int]:
     return counts
 
 
+@dataclass(frozen=True)
+class Precision:
+    """Weight dtypes: the trainer keeps float32 everywhere (autocast does the bf16 math); the
+    CPU benchmark may hold the frozen parts, or everything, in bf16 to fit its machine."""
+
+    student: torch.dtype = torch.float32
+    frozen: torch.dtype = torch.float32
+
+
 def plan_recipe(
-    cfg: RGLCDConfig, recipe: str = "", batch: int | None = None, device_type: str = "cuda"
+    cfg: RGLCDConfig,
+    recipe: str = "",
+    batch: int | None = None,
+    device_type: str = "cuda",
+    precision: Precision = Precision(),
 ) -> CapacityPlan:
     """Measure the recipe's step on fake tensors at its per-worker batch (or `batch`) and at
     twice that (the activation slope); `device_type` 'cuda' adds the foreach AdamW temporary."""
     batch = batch or max(cfg.per_worker_batch_size, 1)
     with FakeTensorMode():
         archs = recipe_archs(cfg)
-        models = worker_models(build_parts(archs), cfg)
+        models = worker_models(build_parts(archs, precision.frozen), cfg, precision.student)
         first = measure_step(models, cfg, batch)
         second = measure_step(models, cfg, 2 * batch)
+    grad_bytes = sum(p.numel() * p.element_size() for p in models.trainable())
     trainable = sum(p.numel() for p in models.trainable())
+    # torch's foreach AdamW (CUDA default) holds one float32 temporary per trainable parameter
     foreach = 4 * trainable if device_type == "cuda" else 0
     plan = CapacityPlan(
         recipe=recipe,
@@ -174,10 +199,10 @@ def plan_recipe(
         resolution=cfg.model.resolution,
         lines=_static_lines(models, cfg),
         step=first,
-        step_bytes=max(first.peak_bytes, 4 * trainable + foreach),  # backward | optimizer step
+        step_bytes=max(first.peak_bytes, grad_bytes + foreach),  # backward | optimizer step
         params=_param_counts(models),
         trainable_params=trainable,
-        per_sample_bytes=max((second.peak_bytes - first.peak_bytes) // batch, 0),
+        per_sample_bytes=max((second.student_peak_bytes - first.student_peak_bytes) // batch, 0),
     )
     return plan
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from orchestration.capacity.architectures import ModelParts
+from orchestration.capacity.architectures import ModelParts, default_dtype
 from orchestration.capacity.tracking import LiveBytes
 from trainer.config import RGLCDConfig
 from trainer.lcd import (
@@ -58,19 +58,26 @@ class StepModels:
         return [] if lrm is None else [p for p in lrm.parameters() if p.requires_grad]
 
 
-def worker_models(parts: ModelParts, cfg: RGLCDConfig) -> StepModels:
-    """Student/target as `trainer.task.build_student_and_target` makes them, LRM frozen as the
-    hook freezes it, gradient checkpointing as `trainer.loop.build_task` enables it."""
+def worker_models(
+    parts: ModelParts, cfg: RGLCDConfig, student_dtype: torch.dtype = torch.float32
+) -> StepModels:
+    """Student/target as `trainer.task.build_student_and_target` makes them (the student's
+    master weights in `student_dtype`, float32 in the trainer; the target in the frozen
+    parts' dtype), LRM frozen as the hook freezes it, gradient checkpointing as
+    `trainer.loop.build_task` enables it."""
     lora = cfg.model.lora
     if lora is not None:
         settings = LoRASettings(lora.rank, lora.alpha, tuple(lora.target_modules))
         student, target = add_lora_adapters(parts.unet, settings), None
         teacher_unet = AdaptersDisabled(student)
     else:
-        student = build_student_unet(parts.unet, cfg.model.time_cond_proj_dim)
+        dim, frozen = cfg.model.time_cond_proj_dim, parts.unet.dtype
+        with default_dtype(student_dtype):
+            student = build_student_unet(parts.unet, dim, dtype=student_dtype)
         # the EMA target: a second copy (copy.deepcopy would leave the fake-tensor mode)
-        target = build_student_unet(parts.unet, cfg.model.time_cond_proj_dim)
-        target.requires_grad_(False).eval()
+        with default_dtype(frozen):
+            target = build_student_unet(parts.unet, dim, dtype=frozen).requires_grad_(False)
+        target.eval()
         teacher_unet = parts.unet
     if cfg.model.gradient_checkpointing:
         student.enable_gradient_checkpointing()
@@ -91,6 +98,7 @@ class StepMeasurement:
     peak_bytes: int  # tensors made during the step, at their peak (weights/optimizer excluded)
     grad_bytes_at_peak: int  # of which: the trainable parameters' gradients
     flops: int
+    student_peak_bytes: int  # the peak before the LRM update (the part that grows with batch)
 
 
 def _conditioning(encoders: list, ids: torch.Tensor, batch: int, image_side: int):
@@ -197,7 +205,9 @@ def measure_step(models: StepModels, cfg: RGLCDConfig, batch: int) -> StepMeasur
             _drop_grads(models.lrm_trainable())
     if tracker.peak > student_peak:  # the LRM update's peak: the student's gradients are gone
         grad_bytes = 0
-    return StepMeasurement(batch, tracker.peak, grad_bytes, flops.get_total_flops())
+    return StepMeasurement(
+        batch, tracker.peak, grad_bytes, flops.get_total_flops(), student_peak
+    )
 
 
 def _drop_grads(parameters: list[nn.Parameter]) -> None:

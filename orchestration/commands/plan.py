@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestration.capacity.plan import GPUS, CapacityPlan, GPU, describe, gib, plan_recipe
+from orchestration.capacity.plan import GPU, GPUS, CapacityPlan, describe, gib, plan_recipe
 from orchestration.capacity.services import colocated_replicas
 from rglcd.configuration import ConfigError
 from trainer.config import RGLCDConfig, load_trainer_config
