@@ -11,7 +11,8 @@ orchestration.commands.data_job`; on a cluster, submit that with `ray job submit
 
 Input (`--input`: a folder, glob, file or URI such as s3://bucket/cc12m; pyarrow filesystems):
   WebDataset tar shards (img2dataset layout): `<key>.jpg|jpeg|png|webp` + `<key>.txt` or
-    `<key>.json` with a "caption" field; or
+    `<key>.json` with a "caption" field; img2dataset's `.parquet` metadata sidecars beside the
+    tars are recognised and not read; or
   Parquet with an image-bytes column (`--image-column`, default "image") and a caption column
     (`--caption-column`, default "caption").
 Output (`--output`, local folder or URI): `latents-<hash>.parquet` shards (schema in
@@ -47,6 +48,7 @@ from orchestration.data.shards import (
     write_manifest,
     write_shard,
 )
+from orchestration.data.layouts import is_img2dataset_webdataset
 from rglcd.ray_parquet import read_parquet
 from trainer.data import content_key
 
@@ -96,6 +98,8 @@ def detect_format(uri: str) -> str:
         raise ValueError(f"--input {uri!r} does not exist; pass a folder, file or URI of shards")
     if info.type == pafs.FileType.Directory:
         names = [f.path for f in filesystem.get_file_info(pafs.FileSelector(path))]
+    if is_img2dataset_webdataset(names):  # tars + their .parquet metadata sidecars
+        return "webdataset"
     kinds = {
         "webdataset" if n.endswith(".tar") else "parquet"
         for n in names
