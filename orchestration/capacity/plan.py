@@ -94,6 +94,7 @@ class CapacityPlan:
     params: dict[str, int] = field(default_factory=dict)
     trainable_params: int = 0
     per_sample_bytes: int = 0  # activation slope, from a second measurement
+    grad_bytes: int = 0  # the trainable parameters' gradients
     services: dict[str, int] = field(default_factory=dict)  # replicas sharing this GPU
 
     @property
@@ -202,6 +203,7 @@ def plan_recipe(
         step_bytes=max(first.peak_bytes, grad_bytes + foreach),  # backward | optimizer step
         params=_param_counts(models),
         trainable_params=trainable,
+        grad_bytes=grad_bytes,
         per_sample_bytes=max((second.student_peak_bytes - first.student_peak_bytes) // batch, 0),
     )
     return plan
@@ -217,9 +219,11 @@ def describe(plan: CapacityPlan, gpu: GPU, utilisation: float) -> str:
             f"per GPU) on {gpu.name}"]
     rows += [f"  params {k}: {v / 1e6:.1f} M" for k, v in plan.params.items() if v]
     rows += [f"  {k}: {gib(v)} GiB" for k, v in plan.lines.items() if v]
-    rows.append(f"  step tensors (peak): {gib(plan.step_bytes)} GiB = activations "
-                f"{gib(plan.activation_bytes)} + gradients {gib(plan.step.grad_bytes_at_peak)}"
-                " (+ optimizer-step temporaries when larger)")
+    rows.append(f"  gradients: {gib(plan.grad_bytes)} GiB (from backward to the optimizer step)")
+    rows.append(f"  one step's tensors at their peak: {gib(plan.step_bytes)} GiB (activations "
+                f"{gib(plan.activation_bytes)} + gradients alive then "
+                f"{gib(plan.step.grad_bytes_at_peak)}; or the optimizer step's gradients + "
+                "temporaries when larger)")
     rows += [f"  co-located {k}: {gib(v)} GiB" for k, v in plan.services.items()]
     rows.append(f"  total: {gib(plan.total_bytes)} GiB of {gib(gpu.usable_bytes)} GiB usable "
                 f"({gib(gpu.memory_bytes)} GiB card)")

@@ -35,6 +35,7 @@ import numpy as np
 from pyarrow import fs as pafs
 
 from orchestration.data.encode import LatentEncoder, load_vae, vae_downsampling
+from orchestration.data.layouts import is_img2dataset_webdataset
 from orchestration.data.samples import (
     SkipSample,
     prepare_sample,
@@ -48,7 +49,6 @@ from orchestration.data.shards import (
     write_manifest,
     write_shard,
 )
-from orchestration.data.layouts import is_img2dataset_webdataset
 from rglcd.ray_parquet import read_parquet
 from trainer.data import content_key
 

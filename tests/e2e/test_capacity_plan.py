@@ -33,8 +33,13 @@ PUBLIC_COUNTS = {
 
 def _build(folder: str, name: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
-    from transformers import CLIPTextModelWithProjection
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+    )
 
     config = json.loads((ARCH_ROOT / folder / f"{name}.json").read_text())
     if name == "unet":
