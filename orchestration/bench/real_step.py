@@ -1,7 +1,12 @@
 """One real SD 1.5-size training step of the LRM recipe on this CPU, beside the plan's figures.
 
+    python -m orchestration.bench.real_step --plan-only   # the plans: no memory, no lock
     flock /tmp/rglcd-mem.lock flock /tmp/rglcd-ray.lock \
         python -m orchestration.bench.real_step [--resolution 256] [--student-dtype bf16]
+
+`--plan-only` writes the plan of each resolution to `--plans` (a JSON file in the temporary
+folder), which the measured run reads, so the machine's shared memory is held only while the
+real step runs.
 
 Builds `configs/sd15-rglcd-lrm-hps.yaml`'s models at their real size with random weights
 (SD 1.5 UNet, VAE and CLIP ViT-L/14 text encoder from rglcd/arch_configs, the SD-sized LRM;
@@ -24,21 +29,27 @@ the largest the plan says fits the memory available now (512, 384 or 256 px).
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import psutil
 import torch
 
 from orchestration.capacity.architectures import build_parts, recipe_archs
 from orchestration.capacity.plan import GIB, CapacityPlan, Precision, plan_recipe
+from orchestration.capacity.step import StepMeasurement
 from orchestration.paths import REPO_ROOT
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
 from trainer.config import RGLCDConfig, load_trainer_config
 
 RECIPE = "configs/sd15-rglcd-lrm-hps.yaml"
+RESOLUTIONS = (512, 384, 256)
+PLANS = Path(tempfile.gettempdir()) / "rglcd-real-step-plans.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CAPTION = "a photo of an astronaut riding a horse on the moon"
 
@@ -79,13 +90,29 @@ def recipe_config(resolution: int) -> RGLCDConfig:
     return load_trainer_config(REPO_ROOT / RECIPE, overrides, check_paths=False)
 
 
-def pick_resolution(precision: Precision, available: int) -> tuple[int, CapacityPlan]:
-    """The largest of 512 / 384 / 256 px whose plan leaves 2 GiB of the available memory."""
-    for resolution in (512, 384, 256):
-        plan = plan_recipe(recipe_config(resolution), RECIPE, 1, "cpu", precision)
-        if plan.total_bytes + 2 * GIB <= available:
-            return resolution, plan
-    return resolution, plan
+def plans(precision: Precision, path: Path, compute: bool) -> dict[int, CapacityPlan]:
+    """The plan of each resolution in this configuration: from `path` when it holds them,
+    else computed (and written there)."""
+    key = f"{precision.student}/{precision.frozen}"
+    saved = json.loads(path.read_text()) if path.exists() and not compute else {}
+    if saved.get("precision") == key:
+        return {int(r): _plan_from(d) for r, d in saved["plans"].items()}
+    computed = {r: plan_recipe(recipe_config(r), RECIPE, 1, "cpu", precision) for r in RESOLUTIONS}
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps({"precision": key,
+                                   "plans": {r: asdict(p) for r, p in computed.items()}}))
+    partial.replace(path)  # whole or absent for a run that reads it meanwhile
+    return computed
+
+
+def _plan_from(data: dict) -> CapacityPlan:
+    return CapacityPlan(**{**data, "step": StepMeasurement(**data["step"])})
+
+
+def pick_resolution(planned: dict[int, CapacityPlan], available: int) -> int:
+    """The largest resolution whose plan leaves 2 GiB of the available memory."""
+    fitting = [r for r, p in planned.items() if p.total_bytes + 2 * GIB <= available]
+    return max(fitting, default=min(planned))
 
 
 @dataclass
@@ -219,16 +246,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="Default: the largest the plan fits in the memory available now.")
     parser.add_argument("--student-dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--frozen-dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--plans", type=Path, default=PLANS)
+    parser.add_argument("--plan-only", action="store_true",
+                        help="Compute the plans, write them to --plans and stop.")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     precision = Precision(DTYPES[args.student_dtype], DTYPES[args.frozen_dtype])
+    planned = plans(precision, args.plans, compute=args.plan_only)
+    if args.plan_only:
+        for r, p in planned.items():
+            print(f"{r} px: plan total {p.total_bytes / GIB:.2f} GiB -> {args.plans}")
+        return
     available = psutil.virtual_memory().available
-    if args.resolution is None:
-        resolution, plan = pick_resolution(precision, available)
-    else:
-        resolution = args.resolution
-        plan = plan_recipe(recipe_config(resolution), RECIPE, 1, "cpu", precision)
-    cfg = recipe_config(resolution)
+    resolution = args.resolution or pick_resolution(planned, available)
+    plan, cfg = planned[resolution], recipe_config(resolution)
     print(f"{RECIPE} at {resolution} px, batch 1, student {args.student_dtype}, frozen parts "
           f"{args.frozen_dtype}; {available / GIB:.1f} GiB available; plan total "
           f"{plan.total_bytes / GIB:.2f} GiB", flush=True)
