@@ -15,11 +15,14 @@ FakeTensorMode it costs no memory, so it measures an SDXL step at 1024 px on a l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from orchestration.capacity.architectures import ModelParts, default_dtype
@@ -68,7 +71,8 @@ def worker_models(
     lora = cfg.model.lora
     if lora is not None:
         settings = LoRASettings(lora.rank, lora.alpha, tuple(lora.target_modules))
-        student, target = add_lora_adapters(parts.unet, settings), None
+        with _fake_moves_in_place():
+            student, target = add_lora_adapters(parts.unet, settings), None
         teacher_unet = AdaptersDisabled(student)
     else:
         dim, frozen = cfg.model.time_cond_proj_dim, parts.unet.dtype
@@ -88,6 +92,26 @@ def worker_models(
         )
         set_trainable(parts.lrm, groups)
     return StepModels(student, target, teacher_unet, parts)
+
+
+@contextmanager
+def _fake_moves_in_place() -> Iterator[None]:
+    """peft moves each new adapter to its layer's device and dtype with `.to()`; on fake
+    tensors torch swaps the parameter for the moved one, which fake tensors refuse. A move
+    that changes nothing keeps the parameter; any other still swaps (and fails loudly)."""
+    swap = torch.utils.swap_tensors
+
+    def keep_if_unchanged(first, second, *args):
+        same = (first.dtype, first.device, first.shape) == (second.dtype, second.device,
+                                                             second.shape)
+        if not (same and isinstance(first, FakeTensor)):
+            swap(first, second, *args)
+
+    torch.utils.swap_tensors = keep_if_unchanged
+    try:
+        yield
+    finally:
+        torch.utils.swap_tensors = swap
 
 
 @dataclass
