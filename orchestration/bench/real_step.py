@@ -92,15 +92,15 @@ def recipe_config(resolution: int) -> RGLCDConfig:
 
 def plans(precision: Precision, path: Path, compute: bool) -> dict[int, CapacityPlan]:
     """The plan of each resolution in this configuration: from `path` when it holds them,
-    else computed (and written there)."""
+    else computed (and added there)."""
     key = f"{precision.student}/{precision.frozen}"
-    saved = json.loads(path.read_text()) if path.exists() and not compute else {}
-    if saved.get("precision") == key:
-        return {int(r): _plan_from(d) for r, d in saved["plans"].items()}
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    if key in saved and not compute:
+        return {int(r): _plan_from(d) for r, d in saved[key].items()}
     computed = {r: plan_recipe(recipe_config(r), RECIPE, 1, "cpu", precision) for r in RESOLUTIONS}
+    saved[key] = {r: asdict(p) for r, p in computed.items()}
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps({"precision": key,
-                                   "plans": {r: asdict(p) for r, p in computed.items()}}))
+    partial.write_text(json.dumps(saved))
     partial.replace(path)  # whole or absent for a run that reads it meanwhile
     return computed
 
@@ -109,10 +109,20 @@ def _plan_from(data: dict) -> CapacityPlan:
     return CapacityPlan(**{**data, "step": StepMeasurement(**data["step"])})
 
 
-def pick_resolution(planned: dict[int, CapacityPlan], available: int) -> int:
-    """The largest resolution whose plan leaves 2 GiB of the available memory."""
-    fitting = [r for r, p in planned.items() if p.total_bytes + 2 * GIB <= available]
-    return max(fitting, default=min(planned))
+def pick(args, available: int) -> tuple[Precision, int, CapacityPlan]:
+    """The most faithful configuration whose plan leaves 2 GiB of the available memory: the
+    trainer's float32 student before a bf16 one, the largest resolution first."""
+    students = [args.student_dtype] if args.student_dtype else ["fp32", "bf16"]
+    resolutions = [args.resolution] if args.resolution else list(RESOLUTIONS)
+    options = []
+    for student in students:
+        precision = Precision(DTYPES[student], DTYPES[args.frozen_dtype])
+        planned = plans(precision, args.plans, compute=False)
+        options += [(precision, r, planned[r]) for r in resolutions]
+    for precision, resolution, plan in options:
+        if plan.total_bytes + 2 * GIB <= available:
+            return precision, resolution, plan
+    return min(options, key=lambda option: option[2].total_bytes)
 
 
 @dataclass
@@ -244,23 +254,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--resolution", type=int, choices=(256, 384, 512), default=None,
                         help="Default: the largest the plan fits in the memory available now.")
-    parser.add_argument("--student-dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--student-dtype", choices=sorted(DTYPES), default=None,
+                        help="Default: fp32 (the trainer's) when it fits, else bf16.")
     parser.add_argument("--frozen-dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--plans", type=Path, default=PLANS)
     parser.add_argument("--plan-only", action="store_true",
                         help="Compute the plans, write them to --plans and stop.")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    precision = Precision(DTYPES[args.student_dtype], DTYPES[args.frozen_dtype])
-    planned = plans(precision, args.plans, compute=args.plan_only)
     if args.plan_only:
-        for r, p in planned.items():
-            print(f"{r} px: plan total {p.total_bytes / GIB:.2f} GiB -> {args.plans}")
+        for student in [args.student_dtype] if args.student_dtype else ["fp32", "bf16"]:
+            precision = Precision(DTYPES[student], DTYPES[args.frozen_dtype])
+            for r, p in plans(precision, args.plans, compute=True).items():
+                print(f"student {student}, {r} px: plan total {p.total_bytes / GIB:.2f} GiB")
         return
     available = psutil.virtual_memory().available
-    resolution = args.resolution or pick_resolution(planned, available)
-    plan, cfg = planned[resolution], recipe_config(resolution)
-    print(f"{RECIPE} at {resolution} px, batch 1, student {args.student_dtype}, frozen parts "
+    precision, resolution, plan = pick(args, available)
+    cfg = recipe_config(resolution)
+    print(f"{RECIPE} at {resolution} px, batch 1, student {precision.student}, frozen parts "
           f"{args.frozen_dtype}; {available / GIB:.1f} GiB available; plan total "
           f"{plan.total_bytes / GIB:.2f} GiB", flush=True)
     baseline = rss()
