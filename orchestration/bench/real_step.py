@@ -22,8 +22,10 @@ weight dtypes, CPU (no foreach AdamW temporary).
 
 This 24 GiB machine cannot hold the trainer's float32 everything at SD 1.5 size (student,
 gradients, two AdamW moments, EMA target and teacher: about 20 GiB before activations), so the
-frozen parts (teacher, EMA target, text encoder, VAE) are bf16 by default and the resolution is
-the largest the plan says fits the memory available now (512, 384 or 256 px).
+frozen parts (teacher, EMA target, text encoder, VAE) are bf16 by default, and the run takes
+the most faithful configuration the plan says fits the memory available now: the trainer's
+float32 student (with float32 gradients and AdamW moments) before a bf16 one, then the
+largest of 512, 384 and 256 px.
 """
 
 from __future__ import annotations
