@@ -56,6 +56,13 @@ class StepModels:
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.student.parameters() if p.requires_grad]
 
+    def weights(self) -> list[torch.Tensor]:
+        """Every parameter and buffer the worker holds (counted by the plan, not the step)."""
+        parts = self.parts
+        modules = [self.student, self.target, parts.unet, parts.vae, *parts.text_encoders,
+                   parts.lrm, parts.expert]
+        return [t for m in modules if m is not None for t in [*m.parameters(), *m.buffers()]]
+
     def lrm_trainable(self) -> list[nn.Parameter]:
         lrm = self.parts.lrm
         return [] if lrm is None else [p for p in lrm.parameters() if p.requires_grad]
@@ -218,6 +225,7 @@ def measure_step(models: StepModels, cfg: RGLCDConfig, batch: int) -> StepMeasur
     """One step's live-tensor peak (and the gradients' share of it) and its FLOPs."""
     latent_side = cfg.model.resolution // 8
     tracker = LiveBytes()
+    tracker.ignore(models.weights())
     with FlopCounterMode(display=False) as flops, tracker:
         student_step(models, cfg, batch, latent_side)
         grads = [p.grad for p in models.trainable() if p.grad is not None]

@@ -5,7 +5,8 @@
 which torch keeps alive as long as any tensor or saved-for-backward slot holds it). Run under
 FakeTensorMode, the storages are shape-only, so an SD-sized step is measured exactly in
 bytes without allocating them. Tensors that existed before the mode (weights, optimizer
-state) are not counted: the plan adds them from the parameter counts.
+state) are not counted, nor views of them once `ignore`d: the plan adds them from the
+parameter counts.
 
 The peak is kept with the storages alive at that moment, so a caller can split it (e.g. the
 parameters' gradients vs the activations saved for backward).
@@ -34,6 +35,12 @@ class LiveBytes(TorchDispatchMode):
         self.peak = 0
         self.peak_serials: frozenset[int] = frozenset()
         self._peak_dirty = False
+
+    def ignore(self, tensors) -> None:
+        """Storages that exist already (weights, buffers): views and aliases of them (a
+        transposed weight saved for backward, `detach()`) are no new memory."""
+        for t in tensors:
+            self._ids.setdefault(t.untyped_storage(), -1)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))

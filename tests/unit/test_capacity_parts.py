@@ -77,3 +77,13 @@ def test_recipes_map_to_their_committed_architectures():
 def test_an_unknown_hub_teacher_says_what_to_pass():
     with pytest.raises(ValueError, match="local diffusers pipeline folder"):
         recipe_archs(_recipe("sd15-lcd.yaml", "model.teacher=someone/some-model"))
+
+
+def test_views_of_existing_weights_are_no_new_memory():
+    weight = torch.randn(256, 256, requires_grad=True)
+    with LiveBytes() as tracker:
+        tracker.ignore([weight])
+        out = torch.randn(4, 256) @ weight.t()  # the transposed weight is saved: an alias
+        alias = weight.detach()
+    assert tracker.peak == 2 * 4 * 256 * 4  # the input and the output only
+    del out, alias
