@@ -18,10 +18,10 @@ from orchestration.paths import REPO_ROOT
 from trainer.config import load_trainer_config
 
 RECIPES = (
-    "sd15-lcd", "sd15-rglcd-hps", "sd15-rglcd-lrm-hps",
-    "sd21-lcd", "sd21-rglcd-lrm-hps",
-    "sd21v-lcd", "sd21v-rglcd-lrm-hps",
-    "sdxl-lcm-lora", "sdxl-rglcd-lora-hps",
+    "sd15-lcd", "sd15-rglcd-hpsv2.1", "sd15-rglcd-lrm-hpsv2.1",
+    "sd21-lcd", "sd21-rglcd-lrm-hpsv2.1",
+    "sd21v-lcd", "sd21v-rglcd-lrm-hpsv2.1",
+    "sdxl-lcd-lora", "sdxl-rglcd-lora-hpsv2.1",
 )
 HEADER = (
     "| recipe | px, batch/GPU | trainable params | weights + optimizer + DDP (GiB) | "

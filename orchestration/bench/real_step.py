@@ -8,7 +8,7 @@
 folder), which the measured run reads, so the machine's shared memory is held only while the
 real step runs.
 
-Builds `configs/sd15-rglcd-lrm-hps.yaml`'s models at their real size with random weights
+Builds `configs/sd15-rglcd-lrm-hpsv2.1.yaml`'s models at their real size with random weights
 (SD 1.5 UNet, VAE and CLIP ViT-L/14 text encoder from rglcd/arch_configs, the SD-sized LRM;
 the toy world's tokenizers, whose ids are valid CLIP ids) and runs one step of the trainer's
 own `DistillationTask` as `trainer.loop.Trainer.train_step` does: bf16 autocast, backward,
@@ -49,7 +49,7 @@ from orchestration.paths import REPO_ROOT
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
 from trainer.config import RGLCDConfig, load_trainer_config
 
-RECIPE = "configs/sd15-rglcd-lrm-hps.yaml"
+RECIPE = "configs/sd15-rglcd-lrm-hpsv2.1.yaml"
 RESOLUTIONS = (512, 384, 256)
 PLANS = Path(tempfile.gettempdir()) / "rglcd-real-step-plans.json"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -139,9 +139,9 @@ def build_real(cfg: RGLCDConfig, precision: Precision) -> Built:
     from diffusers import DDPMScheduler
     from transformers import AutoTokenizer
 
-    from trainer.lrm_hook import LatentProxyReward, LRMSettings
+    from trainer.lrm_hook import LatentProxyReward
     from trainer.models import TeacherParts
-    from trainer.task import DistillationTask, LCDSettings
+    from trainer.task import DistillationTask
 
     parts = build_parts(recipe_archs(cfg), precision.frozen)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
@@ -152,15 +152,9 @@ def build_real(cfg: RGLCDConfig, precision: Precision) -> Built:
         scheduler=scheduler,
     )
     parts.lrm.tokenizer = AutoTokenizer.from_pretrained(TOY_LRM_DIR / "tokenizer")
-    lrm = cfg.lrm
-    settings = LRMSettings(
-        beta=cfg.reward.beta, batch_size=lrm.batch_size, learning_rate=lrm.learning_rate,
-        tau_l=lrm.tau_l, tau_e=lrm.tau_e, trainable_latent_blocks=lrm.trainable_latent_blocks,
-        trainable_text_blocks=lrm.trainable_text_blocks,
-    )
-    hook = LatentProxyReward(parts.lrm, MadeUpExpert(), settings)
-    task = DistillationTask(teacher, LCDSettings(w_embedding_dim=cfg.model.time_cond_proj_dim),
-                            hook)
+    hook = LatentProxyReward(parts.lrm, MadeUpExpert(), cfg.lrm, beta=cfg.reward.beta,
+                             final_step=None, drain_timeout_s=0.0)
+    task = DistillationTask(teacher, cfg.lcd, cfg.model, seed=cfg.seed, reward=hook)
     task.student.to(precision.student)
     task.target.to(precision.frozen)
     optimizer = torch.optim.AdamW(task.trainable_parameters(), lr=cfg.lcd.learning_rate)

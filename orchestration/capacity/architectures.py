@@ -147,9 +147,9 @@ def build_parts(archs: ArchConfigs, frozen_dtype: torch.dtype = torch.float32) -
     with default_dtype(frozen_dtype):
         parts = _build(archs)
     if archs.lrm is not None:
-        from trainer.lrm.model import LatentRewardModel, LRMConfig
+        from trainer.lrm.model import LatentRewardModel, LRMArchitecture
 
-        parts.lrm = LatentRewardModel(LRMConfig.from_dict(archs.lrm)).requires_grad_(False).eval()
+        parts.lrm = LatentRewardModel(LRMArchitecture.from_dict(archs.lrm)).requires_grad_(False).eval()
     return parts
 
 

@@ -30,7 +30,6 @@ from orchestration.capacity.tracking import LiveBytes
 from trainer.config import RGLCDConfig
 from trainer.lcd import (
     AdaptersDisabled,
-    LoRASettings,
     add_lora_adapters,
     build_student_unet,
     consistency_function,
@@ -77,9 +76,9 @@ def worker_models(
     `trainer.loop.build_task` enables it."""
     lora = cfg.model.lora
     if lora is not None:
-        settings = LoRASettings(lora.rank, lora.alpha, tuple(lora.target_modules))
         with _fake_moves_in_place():
-            student, target = add_lora_adapters(parts.unet, settings), None
+            student = add_lora_adapters(parts.unet, lora.rank, lora.alpha, lora.target_modules)
+        target = None
         teacher_unet = AdaptersDisabled(student)
     else:
         dim, frozen = cfg.model.time_cond_proj_dim, parts.unet.dtype

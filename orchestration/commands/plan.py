@@ -1,7 +1,7 @@
 """Capacity plan of a recipe: what one train GPU holds, the step's FLOPs and time, or why not.
 
-    rglcd-plan --config configs/sd15-rglcd-lrm-hps.yaml [--gpu a100-80] [--utilisation 0.4]
-    python -m orchestration.commands.plan --config configs/sdxl-rglcd-lora-hps.yaml --gpu h100-80
+    rglcd-plan --config configs/sd15-rglcd-lrm-hpsv2.1.yaml [--gpu a100-80] [--utilisation 0.4]
+    python -m orchestration.commands.plan --config configs/sdxl-rglcd-lora-hpsv2.1.yaml --gpu h100-80
 
 Builds the recipe's real architectures from committed config JSON (rglcd/arch_configs; no
 weights, nothing downloaded) on fake tensors, runs one training step at the recipe's

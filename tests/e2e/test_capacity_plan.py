@@ -60,7 +60,7 @@ def test_committed_configs_are_the_public_architectures(folder, name):
 
 
 def _toy(*overrides: str):
-    return load_trainer_config(CONFIGS / "toy.yaml", ["model.mixed_precision=bf16", *overrides],
+    return load_trainer_config(CONFIGS / "toy-rglcd-lrm-toy-judge.yaml", ["model.mixed_precision=bf16", *overrides],
                                check_paths=False)
 
 

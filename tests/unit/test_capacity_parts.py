@@ -62,15 +62,15 @@ def test_fit_largest_batch_and_step_time():
 
 
 def test_recipes_map_to_their_committed_architectures():
-    sd15 = recipe_archs(_recipe("sd15-rglcd-lrm-hps.yaml"))
+    sd15 = recipe_archs(_recipe("sd15-rglcd-lrm-hpsv2.1.yaml"))
     assert sd15.name == "sd15" and sd15.unet["cross_attention_dim"] == 768
     assert sd15.lrm["latent"]["width"] == 512 and sd15.expert is None  # the expert is served
     sd21v = recipe_archs(_recipe("sd21v-lcd.yaml"))
     assert sd21v.unet["sample_size"] == 96 and sd21v.text_encoders[0]["hidden_size"] == 1024
-    sdxl = recipe_archs(_recipe("sdxl-rglcd-lora-hps.yaml"))
+    sdxl = recipe_archs(_recipe("sdxl-rglcd-lora-hpsv2.1.yaml"))
     assert [e["hidden_size"] for e in sdxl.text_encoders] == [768, 1280]
     assert sdxl.expert["vision_config"]["hidden_size"] == 1280  # HPSv2.1's ViT-H-14, in-worker
-    toy = recipe_archs(_recipe("toy.yaml"))  # a local pipeline folder: its own configs
+    toy = recipe_archs(_recipe("toy-rglcd-lrm-toy-judge.yaml"))  # a local pipeline folder: its own configs
     assert toy.name == "pipeline" and toy.unet["block_out_channels"]
 
 

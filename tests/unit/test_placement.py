@@ -24,8 +24,8 @@ WHOLE_GPU_WORKERS = (
 
 def test_the_lrm_recipes_fill_exactly_8_gpus():
     """8 workers x 0.75 GPU + expert 0.25 + VAE 0.25 beside two of them: one 8-GPU node."""
-    for name in ("sd15-rglcd-lrm-hps.yaml", "sd21-rglcd-lrm-imagereward.yaml",
-                 "sd21v-rglcd-lrm-pickscore.yaml", "lrm-vlm-judge-sd21.yaml"):
+    for name in ("sd15-rglcd-lrm-hpsv2.1.yaml", "sd21-rglcd-lrm-imagereward.yaml",
+                 "sd21v-rglcd-lrm-pickscore.yaml", "sd21-rglcd-lrm-vlm-judge.yaml"):
         cfg = _recipe(name)
         assert cfg.scaling.num_workers == 8
         assert gpu_placement_problem(cfg, [8.0]) is None, name
@@ -33,25 +33,25 @@ def test_the_lrm_recipes_fill_exactly_8_gpus():
 
 
 def test_an_lrm_recipe_with_whole_gpu_workers_on_one_8_gpu_node_is_refused():
-    cfg = _recipe("sd15-rglcd-lrm-hps.yaml", *WHOLE_GPU_WORKERS)  # 8 x 1 + 0.5 + 0.5 GPU
+    cfg = _recipe("sd15-rglcd-lrm-hpsv2.1.yaml", *WHOLE_GPU_WORKERS)  # 8 x 1 + 0.5 + 0.5 GPU
     assert reward_service_gpus(cfg) == [0.5, 0.5]
     problem = gpu_placement_problem(cfg, [8.0])
     assert "8 train workers x 1 GPU + 1 GPU for the reward service" in problem
     assert "wait for them forever" in problem
     # 7 workers would fit but 40 % 7 != 0: the largest divisor of 40 that fits is 5.
     assert "scaling.num_workers=5 " in problem and "[5, 4, 2, 1]" in problem
-    fixed = _recipe("sd15-rglcd-lrm-hps.yaml", *WHOLE_GPU_WORKERS, "scaling.num_workers=5")
+    fixed = _recipe("sd15-rglcd-lrm-hpsv2.1.yaml", *WHOLE_GPU_WORKERS, "scaling.num_workers=5")
     assert gpu_placement_problem(fixed, [8.0]) is None
 
 
 @pytest.mark.parametrize(
     ("recipe", "node_gpus"),
     [
-        ("sd15-rglcd-lrm-hps.yaml", [8.0, 1.0]),  # the RayJob's two GPU pods
-        ("sd15-rglcd-lrm-hps.yaml", [8.0, 8.0]),  # the launcher's two p4de nodes
-        ("sd15-rglcd-hps.yaml", [8.0]),  # direct reward: no reward service
+        ("sd15-rglcd-lrm-hpsv2.1.yaml", [8.0, 1.0]),  # the RayJob's two GPU pods
+        ("sd15-rglcd-lrm-hpsv2.1.yaml", [8.0, 8.0]),  # the launcher's two p4de nodes
+        ("sd15-rglcd-hpsv2.1.yaml", [8.0]),  # direct reward: no reward service
         ("sd15-lcd.yaml", [8.0]),
-        ("toy.yaml", []),  # CPU-only toy run on a cluster without GPUs
+        ("toy-rglcd-lrm-toy-judge.yaml", []),  # CPU-only toy run on a cluster without GPUs
     ],
 )
 def test_runs_that_fit_pass(recipe, node_gpus):
@@ -59,7 +59,7 @@ def test_runs_that_fit_pass(recipe, node_gpus):
 
 
 def test_a_batch_with_a_divisor_of_7_gets_7_workers():
-    cfg = _recipe("sd15-rglcd-lrm-hps.yaml", *WHOLE_GPU_WORKERS, "lcd.global_batch_size=56")
+    cfg = _recipe("sd15-rglcd-lrm-hpsv2.1.yaml", *WHOLE_GPU_WORKERS, "lcd.global_batch_size=56")
     assert "scaling.num_workers=7 " in gpu_placement_problem(cfg, [8.0])
 
 
@@ -67,7 +67,7 @@ def test_no_gpus_at_all_says_so():
     problem = gpu_placement_problem(_recipe("sd15-lcd.yaml"), [0.0])
     assert "nodes have 0 GPUs" in problem and "scaling.use_gpu=false" in problem
     service_only = _recipe(
-        "sd15-rglcd-lrm-hps.yaml", "scaling.use_gpu=false", "scaling.gpus_per_worker=null"
+        "sd15-rglcd-lrm-hpsv2.1.yaml", "scaling.use_gpu=false", "scaling.gpus_per_worker=null"
     )
     assert "serve.*.num_gpus" in gpu_placement_problem(service_only, [0.0])
 
@@ -87,7 +87,7 @@ def test_a_fractional_bundle_fits_in_one_gpu_only():
 
 
 def test_a_deployed_reward_service_is_not_placed_again():
-    cfg = _recipe("sd15-rglcd-lrm-hps.yaml", *WHOLE_GPU_WORKERS)  # 8 x 1 + 0.5 + 0.5 GPU
+    cfg = _recipe("sd15-rglcd-lrm-hpsv2.1.yaml", *WHOLE_GPU_WORKERS)  # 8 x 1 + 0.5 + 0.5 GPU
     assert gpu_placement_problem(cfg, [8.0]) is not None
     assert gpu_placement_problem(cfg, [8.0], service_deployed=True) is None
 
@@ -99,4 +99,4 @@ def test_the_check_counts_free_gpus(monkeypatch):
     monkeypatch.setattr(placement, "cluster_autoscales", lambda: False)
     assert placement.free_node_gpus() == [6.0]
     with pytest.raises(ValueError, match="nodes have 6 GPUs"):
-        placement.check_gpu_placement(_recipe("sd15-rglcd-lrm-hps.yaml"))
+        placement.check_gpu_placement(_recipe("sd15-rglcd-lrm-hpsv2.1.yaml"))
