@@ -16,7 +16,10 @@ CODE = ["rglcd*", "trainer*", "reward_service*", "orchestration*"]
 
 
 def data_packages(package: str, folder: Path, pattern: str) -> dict[str, list[str]]:
-    """The package of `folder` and one per subfolder -> the file pattern each ships."""
+    """The package of `folder` and one per subfolder -> the file pattern each ships (none for a
+    folder that is absent, as in the Docker image's dependency layer)."""
+    if not folder.is_dir():
+        return {}
     names = [package] + [f"{package}.{'.'.join(d.relative_to(folder).parts)}"
                          for d in sorted(folder.rglob("*")) if d.is_dir()]
     return {name: [pattern] for name in names}
@@ -25,6 +28,7 @@ def data_packages(package: str, folder: Path, pattern: str) -> dict[str, list[st
 DATA = {
     **data_packages("rglcd.configs", ROOT / "configs", "*.yaml"),
     **data_packages("rglcd.toy.artifacts", ROOT / "rglcd" / "toy" / "artifacts", "*"),
+    **data_packages("rglcd.arch_configs", ROOT / "rglcd" / "arch_configs", "*.json"),
     "reward_service.scorers": ["imagereward-requirements.txt"],
 }
 
