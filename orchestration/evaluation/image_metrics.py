@@ -39,6 +39,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from orchestration.evaluation.config import FidConfig, ReferenceConfig
 from orchestration.evaluation.generation import to_float
 from rglcd.toy.metrics import high_frequency_fraction
+from rglcd.toy.quality import RandomConvFeatures, flat_region_noise
 from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
 from rglcd.toy.scenes import render, sample_scenes
 
@@ -72,8 +73,6 @@ def load_reference_images(cfg: ReferenceConfig) -> np.ndarray:
 
 def _feature_extractor(cfg: FidConfig) -> FrechetInceptionDistance:
     if cfg.features == "random-conv":
-        from rglcd.toy.quality import RandomConvFeatures
-
         return FrechetInceptionDistance(
             feature=RandomConvFeatures(), normalize=True, reset_real_features=False
         )
@@ -139,6 +138,4 @@ def hf_noise_ratio(images: np.ndarray, reference: np.ndarray, cutoff: float = 0.
 
 def flat_noise(images: np.ndarray) -> float:
     """Mean flat-region noise (0-255 levels) of uint8 `images` (module docstring)."""
-    from rglcd.toy.quality import flat_region_noise
-
     return float(flat_region_noise(to_float(images)).nanmean())

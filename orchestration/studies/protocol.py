@@ -65,7 +65,7 @@ def run_dir(out: Path, recipe: str, seed: int) -> Path:
 
 def eval_config(cfg: ProtocolConfig, args):
     """One EvalConfig: a model per (recipe, seed) and the teacher, at the steps compared."""
-    from orchestration.evaluation.config import EvalConfig
+    from orchestration.evaluation.config import EvalConfig  # deferred: loads torch
 
     split = cfg.splits[args.split]
     steps: dict[str, set[int]] = {}
@@ -92,7 +92,7 @@ def eval_config(cfg: ProtocolConfig, args):
 def compare(cfg: ProtocolConfig, scores: dict[str, dict[str, np.ndarray]],
             samples: int = 2000) -> list[dict]:
     """Every comparison x judge: win rate, p-value, Holm-adjusted p, simultaneous interval."""
-    from orchestration.evaluation.config import row_label
+    from orchestration.evaluation.config import row_label  # deferred: loads torch
 
     def runs(judge: str, name: str, steps: int) -> np.ndarray:
         seeds = [0] if name == TEACHER else cfg.training_seeds
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
                                                              f"seed={seed}"])
     import ray
 
-    from orchestration.commands.evaluate import run_evaluation
+    from orchestration.evaluation.runner import run_evaluation  # deferred: loads Ray, diffusers
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
