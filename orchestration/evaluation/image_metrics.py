@@ -39,8 +39,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from orchestration.evaluation.config import FidConfig, ReferenceConfig
 from orchestration.evaluation.generation import to_float
 from rglcd.toy.metrics import high_frequency_fraction
-from rglcd.toy.quality import RandomConvFeatures, flat_region_noise
 from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
+from rglcd.toy.quality import RandomConvFeatures, flat_region_noise
 from rglcd.toy.scenes import render, sample_scenes
 
 __all__ = ["FidScorer", "flat_noise", "hf_noise_ratio", "high_frequency_fraction",
