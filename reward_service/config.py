@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rglcd.config_base import StrictModel
-from rglcd.toy.paths import TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
+from rglcd.toy.paths import TOY_MINICLIP, TOY_PIPELINE
 
 
 class ScorerConfig(StrictModel):
@@ -20,8 +20,14 @@ class ScorerConfig(StrictModel):
 
     name: str = Field(description="Name used in requests (`model` field of POST /score).")
     kind: str = Field(description="Implementation: a kind registered in reward_service.scorers.")
-    checkpoint: str | None = Field(None, description="Local path or hub id of the weights.")
-    processor: str | None = Field(None, description="Processor/tokenizer path or hub id.")
+    checkpoint: str | None = Field(
+        None,
+        description="Path, s3:// / gs:// URI (copied once per node into its cache), pkg:// "
+        "location or hub id of the weights.",
+    )
+    processor: str | None = Field(
+        None, description="Processor/tokenizer path, URI or hub id (as checkpoint)."
+    )
     device: str = "auto"
     max_batch_size: int | None = Field(
         None, ge=1, validate_default=True,
@@ -104,7 +110,7 @@ class VaeConfig(StrictModel):
 def _default_scorers() -> list[ScorerConfig]:
     return [
         ScorerConfig(name="toy-judge", kind="toy-judge"),
-        ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=str(TOY_MINICLIP_DIR)),
+        ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=TOY_MINICLIP),
     ]
 
 
@@ -138,7 +144,7 @@ class ServeConfig(StrictModel):
         60.0, gt=0, description="Deadline of one request, latent decoding and scoring together."
     )
     vaes: dict[str, VaeConfig] = Field(
-        default_factory=lambda: {"toy": VaeConfig(path=str(TOY_PIPELINE_DIR))}
+        default_factory=lambda: {"toy": VaeConfig(path=TOY_PIPELINE)}
     )
     scorers: list[ScorerConfig] = Field(default_factory=_default_scorers)
 

@@ -143,3 +143,11 @@ def test_package_location_found_in_the_installed_package():
     assert storage.is_dir(location) and storage.local_copy(location) == path
     with pytest.raises(ValueError, match="no installed package"):
         storage.local_path("pkg://no_such_pkg/x")
+
+
+def test_local_copy_of_a_single_remote_file(tmp_path):
+    _folder(tmp_path / "remote")
+    remote = f"local://{tmp_path / 'remote' / 'config.json'}"
+    copy = storage.local_copy(remote, str(tmp_path / "cache"))
+    assert copy.endswith("config.json") and Path(copy).read_text() == "{}"
+    assert sorted(os.listdir(os.path.dirname(copy))) == [".rglcd-complete.json", "config.json"]
