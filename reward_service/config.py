@@ -15,8 +15,35 @@ from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP, TOY_PIPELINE
 
 
-class ScorerConfig(StrictModel):
-    """One scorer deployment. `checkpoint` is a local path or hub id (loaded offline)."""
+class Placement(StrictModel):
+    """Which nodes a deployment's replicas may run on (docs/cluster.md, Placement).
+
+    By default Ray places a replica on any node with room for its num_cpus / num_gpus, often a
+    training node. `resources` asks for custom resources as well (a node started with
+    `ray start --resources='{"reward_node": 1}'` offers them; give each replica a fraction so
+    several fit); `label_selector` asks for node labels (`ray start --labels=...`, or the
+    KubeRay group's labels), e.g. {"ray.io/node-group": "reward-gpu"}.
+    """
+
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom resources each replica needs."
+    )
+    label_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels a replica's node must carry."
+    )
+
+    def actor_options(self, num_cpus: float, num_gpus: float) -> dict[str, Any]:
+        """Serve's ray_actor_options for one replica of this deployment."""
+        options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        if self.label_selector:
+            options["label_selector"] = dict(self.label_selector)
+        return options
+
+
+class ScorerConfig(Placement):
+    """One scorer deployment. `checkpoint` is a local path, URI or hub id (loaded offline)."""
 
     name: str = Field(description="Name used in requests (`model` field of POST /score).")
     kind: str = Field(description="Implementation: a kind registered in reward_service.scorers.")
@@ -86,7 +113,7 @@ class ScorerConfig(StrictModel):
         return self.max_ongoing_requests or 2 * self.max_batch_size
 
 
-class VaeConfig(StrictModel):
+class VaeConfig(Placement):
     """A VAE the service may use to decode latent requests."""
 
     path: str = Field(description="Diffusers pipeline folder / hub id, or an AutoencoderKL folder.")

@@ -215,7 +215,17 @@ class ScalingConfig(StrictModel):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float | None = Field(None, ge=0, description="None = 1 if use_gpu else 0.")
-    max_failures: int = Field(0, ge=-1, description="Worker-group restarts; -1 = unlimited.")
+    max_failures: int = Field(
+        0,
+        ge=-1,
+        description="Worker-group restarts from the last checkpoint after a worker or node "
+        "fails; -1 = unlimited. 0 for the toy world; real-scale recipes set 3.",
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom resources each train worker needs besides CPUs/GPUs, to pin workers "
+        "to nodes started with them (e.g. {train_node: 1}; docs/cluster.md, Placement).",
+    )
     torch_threads: int = Field(
         0,
         ge=0,
