@@ -151,3 +151,19 @@ def test_local_copy_of_a_single_remote_file(tmp_path):
     copy = storage.local_copy(remote, str(tmp_path / "cache"))
     assert copy.endswith("config.json") and Path(copy).read_text() == "{}"
     assert sorted(os.listdir(os.path.dirname(copy))) == [".rglcd-complete.json", "config.json"]
+
+
+def test_scorer_locations_are_made_local_on_the_loading_node(tmp_path, monkeypatch):
+    from reward_service.config import ScorerConfig
+    from reward_service.scorers.registry import localized
+
+    _folder(tmp_path / "clip")
+    spec = ScorerConfig(name="c", kind="toy-clip", checkpoint=f"local://{tmp_path / 'clip'}")
+    assert not storage.is_local(spec.checkpoint)
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
+    local = localized(spec)
+    assert local.checkpoint.startswith(str(tmp_path / "cache"))
+    shipped = ScorerConfig(name="t", kind="toy-clip", checkpoint="pkg://rglcd.toy/artifacts/miniclip")
+    assert os.path.isdir(localized(shipped).checkpoint)
+    hub = ScorerConfig(name="h", kind="clipscore", checkpoint="openai/clip-vit-large-patch14")
+    assert localized(hub) is hub
