@@ -34,6 +34,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from orchestration.bench.table import Row
+from orchestration.evaluation.config import ModelSpec
+from rglcd.toy.paths import TOY_PIPELINE_DIR
+from rglcd.toy.scenes import sample_scenes
+from trainer.config import ModelConfig
+from trainer.lcd.student import build_student_unet
+
 TEACHER_STEPS, LCM_STEPS, TEACHER_CFG = 50, 2, 7.5
 DENOISE_GOAL = 40.0  # x, teacher's loop / LCM's loop
 CEILING_GOAL = 0.9  # whole-call ratio / the ceiling the fixed costs allow
@@ -56,12 +63,8 @@ class Arm:
 
 
 def build_arms() -> tuple[Arm, Arm]:
-    from orchestration.evaluation.config import ModelSpec
-    from orchestration.evaluation.generation import load_pipeline
-    from rglcd.toy.paths import TOY_PIPELINE_DIR
-    from trainer.config import ModelConfig
-    from trainer.export import build_lcm_pipeline
-    from trainer.lcd.student import build_student_unet
+    from orchestration.evaluation.generation import load_pipeline  # deferred: loads diffusers
+    from trainer.export import build_lcm_pipeline  # deferred: loads diffusers
 
     spec = ModelSpec(name="teacher", kind="teacher", path=str(TOY_PIPELINE_DIR),
                      sampler="ddim", guidance_scale=TEACHER_CFG)
@@ -115,8 +118,11 @@ def measure(batch_size: int, rounds: int) -> tuple[Arm, Arm]:
     of its timings lasts about as long as the teacher's: a short call timed once is more
     likely to dodge (or catch whole) a neighbour's burst than a long one, which skews the
     ratio on a shared machine."""
-    from orchestration.evaluation.generation import initial_latents, latent_shape, sample_seed
-    from rglcd.toy.scenes import sample_scenes
+    from orchestration.evaluation.generation import (  # deferred: loads diffusers
+        initial_latents,
+        latent_shape,
+        sample_seed,
+    )
 
     teacher, lcm = build_arms()
     prompts = [s.caption for s in sample_scenes("heldout", batch_size, seed=0)]
@@ -136,8 +142,6 @@ def measure(batch_size: int, rounds: int) -> tuple[Arm, Arm]:
 
 def run(args):
     """(table rows, markdown details) of the sampling benchmark."""
-    from orchestration.bench.table import Row
-
     torch.manual_seed(0)
     teacher, lcm = measure(args.batch_size, args.rounds)
     batch = args.batch_size
