@@ -48,6 +48,12 @@ from orchestration.capacity.step import StepMeasurement
 from orchestration.paths import REPO_ROOT
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
 from trainer.config import RGLCDConfig, load_trainer_config
+from trainer.data import DataPosition, LocalBatch
+from trainer.expert_queue import ExpertAnswer
+from trainer.loop import autocast_context
+from trainer.lrm_hook import LatentProxyReward
+from trainer.models import TeacherParts
+from trainer.task import DistillationTask
 
 RECIPE = "configs/sd15-rglcd-lrm-hpsv2.1.yaml"
 RESOLUTIONS = (512, 384, 256)
@@ -139,9 +145,6 @@ def build_real(cfg: RGLCDConfig, precision: Precision) -> Built:
     from diffusers import DDPMScheduler
     from transformers import AutoTokenizer
 
-    from trainer.lrm_hook import LatentProxyReward
-    from trainer.models import TeacherParts
-    from trainer.task import DistillationTask
 
     parts = build_parts(recipe_archs(cfg), precision.frozen)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
@@ -171,8 +174,6 @@ class MadeUpExpert:
         self._request = (step, triplets, captions)
 
     def collect(self, step):
-        from trainer.expert_queue import ExpertAnswer
-
         at, triplets, captions = self._request
         n = len(captions)
         return [ExpertAnswer(at, triplets, captions, torch.randn(n, 3),
@@ -193,8 +194,6 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 
 def train_step(built: Built, cfg: RGLCDConfig, latent_side: int) -> dict[str, float]:
     """trainer.loop.Trainer.train_step on one CPU worker (no DDP, no grad scaler for bf16)."""
-    from trainer.data import DataPosition, LocalBatch
-    from trainer.loop import autocast_context
 
     task = built.task
     batch = LocalBatch(

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from trainer.config import RGLCDConfig
+from trainer.lrm.model import LatentRewardModel, LRMArchitecture
 
 ARCH_ROOT = Path(str(resources.files("rglcd") / "arch_configs"))
 # Hub ids the recipes use -> their folder under rglcd/arch_configs
@@ -147,8 +148,6 @@ def build_parts(archs: ArchConfigs, frozen_dtype: torch.dtype = torch.float32) -
     with default_dtype(frozen_dtype):
         parts = _build(archs)
     if archs.lrm is not None:
-        from trainer.lrm.model import LatentRewardModel, LRMArchitecture
-
         parts.lrm = LatentRewardModel(LRMArchitecture.from_dict(archs.lrm)).requires_grad_(False).eval()
     return parts
 
