@@ -156,7 +156,6 @@ def build_parts(archs: ArchConfigs, frozen_dtype: torch.dtype = torch.float32) -
     with default_dtype(frozen_dtype):
         parts = _build(archs)
     if archs.lrm is not None:
-
         parts.lrm = LatentRewardModel(LRMArchitecture.from_dict(archs.lrm)).requires_grad_(False).eval()
     return parts
 
