@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rglcd-data-job output folder: train on its latent shards, not the toy "
                    "world")
     p.add_argument("--heldout-shards", type=int, default=1, help="with --latents: last N shards")
-    p.add_argument("--max-rows", type=int, default=None, help="with --latents: rows per worker")
+    p.add_argument("--max-rows", type=int, default=None, help="with --latents: training rows read (all workers)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
     for name in ("patch-size", "width", "depth", "heads"):  # default: toy or SD-sized tower
         p.add_argument(f"--{name}", type=int, default=None)
@@ -194,33 +194,55 @@ def _heldout_latents(config: dict, tokenizer) -> dict:
     return {"heldout": latent_split(heldout, tokenizer)}
 
 
-def _toy_data(config: dict, rank: int, world: int, device: torch.device):
-    """(model, this rank's training split, rank 0's eval splits): toy images VAE-encoded here."""
+def _toy_data(config: dict, rank: int, world: int, device: torch.device, stream=None):
+    """(model, this rank's batches, rank 0's eval splits): toy images VAE-encoded here.
+
+    The toy split is small: it is held, and each step draws a random batch of it.
+    """
+    from trainer.lrm.pretrain import cache_caption_embeddings
+
     vae = _load_vae(config).to(device)
     model = _build_model(config, vae.config.latent_channels, vae.config.scaling_factor)
     model = model.to(device)
     train = _load_split(config, "train", vae, model.tokenizer, rank, world)
     eval_data = _load_eval_splits(config, vae, model.tokenizer) if rank == 0 else {}
-    return model, train, eval_data
+    if config["text_blocks"] == 0:
+        cache_caption_embeddings(model, train)  # locked text tower: embed captions once
+    generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
+
+    def batches():
+        while True:
+            yield train, torch.randint(len(train), (config["batch_size"],), generator=generator)
+
+    return model, batches(), eval_data
 
 
-def _latent_data(config: dict, rank: int, world: int, device: torch.device):
-    """(model, this rank's training split, rank 0's held-out split) from data_job's shards."""
-    from trainer.lrm.latent_shards import latent_split
+def _latent_data(config: dict, rank: int, world: int, device: torch.device, stream=None):
+    """(model, this rank's streamed batches, rank 0's held-out split) from data_job's shards.
+
+    `stream` yields (latents, captions) batches (Ray Train: this worker's share of the Ray
+    Dataset); None reads the training shards here (a local run).
+    """
+    from trainer.lrm.latent_shards import batch_split, local_batches
+    from trainer.lrm.pretrain import cache_caption_embeddings
 
     manifest = read_manifest(config["latents"])
     train_files, _ = split_shards(config["latents"], config["heldout_shards"])
-    mine = train_files[rank::world]
-    if not mine:
-        raise ValueError(
-            f"{len(train_files)} training shard(s) for {world} workers: rank {rank} has none; "
-            "use fewer --num-workers or write more, smaller shards (--rows-per-shard)"
-        )
     channels, scaling = manifest["latent_shape"][0], manifest["scaling_factor"]
     model = _build_model(config, channels, scaling).to(device)
-    train = latent_split(mine, model.tokenizer, config["max_rows"])
     eval_data = _heldout_latents(config, model.tokenizer) if rank == 0 else {}
-    return model, train, eval_data
+    if stream is None:
+        stream = local_batches(train_files, config["batch_size"], config["seed"] + rank,
+                               config["max_rows"])
+
+    def batches():
+        for latents, captions in stream:
+            data = batch_split(latents, captions, model.tokenizer)
+            if config["text_blocks"] == 0:
+                cache_caption_embeddings(model, data)  # locked text tower: no gradient there
+            yield data, torch.arange(len(data))
+
+    return model, batches(), eval_data
 
 
 def _load_vae(config: dict):
@@ -275,6 +297,8 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from trainer.lrm.latent_shards import ray_batches
+
     def publish(metrics: dict, folder: str | None) -> None:
         checkpoint = None if folder is None else ray.train.Checkpoint.from_directory(folder)
         ray.train.report(metrics, checkpoint=checkpoint)
@@ -282,34 +306,40 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     if config["use_gpu"]:
         config = {**config, "device": str(ray.train.torch.get_device())}
+    stream = None
+    if config["latents"]:  # this worker's share of the streamed training shards
+        stream = ray_batches(ray.train.get_dataset_shard("train"), config["batch_size"],
+                             config["seed"] + ctx.get_world_rank())
     train_lrm(config, ctx.get_world_rank(), ctx.get_world_size(),
-              ray.train.torch.prepare_model, publish)  # DDP when world > 1
+              ray.train.torch.prepare_model, publish, stream)  # DDP when world > 1
 
 
-def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> None:
-    """Encode this rank's shard, train contrastively; rank 0 evaluates and publishes the LRM."""
+def train_lrm(config: dict, rank: int, world: int, prepare_model, publish, stream=None) -> None:
+    """Load this rank's data, train contrastively; rank 0 evaluates and publishes the LRM.
+
+    `stream`: (latents, captions) batches of the latent shards, when Ray Data reads them.
+    """
     from trainer.lrm import build_optimizer
-    from trainer.lrm.pretrain import cache_caption_embeddings, contrastive_step, cosine_lr
+    from trainer.lrm.latent_shards import peak_rss_mb
+    from trainer.lrm.pretrain import contrastive_step, cosine_lr
 
     device = torch.device(config["device"])
     load = _latent_data if config["latents"] else _toy_data
-    model, train, eval_data = load(config, rank, world, device)
-    if config["text_blocks"] == 0:
-        cache_caption_embeddings(model, train)  # locked text tower: embed captions once
+    model, batches, eval_data = load(config, rank, world, device, stream)
     wrapped = prepare_model(model)
     optimizer = build_optimizer(model, lr=config["lr"], weight_decay=config["weight_decay"])
-    generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
     minutes = config["max_minutes"]
     history, window, start = [], [], time.monotonic()
     deadline = start + 60 * minutes if minutes else None
     for step in range(1, config["steps"] + 1):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step - 1, config["steps"], config["lr"], config["warmup_steps"])
-        batch = torch.randint(len(train), (config["batch_size"],), generator=generator)
-        window.append(contrastive_step(wrapped, optimizer, train, batch)["loss"])
+        data, batch = next(batches)
+        window.append(contrastive_step(wrapped, optimizer, data, batch)["loss"])
         last = step == config["steps"] or _out_of_time(deadline, world)
         if last or step % config["eval_every"] == 0:
-            history.append({"step": step, "loss": sum(window) / len(window)})
+            history.append({"step": step, "loss": sum(window) / len(window),
+                            "peak_rss_mb": round(peak_rss_mb(), 1)})
             window = []
             _report(model, eval_data if rank == 0 else None, history, config, start, publish)
         if last:
@@ -358,9 +388,16 @@ def run(args: argparse.Namespace) -> dict:
         ray.init(include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
     config = _config(args)
+    datasets = {}
+    if args.latents is not None:  # streamed: Ray Train splits it between the workers
+        from trainer.lrm.latent_shards import latent_dataset
+
+        train_files, _ = split_shards(args.latents, args.heldout_shards)
+        datasets["train"] = latent_dataset(train_files, args.seed, args.max_rows)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
+        datasets=datasets,
         scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.use_gpu),
         run_config=RunConfig(
             storage_path=str(args.storage_path.resolve()),
