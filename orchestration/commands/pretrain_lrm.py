@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from orchestration.paths import REPO_ROOT
+from rglcd import storage
 from rglcd.toy.paths import (
     TOY_DATA_DIR,
     TOY_LRM_DIR,
@@ -63,6 +64,12 @@ LATENT_TOWER = {"patch_size": 4, "width": 512, "depth": 12, "heads": 8}  # SD's 
 METRICS_FILE = "pretrain_metrics.json"
 
 
+def _location(value: str) -> str:
+    """A path or URI given on the command line: a local path is made absolute here, where it
+    was typed; a URI (s3://, gs://) stays as it is (rglcd/storage.py)."""
+    return storage.local_path(value) if storage.is_local(value) else value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=600)
@@ -75,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=None, help="stop early (recorded)")
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latents", type=Path, default=None,
+    p.add_argument("--latents", type=_location, default=None,
                    help="rglcd-data-job output folder: train on its latent shards, not the toy "
                    "world")
     p.add_argument("--heldout-shards", type=int, default=1, help="with --latents: last N shards")
@@ -90,8 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=TOY_DATA_DIR)
     p.add_argument("--n-train", type=int, default=40_000, help="toy shards (as built)")
     p.add_argument("--n-eval", type=int, default=2_000, help="toy validation/heldout size")
-    p.add_argument("--output", type=Path, default=TOY_LRM_DIR)
-    p.add_argument("--storage-path", type=Path, default=REPO_ROOT / "outputs" / "ray_results")
+    p.add_argument("--output", type=_location, default=str(TOY_LRM_DIR))
+    p.add_argument("--storage-path", type=_location,
+                   default=str(REPO_ROOT / "outputs" / "ray_results"))
     p.add_argument("--name", default=None, help="Ray Train run name (default: timestamped)")
     p.add_argument("--local", action="store_true",
                    help="train in this process on --device, without Ray (e.g. on one GPU)")
@@ -351,16 +359,23 @@ def run_local(args: argparse.Namespace) -> dict:
 
     def publish(metrics: dict, folder: str | None) -> None:
         if folder is not None:
-            if args.output.exists():
-                shutil.rmtree(args.output)
-            shutil.copytree(folder, args.output)
+            _save_lrm(folder, args.output)
         print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("num_latents")}),
               flush=True)
 
     if args.latents is None:
         _ensure_data(args)
     train_lrm(_config(args), 0, 1, lambda model: model, publish)
-    return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
+    return json.loads(storage.read_text(storage.join(args.output, METRICS_FILE)))
+
+
+def _save_lrm(folder: str, output: str) -> None:
+    """The LRM folder to `output` (a local path or an object-store URI), replacing it."""
+    storage.remove(output)
+    if storage.is_local(output):
+        shutil.copytree(folder, storage.local_path(output))
+    else:
+        storage.upload_dir(folder, output)
 
 
 def _ensure_data(args: argparse.Namespace, splits=("train", *EVAL_SPLITS)) -> None:
@@ -400,18 +415,25 @@ def run(args: argparse.Namespace) -> dict:
         datasets=datasets,
         scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.use_gpu),
         run_config=RunConfig(
-            storage_path=str(args.storage_path.resolve()),
+            **_ray_storage(args.storage_path),
             name=args.name or time.strftime("lrm-pretrain-%Y%m%d-%H%M%S"),
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"LRM pretraining produced no checkpoint: {result.error}")
-    if args.output.exists():
-        shutil.rmtree(args.output)
     with result.checkpoint.as_directory() as checkpoint_dir:
-        shutil.copytree(checkpoint_dir, args.output)
-    return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
+        _save_lrm(checkpoint_dir, args.output)
+    return json.loads(storage.read_text(storage.join(args.output, METRICS_FILE)))
+
+
+def _ray_storage(location: str) -> dict:
+    """RunConfig's storage arguments: a local folder, or an object store given its filesystem
+    (so an S3-compatible endpoint from the AWS environment is used by every worker)."""
+    if storage.is_local(location):
+        return {"storage_path": storage.local_path(location)}
+    fs, path = storage.parse(location)
+    return {"storage_path": path, "storage_filesystem": fs}
 
 
 def pretrain(argv: list[str] | None = None) -> dict:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 
+from rglcd import storage
 from rglcd.codecs import decode_latents
 from trainer.lrm.pretrain import LatentCaptionData
 
@@ -30,23 +30,26 @@ MANIFEST = "manifest.json"
 COLUMNS = ["latent", "caption"]
 
 
-def read_manifest(folder: str | Path) -> dict:
-    """data_job's manifest.json (scaling_factor, latent_shape, shards), ValueError if absent."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
+def read_manifest(folder: str) -> dict:
+    """data_job's manifest.json (scaling_factor, latent_shape, shards), ValueError if absent.
+
+    `folder` is a location: a local path or an object-store URI (rglcd/storage.py).
+    """
+    path = storage.join(str(folder), MANIFEST)
+    if not storage.is_file(path):
         raise ValueError(
             f"{folder} has no {MANIFEST}: point --latents at the --output folder of "
             "orchestration/commands/data_job.py"
         )
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = json.loads(storage.read_text(path))
     if not manifest.get("shards") or manifest.get("latent_shape") is None:
         raise ValueError(f"{path} lists no shards (num_written={manifest.get('num_written')})")
     return manifest
 
 
-def split_shards(folder: str | Path, heldout: int) -> tuple[list[str], list[str]]:
+def split_shards(folder: str, heldout: int) -> tuple[list[str], list[str]]:
     """(training shard files, held-out shard files): the last `heldout` shards in name order."""
-    files = [str(Path(folder) / s["file"]) for s in read_manifest(folder)["shards"]]
+    files = [storage.join(str(folder), s["file"]) for s in read_manifest(folder)["shards"]]
     if heldout < 1 or len(files) <= heldout:
         raise ValueError(
             f"{folder} has {len(files)} latent shard(s); holding out {heldout} for retrieval "
@@ -54,6 +57,11 @@ def split_shards(folder: str | Path, heldout: int) -> tuple[list[str], list[str]
             "--heldout-shards"
         )
     return files[:-heldout], files[-heldout:]
+
+
+def _parquet(location: str) -> pq.ParquetFile:
+    fs, path = storage.parse(location)
+    return pq.ParquetFile(path, filesystem=fs)
 
 
 def decode_column(raw: list[bytes]) -> torch.Tensor:
@@ -71,13 +79,13 @@ def read_latent_captions(files: list[str], max_rows: int | None = None) -> tuple
 
     For the held-out split only: it is read whole, into one preallocated tensor.
     """
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    rows = sum(_parquet(f).metadata.num_rows for f in files)
     rows = rows if max_rows is None else min(rows, max_rows)
     if rows == 0:
-        raise ValueError(f"the latent shards {[Path(f).name for f in files]} hold no rows")
+        raise ValueError(f"the latent shards {[storage.basename(f) for f in files]} hold no rows")
     latents, captions = None, []
     for file in files:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=1024, columns=COLUMNS):
+        for batch in _parquet(file).iter_batches(batch_size=1024, columns=COLUMNS):
             take = min(batch.num_rows, rows - len(captions))
             decoded = decode_column(batch.column("latent").to_pylist()[:take])
             if latents is None:
@@ -128,7 +136,7 @@ def _file_rows(files: list[str], rng: random.Random, max_rows: int | None):
     rng.shuffle(order)
     seen = 0
     for file in order:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=1024, columns=COLUMNS):
+        for batch in _parquet(file).iter_batches(batch_size=1024, columns=COLUMNS):
             for raw, caption in zip(batch.column("latent").to_pylist(),
                                     batch.column("caption").to_pylist(), strict=True):
                 if max_rows is not None and seen >= max_rows:
@@ -173,7 +181,10 @@ def latent_dataset(files: list[str], seed: int, max_rows: int | None = None):
 
     from rglcd.ray_parquet import read_parquet
 
-    dataset = read_parquet(files, columns=COLUMNS, shuffle=FileShuffleConfig(seed=seed))
+    fs, _ = storage.parse(files[0])  # one folder: one filesystem (S3 endpoint from the env)
+    paths = [storage.parse(f)[1] for f in files]
+    dataset = read_parquet(paths, filesystem=fs, columns=COLUMNS,
+                           shuffle=FileShuffleConfig(seed=seed))
     return dataset if max_rows is None else dataset.limit(max_rows)
 
 
