@@ -91,12 +91,16 @@ def markdown_table(results: EvalResults) -> str:
 
 
 def group_table(results: EvalResults, scorer: str) -> str:
-    """Mean `scorer` score per prompt group (HPSv2 styles): rows = model x steps."""
-    head = ["Model", "Steps", *results.groups]
+    """Mean `scorer` score per prompt group (HPSv2 styles) and their average (the HPSv2
+    benchmark's summary figure): rows = model x steps."""
+    head = ["Model", "Steps", *results.groups, "mean of groups"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results.rows:
         groups = row.scores[scorer]["groups"]
-        cells = [row.model, str(row.steps), *(_fmt(groups.get(g)) for g in results.groups)]
+        means = [groups.get(g) for g in results.groups]
+        finite = [m for m in means if m is not None and math.isfinite(m)]
+        average = sum(finite) / len(finite) if len(finite) == len(means) else None
+        cells = [row.model, str(row.steps), *(_fmt(m) for m in means), _fmt(average)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
