@@ -116,3 +116,4 @@ def test_evaluate_command_writes_every_output(serve_http_port, eval_setup):
     assert "Rows, top to bottom" in "\n".join(table)
     with Image.open(out / "metrics_vs_steps.png") as plot:
         assert plot.format == "PNG"
+
