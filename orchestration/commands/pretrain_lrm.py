@@ -25,7 +25,10 @@ among captions that differ in it only: "heldout_all_shape_accuracy" etc.), and s
 (fp16 safetensors + config + tokenizer + ``pretrain_metrics.json``) as the checkpoint, which
 is copied to ``--output`` at the end.
 
-With ``--latents`` each worker reads its share of the training shards, the latent tower is
+With ``--latents`` (a local folder or an s3:// / gs:// URI) the training shards stream: Ray Data
+splits them between the workers (a local run reads them batch by batch), so memory does not
+grow with the number of rows (``python -m orchestration.bench.stream_memory lrm``); the
+latent tower is
 sized for SD latents by default (patch 4, width 512, 12 blocks, 8 heads: the reference code's
 ViT) and rank 0 reports retrieval on the held-out shard ("heldout_*" metrics); the output
 folder is what the SD recipes' ``lrm.checkpoint`` loads.
