@@ -10,7 +10,7 @@ EVAL.yaml (schema: orchestration/evaluation/config.py `EvalConfig`; only `models
     models:
       - {name: teacher, kind: teacher, path: rglcd/toy/artifacts/pipeline, steps: [50],
          sampler: ddim, guidance_scale: 7.5}
-      - {name: rg-lcm, kind: lcm, path: outputs/toy-direct-clip/pipeline, steps: [1, 2, 4, 8]}
+      - {name: rg-lcm, kind: lcm, path: outputs/toy-rglcd-toy-clip/pipeline, steps: [1, 2, 4, 8]}
     prompts: toy:heldout          # or prompts.txt (one a line) or HPSv2-style {style: [..]}.json
     seeds: [0, 1]
     scoring: {mode: service}      # or in-process; scoring.url=http://host:8000 for HTTP

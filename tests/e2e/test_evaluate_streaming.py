@@ -71,12 +71,13 @@ def sdxl_setup(tmp_path_factory):
 
     from rglcd.tiny_models import save_tiny_sdxl_pipeline
     from trainer.export import export_fused_lora_pipeline, export_lora_adapters
-    from trainer.lcd.lora import LoRASettings, add_lora_adapters, lora_parameters
+    from trainer.config import LoRAConfig
+    from trainer.lcd.lora import add_lora_adapters, lora_parameters
 
     root = tmp_path_factory.mktemp("eval-sdxl")
     teacher = save_tiny_sdxl_pipeline(root / "teacher")
     unet = StableDiffusionXLPipeline.from_pretrained(teacher).unet
-    add_lora_adapters(unet, LoRASettings(rank=4, alpha=4))
+    add_lora_adapters(unet, 4, 4.0, LoRAConfig().target_modules)
     torch.manual_seed(0)
     for param in lora_parameters(unet):
         param.data.normal_(0, 0.1)  # lora_B starts at zero: give the adapters an effect

@@ -1,7 +1,7 @@
 """`rglcd-rehearse` (orchestration/commands/rehearse_real_path.py): the real path end to end
 with tiny models, every stage a `ray job submit` to a `ray start --head` node of its own.
 
-data_job -> pretrain_lrm --latents -> trainer/run.py with an SD recipe, the LRM and an expert
+data_job -> pretrain_lrm data.latents= -> trainer/run.py with an SD recipe, the LRM and an expert
 served by Serve (the VLM judge over HTTP to its own server process; ImageReward with random
 weights of its real architecture, in its own environment) -> export -> rglcd-evaluate with
 configs/eval/sd15.yaml. It needs ImageReward's environment (tests/helpers/imagereward_env.py;

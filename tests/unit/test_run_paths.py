@@ -14,7 +14,7 @@ def test_relative_scorer_checkpoint_and_output_become_absolute(tmp_path: Path, m
     (tmp_path / "my-clip").mkdir()
     monkeypatch.chdir(tmp_path)
     cfg = load_trainer_config(
-        REPO_ROOT / "configs" / "toy-direct-clip.yaml",
+        REPO_ROOT / "configs" / "toy-rglcd-toy-clip.yaml",
         ["serve.scorers.1.checkpoint=my-clip", "output.dir=runs/a"],
     )
     fixed = absolute_paths(cfg)
@@ -27,7 +27,7 @@ def test_relative_scorer_checkpoint_and_output_become_absolute(tmp_path: Path, m
 @pytest.mark.parametrize("hub_id", ["openai/clip-vit-large-patch14", "yuvalkirstain/PickScore_v1"])
 def test_hub_ids_are_left_alone(hub_id: str, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_trainer_config(REPO_ROOT / "configs" / "toy-direct-clip.yaml",
+    cfg = load_trainer_config(REPO_ROOT / "configs" / "toy-rglcd-toy-clip.yaml",
                               [f"serve.scorers.1.checkpoint={hub_id}"], check_paths=False)
     clip = next(s for s in absolute_paths(cfg).serve.scorers if s.name == "toy-clip")
     assert clip.checkpoint == hub_id
