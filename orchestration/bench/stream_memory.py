@@ -5,8 +5,8 @@
 
 `lrm`: writes synthetic latent shards (SD-sized 4x64x64 float16 latents, as rglcd-data-job
 does) of `--rows` and `--scale` x `--rows` rows, then pretrains a small LRM on each for one
-full pass over the training rows (`rglcd-pretrain-lrm --local`, or one Ray Train worker with
-`--ray`), each in a fresh process, and prints the trainer's peak RSS beside the size of the
+full pass over the training rows (`rglcd-pretrain-lrm scaling.local=true`, or one Ray Train
+worker with `--ray`), each in a fresh process, and prints the trainer's peak RSS beside the size of the
 latents it read: flat RSS while the data grows tenfold is the claim.
 
 `eval`: runs `rglcd-evaluate` on a tiny SD teacher that makes 128x128 images, at `--images`
@@ -68,11 +68,12 @@ def _lrm_run(latents: Path, rows: int, work: Path, use_ray: bool) -> dict:
         save_tiny_clip_model(clip)
     steps = rows // BATCH  # one pass over the training rows
     argv = [
-        "--latents", str(latents), "--clip-dir", str(clip), "--steps", str(steps),
-        "--eval-every", str(steps), "--batch-size", str(BATCH), "--width", "32", "--depth", "1",
-        "--heads", "2", "--warmup-steps", "1", "--output", str(work / f"lrm-{rows}"),
+        f"data.latents={latents}", f"data.clip_dir={clip}", f"optim.steps={steps}",
+        f"optim.eval_every={steps}", f"optim.batch_size={BATCH}", "tower.width=32",
+        "tower.depth=1", "tower.heads=2", "tower.patch_size=4", "optim.warmup_steps=1",
+        f"output.dir={work / f'lrm-{rows}'}",
     ]
-    argv += ["--storage-path", str(work / "ray"), "--num-workers", "1"] if use_ray else ["--local"]
+    argv += [f"output.storage_path={work / 'ray'}"] if use_ray else ["scaling.local=true"]
     code = ("import json, resource, sys; from orchestration.commands.pretrain_lrm import pretrain; "
             "r = pretrain(sys.argv[1:])['loss_history'][-1]; "
             "r['process_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "

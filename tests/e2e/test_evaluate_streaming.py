@@ -70,8 +70,8 @@ def sdxl_setup(tmp_path_factory):
     from diffusers import StableDiffusionXLPipeline
 
     from rglcd.tiny_models import save_tiny_sdxl_pipeline
-    from trainer.export import export_fused_lora_pipeline, export_lora_adapters
     from trainer.config import LoRAConfig
+    from trainer.export import export_fused_lora_pipeline, export_lora_adapters
     from trainer.lcd.lora import add_lora_adapters, lora_parameters
 
     root = tmp_path_factory.mktemp("eval-sdxl")
