@@ -77,13 +77,22 @@ def _check_models(cfg: EvalConfig) -> None:
 
 
 def _absolute(cfg: EvalConfig) -> EvalConfig:
-    """Local locations made absolute here, where they were given (actors run elsewhere)."""
-    def fix(location: str) -> str:
-        return storage.local_path(location) if storage.is_local(location) else location
+    """Local locations the actors read made absolute here, where they were given (an actor
+    may run in another working directory); URIs and toy sources stay as they are."""
+    def fix(location: str | None) -> str | None:
+        if location is None or location.startswith("toy:") or not storage.is_local(location):
+            return location
+        return storage.local_path(location)
 
-    models = [m.model_copy(update={"path": fix(m.path)}) for m in cfg.models]
-    output = cfg.output.model_copy(update={"dir": fix(cfg.output.dir)})
-    return cfg.model_copy(update={"models": models, "output": output})
+    models = [m.model_copy(update={"path": fix(m.path), "adapters": fix(m.adapters)})
+              for m in cfg.models]
+    return cfg.model_copy(update={
+        "models": models,
+        "output": cfg.output.model_copy(update={"dir": fix(cfg.output.dir)}),
+        "reference": cfg.reference.model_copy(update={"source": fix(cfg.reference.source)}),
+        "fid": cfg.fid.model_copy(update={"miniclip_dir": fix(cfg.fid.miniclip_dir),
+                                          "inception_weights": fix(cfg.fid.inception_weights)}),
+    })
 
 
 def _jobs(cfg: EvalConfig, items: list, reference: bool) -> list[tuple]:
