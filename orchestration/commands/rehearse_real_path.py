@@ -25,10 +25,10 @@ that a user with SD weights types, with only paths and sizes overridden:
 The stand-ins it builds first: a tiny StableDiffusionPipeline folder and a tiny CLIPModel
 folder (rglcd/tiny_models.py; the CLIP is the LRM's text tower, CLIPScore and PickScore), a
 tiny open_clip HPSv2.1 checkpoint, WebDataset shards of rendered scenes, an HPSv2-style prompt
-file, the judge server (tests/helpers/openai_server.py) and, with --imagereward-python,
+file, the judge server (orchestration/rehearsal/judge_server.py) and, with --imagereward-python,
 ImageReward's real architecture with random weights as ImageReward.pt plus an offline
 `bert-base-uncased` tokenizer, and one image scored there by the package's `score()` and
-by this project's ImageRewardScorer, which must agree (tests/helpers/imagereward_check.py).
+by this project's ImageRewardScorer, which must agree (orchestration/rehearsal/imagereward_check.py).
 Each trainer run deploys its expert as a Serve app of its own name and route. Every stage's
 output is checked (LRM folder loads, the trainer applied LRM updates from the expert's scores, the
 export loads in DiffusionPipeline, the evaluation wrote its table); a JSON summary with each
@@ -51,13 +51,15 @@ from pathlib import Path
 
 from orchestration.local_head import free_port, private_head, submit_job
 from orchestration.paths import REPO_ROOT
+from rglcd.paths import PACKAGES_ROOT
+from rglcd.toy.scenes import render, sample_scenes
 
 RESOLUTION = 32
 IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by rglcd-pretrain-lrm
 # Per-step timings every trainer row of metrics.jsonl carries.
 TIMINGS = {"time_data", "time_teacher", "time_student", "time_optimizer"}
-JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
-IMAGEREWARD_CHECK = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
+JUDGE = "orchestration.rehearsal.judge_server"  # modules run with `python -m`
+IMAGEREWARD_CHECK = "orchestration.rehearsal.imagereward_check"
 # The package's PIL path and the scorer's tensor path resize the same image: same score up to
 # float32 rounding of a 224 px ViT-L forward.
 SCORE_TOLERANCE = 1e-4
@@ -75,7 +77,7 @@ STYLES = {"anime": ["a red circle on a blue background", "a small green square"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "outputs" / "rehearsal")
+    parser.add_argument("--workdir", type=Path, default=Path("outputs") / "rehearsal")
     parser.add_argument("--imagereward-python", type=Path, default=None,
                         help="python of an environment with ImageReward's pins (stage 4)")
     parser.add_argument("--steps", type=int, default=3, help="trainer steps per run")
@@ -98,8 +100,6 @@ def run_job(name: str, entrypoint: list[str], head: str, env_vars: dict, log_dir
 def write_webdataset(folder: Path, n: int, per_tar: int = 16) -> None:
     """img2dataset-layout tars of rendered toy scenes (JPEG + caption), 64 px."""
     from PIL import Image
-
-    from rglcd.toy.scenes import render, sample_scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     scenes = sample_scenes("train", n, seed=0)
@@ -131,7 +131,10 @@ def write_tiny_hps(folder: Path) -> tuple[Path, Path]:
 
 def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dict | None]:
     """(paths of the stand-ins, ImageReward's environment check or None without it)."""
-    from rglcd.tiny_models import save_tiny_clip_model, save_tiny_sd_pipeline
+    from rglcd.tiny_models import (  # deferred: loads diffusers, torch, transformers
+        save_tiny_clip_model,
+        save_tiny_sd_pipeline,
+    )
 
     models = work / "models"
     paths = {
@@ -152,14 +155,14 @@ def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dic
 
 
 def check_imagereward_env(folder: Path, python: Path) -> dict:
-    """Inside ImageReward's own environment (tests/helpers/imagereward_check.py): its real
+    """Inside ImageReward's own environment (orchestration/rehearsal/imagereward_check.py): its real
     architecture with random weights as <folder>/ImageReward.pt, an offline tokenizer in
     <folder>/hf, and one image scored by the package's `score()` and by this project's scorer,
     which must agree. Returns the check's JSON (versions, both scores, seconds)."""
-    # That environment does not hold this project: PYTHONPATH lends it the checkout.
+    # That environment does not hold this project: PYTHONPATH lends it this project's packages.
     env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(REPO_ROOT)}
-    run = subprocess.run([str(python), str(IMAGEREWARD_CHECK), str(folder)], env=env,
+           "PYTHONPATH": str(PACKAGES_ROOT)}
+    run = subprocess.run([str(python), "-m", IMAGEREWARD_CHECK, str(folder)], env=env,
                          capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"ImageReward's environment failed its check:\n{run.stderr[-3000:]}")
@@ -172,7 +175,7 @@ def check_imagereward_env(folder: Path, python: Path) -> dict:
 @contextmanager
 def judge_server():
     """The OpenAI-compatible judge as its own process; yields its /v1 base URL."""
-    proc = subprocess.Popen([sys.executable, str(JUDGE), "--port", "0", "--model", "judge"],
+    proc = subprocess.Popen([sys.executable, "-m", JUDGE, "--port", "0", "--model", "judge"],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -289,7 +292,7 @@ def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: 
         "optim.eval_every=4", "optim.batch_size=8", "tower.patch_size=2", "tower.width=32",
         "tower.depth=1", "tower.heads=2", "optim.warmup_steps=1", "scaling.num_workers=1",
         f"output.storage_path={work / 'ray_results'}"], head, env, logs)
-    from trainer.lrm import LatentRewardModel
+    from trainer.lrm import LatentRewardModel  # deferred: loads torch, transformers
 
     LatentRewardModel.from_pretrained(paths["lrm"])
     metrics = json.loads((Path(paths["lrm"]) / "pretrain_metrics.json").read_text())

@@ -426,7 +426,7 @@ def test_the_expert_vae_is_the_teachers_unless_marked_otherwise():
     cfg = load(RECIPE_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml")
     vae = cfg.serve.vaes["teacher"]
     assert (vae.path, vae.subfolder) == ("stabilityai/stable-diffusion-2-1", "vae")
-    assert (vae.num_gpus, cfg.expert_vae_name) == (0.5, "teacher")
+    assert (vae.num_gpus, cfg.expert_vae_name) == (0.25, "teacher")  # beside a train worker
     replaced = load(None, ["model.vae=org/better-vae", "reward.beta=1"])
     assert (replaced.serve.vaes["toy"].path, replaced.serve.vaes["toy"].subfolder) == (
         "org/better-vae", None)

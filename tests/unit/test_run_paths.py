@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from rglcd.recipes import RECIPES_DIR
 from trainer.config import load_trainer_config
-from trainer.run import REPO_ROOT, absolute_paths
+from trainer.run import absolute_paths
 
 
 def test_relative_scorer_checkpoint_and_output_become_absolute(tmp_path: Path, monkeypatch):
     (tmp_path / "my-clip").mkdir()
     monkeypatch.chdir(tmp_path)
     cfg = load_trainer_config(
-        REPO_ROOT / "configs" / "toy-rglcd-toy-clip.yaml",
+        "toy-rglcd-toy-clip",
         ["serve.scorers.1.checkpoint=my-clip", "output.dir=runs/a"],
     )
     fixed = absolute_paths(cfg)
@@ -27,7 +28,7 @@ def test_relative_scorer_checkpoint_and_output_become_absolute(tmp_path: Path, m
 @pytest.mark.parametrize("hub_id", ["openai/clip-vit-large-patch14", "yuvalkirstain/PickScore_v1"])
 def test_hub_ids_are_left_alone(hub_id: str, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_trainer_config(REPO_ROOT / "configs" / "toy-rglcd-toy-clip.yaml",
+    cfg = load_trainer_config("toy-rglcd-toy-clip",
                               [f"serve.scorers.1.checkpoint={hub_id}"], check_paths=False)
     clip = next(s for s in absolute_paths(cfg).serve.scorers if s.name == "toy-clip")
     assert clip.checkpoint == hub_id
@@ -37,12 +38,10 @@ def test_direct_imagereward_is_refused_before_ray_with_the_lrm_recipe_to_use():
     from rglcd.configuration import ConfigError
     from trainer.run import validate_before_ray
 
-    cfg = load_trainer_config(
-        REPO_ROOT / "configs" / "sd15-rglcd-imagereward.yaml", [], check_paths=False
-    )
+    cfg = load_trainer_config("sd15-rglcd-imagereward", [], check_paths=False)
     with pytest.raises(ConfigError) as err:
         validate_before_ray(cfg)
     message = str(err.value)
     assert "reward.model='imagereward' (kind 'imagereward') imports only in its own" in message
     assert "rglcd-lrm-imagereward.yaml" in message
-    assert (REPO_ROOT / "configs" / "sd15-rglcd-lrm-imagereward.yaml").is_file()
+    assert (RECIPES_DIR / "sd15-rglcd-lrm-imagereward.yaml").is_file()
