@@ -38,7 +38,6 @@ class RowResult:
     scores: dict[str, dict] = field(default_factory=dict)  # scorer -> summary (+ "groups")
     fid: float | None = None
     hf_noise_ratio: float | None = None
-    flat_noise: float | None = None  # 0-255 levels, rglcd.toy.quality.flat_region_noise
     seconds_per_image: float | None = None
     trained_on: list[str] = field(default_factory=list)  # scorers the recipe optimised
 
@@ -70,19 +69,21 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def _row_name(row: RowResult) -> str:
     if row.kind == "teacher":
         return f"{row.model} ({row.sampler}, CFG {row.guidance_scale:g})"
+    if row.kind == "lcm-lora":
+        return f"{row.model} (LCM-LoRA, CFG {row.guidance_scale:g})"
     return f"{row.model} (LCM, w+1 = {row.guidance_scale:g})"
 
 
 def markdown_table(results: EvalResults) -> str:
     """The main table: rows = model x steps; columns = mean scores, FID, HF-noise ratio."""
     head = ["Model", "Steps", "UNet calls", *(f"{s} (mean)" for s in results.scorers)]
-    head += ["FID", "HF-noise ratio", "flat noise (0-255)"]
+    head += ["FID", "HF-noise ratio"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results.rows:
         cells = [_row_name(row), str(row.steps), str(row.unet_calls)]
         cells += [_fmt(row.scores[s]["mean"]) + (f" {TRAINED_MARK}" if s in row.trained_on else "")
                   for s in results.scorers]
-        cells += [_fmt(row.fid, 2), _fmt(row.hf_noise_ratio, 2), _fmt(row.flat_noise, 2)]
+        cells += [_fmt(row.fid, 2), _fmt(row.hf_noise_ratio, 2)]
         lines.append("| " + " | ".join(cells) + " |")
     if any(row.trained_on for row in results.rows):
         lines += ["", TRAINED_NOTE]
@@ -90,12 +91,16 @@ def markdown_table(results: EvalResults) -> str:
 
 
 def group_table(results: EvalResults, scorer: str) -> str:
-    """Mean `scorer` score per prompt group (HPSv2 styles): rows = model x steps."""
-    head = ["Model", "Steps", *results.groups]
+    """Mean `scorer` score per prompt group (HPSv2 styles) and their average (the HPSv2
+    benchmark's summary figure): rows = model x steps."""
+    head = ["Model", "Steps", *results.groups, "mean of groups"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results.rows:
         groups = row.scores[scorer]["groups"]
-        cells = [row.model, str(row.steps), *(_fmt(groups.get(g)) for g in results.groups)]
+        means = [groups.get(g) for g in results.groups]
+        finite = [m for m in means if m is not None and math.isfinite(m)]
+        average = sum(finite) / len(finite) if len(finite) == len(means) else None
+        cells = [row.model, str(row.steps), *(_fmt(m) for m in means), _fmt(average)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -175,8 +180,7 @@ def plot_metrics_vs_steps(results: EvalResults, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = [(f"{s} (mean)", lambda r, s=s: r.scores[s]["mean"]) for s in results.scorers]
-    metrics += [("FID", lambda r: r.fid), ("HF-noise ratio", lambda r: r.hf_noise_ratio),
-                ("flat noise (0-255)", lambda r: r.flat_noise)]
+    metrics += [("FID", lambda r: r.fid), ("HF-noise ratio", lambda r: r.hf_noise_ratio)]
     metrics = [(n, get) for n, get in metrics if any(get(r) is not None for r in results.rows)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
     models = list(dict.fromkeys(r.model for r in results.rows))
@@ -238,8 +242,10 @@ def write_item_scores(
     item_prompts: list[str],
     item_groups: list[str],
     item_seeds: list[int],
+    images: dict[str, list[str]] | None = None,
 ) -> None:
-    """scores.jsonl: one line per (row, item) with its prompt, group, seed and every score."""
+    """scores.jsonl: one line per (row, item) with its prompt, group, seed, every score and,
+    when saved, its image (path relative to the evaluation's folder)."""
     with path.open("w", encoding="utf-8") as f:
         for label, by_scorer in scores.items():
             for k, prompt in enumerate(item_prompts):
@@ -248,4 +254,6 @@ def write_item_scores(
                     "seed": item_seeds[k],
                     "scores": {name: float(v[k]) for name, v in by_scorer.items()},
                 }
+                if images is not None:
+                    line["image"] = images[label][k]
                 f.write(json.dumps(_finite_json(line), allow_nan=False) + "\n")

@@ -36,7 +36,7 @@ def _summary(mean, groups):
 def _results() -> EvalResults:
     teacher = RowResult("teacher@50", "teacher", "teacher", "ddim", 50, 100, 7.5,
                         scores={"judge": _summary(7.25, {"anime": 7.0, "photo": 7.5})},
-                        fid=12.3456, hf_noise_ratio=1.02, flat_noise=0.5)
+                        fid=12.3456, hf_noise_ratio=1.02)
     lcm2 = RowResult("rg-lcm@2", "rg-lcm", "lcm", "lcm", 2, 2, 8.5,
                      scores={"judge": _summary(8.0, {"anime": 8.5, "photo": None})},
                      fid=float("nan"), hf_noise_ratio=None)
@@ -53,14 +53,13 @@ def _results() -> EvalResults:
 def test_markdown_table_rows_and_cells():
     lines = markdown_table(_results()).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["Model", "Steps", "UNet calls", "judge (mean)", "FID", "HF-noise ratio",
-                      "flat noise (0-255)"]
-    assert lines[1] == "|---|---|---|---|---|---|---|"
+    assert header == ["Model", "Steps", "UNet calls", "judge (mean)", "FID", "HF-noise ratio"]
+    assert lines[1] == "|---|---|---|---|---|---|"
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert cells == [
-        ["teacher (ddim, CFG 7.5)", "50", "100", "7.250", "12.35", "1.02", "0.50"],
-        ["rg-lcm (LCM, w+1 = 8.5)", "2", "2", "8.000", "n/a", "n/a", "n/a"],
-        ["rg-lcm (LCM, w+1 = 8.5)", "4", "4", "8.500", "10.00", "1.50", "n/a"],
+        ["teacher (ddim, CFG 7.5)", "50", "100", "7.250", "12.35", "1.02"],
+        ["rg-lcm (LCM, w+1 = 8.5)", "2", "2", "8.000", "n/a", "n/a"],
+        ["rg-lcm (LCM, w+1 = 8.5)", "4", "4", "8.500", "10.00", "1.50"],
     ]
 
 
