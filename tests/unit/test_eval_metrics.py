@@ -14,6 +14,7 @@ from orchestration.evaluation.image_metrics import (
     feature_network,
     frechet_distance,
     hf_noise_ratio,
+    num_features,
     read_reference,
     reference_chunks,
 )
@@ -156,3 +157,15 @@ def test_in_process_backend_scores_and_reports_missing():
     mixed = backend.score("judge", images, [captions[0], "a photo of a cat"])
     assert mixed[0] == pytest.approx(10.0) and np.isnan(mixed[1])
     assert sum(backend.errors.values()) == 1 and "toy grammar" in next(iter(backend.errors))
+
+
+def test_fid_in_random_conv_space_is_the_default():
+    cfg = FidConfig()
+    assert cfg.features == "random-conv" and num_features(cfg) == 32
+    features = feature_network(cfg)
+    reference = load_reference_images(ReferenceConfig(source="toy:validation", num_images=48))
+    noisy = np.clip(reference + np.random.default_rng(0).normal(0, 25, reference.shape), 0, 255)
+    ref, noi = features(reference), features(noisy.astype(np.uint8))
+    assert ref.shape == (48, 32)
+    assert abs(frechet_distance(_moments(ref, 7), _moments(ref, 48))) < 1e-3
+    assert frechet_distance(_moments(noi, 16), _moments(ref, 48)) > 0.1
