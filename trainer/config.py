@@ -213,6 +213,12 @@ class ScalingConfig(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float | None = Field(None, ge=0, description="None = 1 if use_gpu else 0.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts; -1 = unlimited.")
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each train worker needs besides CPU/GPU, e.g. "
+        "{train_slot: 1} with `ray start --resources='{\"train_slot\": 1}'` on each training "
+        "node: one worker per node, and none on nodes without it.",
+    )
     torch_threads: int = Field(
         0,
         ge=0,

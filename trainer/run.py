@@ -227,7 +227,8 @@ def build_trainer(cfg: RGLCDConfig):
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, "GPU": gpus},
+            resources_per_worker={"CPU": scaling.cpus_per_worker, "GPU": gpus}
+            | scaling.worker_resources,
         ),
         run_config=RunConfig(
             storage_path=str(output_dir.parent),
