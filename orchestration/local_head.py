@@ -179,7 +179,9 @@ def run_job(name: str, entrypoint: list[str], url: str, env_vars: dict, log_dir:
     proc = submit_job(url, REPO_ROOT, entrypoint, cwd=REPO_ROOT, env_vars=env_vars)
     output = proc.stdout + proc.stderr
     (log_dir / f"{name}.log").write_text(output)
+    seconds = time.perf_counter() - start
+    print(f"job {name}: exit {proc.returncode} after {seconds:.0f} s", file=sys.stderr, flush=True)
     if proc.returncode != 0:
         tail = "\n".join(output.splitlines()[-40:])
         raise RuntimeError(f"job {name} failed (exit {proc.returncode}): {' '.join(entrypoint)}\n{tail}")
-    return time.perf_counter() - start
+    return seconds

@@ -15,8 +15,9 @@ Environment variables (read in the worker, at every step):
   RGLCD_FAIL_RANK     the rank that dies (default 0).
   RGLCD_FAIL_MODE     "exit" (default): ``os._exit(1)``, the process vanishes like an OOM
                       kill; "raise": a ``RuntimeError`` (an ordinary crash with a traceback);
-                      "pause": the worker stops there for good, so that a test can take its
-                      node away at a known step (the node-loss case of the cluster rehearsal).
+                      "pause": the worker stops there (for RGLCD_FAIL_PAUSE_S seconds, or for
+                      good), so that a test can take its node or the store away at a known
+                      step (the failure cases of the cluster rehearsal).
 
 The driver forwards these variables to the Ray Train workers (``worker_env``), so setting
 them where ``trainer/run.py`` or a test starts the run is enough.
@@ -33,7 +34,8 @@ FAIL_AT_STEP = "RGLCD_FAIL_AT_STEP"
 FAIL_MARKER = "RGLCD_FAIL_MARKER"
 FAIL_RANK = "RGLCD_FAIL_RANK"
 FAIL_MODE = "RGLCD_FAIL_MODE"
-FAULT_VARIABLES = (FAIL_AT_STEP, FAIL_MARKER, FAIL_RANK, FAIL_MODE)
+FAIL_PAUSE_S = "RGLCD_FAIL_PAUSE_S"
+FAULT_VARIABLES = (FAIL_AT_STEP, FAIL_MARKER, FAIL_RANK, FAIL_MODE, FAIL_PAUSE_S)
 MODES = ("exit", "raise", "pause")
 
 
@@ -74,8 +76,10 @@ def maybe_fail(step: int, rank: int) -> None:
     storage.write_text(marker, f"injected failure at step {step} on rank {rank} "
                        f"(pid {os.getpid()})\n")
     if mode == "pause":
-        while True:  # until the node is taken away
-            time.sleep(1.0)
+        deadline = time.monotonic() + float(os.environ.get(FAIL_PAUSE_S, "inf"))
+        while time.monotonic() < deadline:  # no limit: until the node is taken away
+            time.sleep(0.5)
+        return
     if mode == "raise":
         raise InjectedFault(f"injected failure at step {step} on rank {rank}")
     os._exit(1)  # no cleanup, no exception: the worker process is simply gone

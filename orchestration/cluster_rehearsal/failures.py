@@ -7,6 +7,9 @@ node (node_c, with the same `train_slot`) joins as an autoscaler would start one
 restarts the worker group (scaling.max_failures=1), which resumes from the newest checkpoint
 in the store. Each sample's noise and solver step are drawn from (seed, step, sample), so the
 resumed run's losses must equal the uninterrupted run's.
+
+Store outage: the same run with the object store's process stopped while it saves a
+checkpoint, then let go on (`store_outage`).
 """
 
 from __future__ import annotations
@@ -96,8 +99,9 @@ def node_loss(store: ObjectStore, cluster: LocalCluster, paths: dict, env: dict,
 
 def run_all(store: ObjectStore, cluster: LocalCluster, paths: dict, env: dict,
             logs: Path) -> dict:
-    found = {"node_loss": node_loss(store, cluster, paths, env, logs)}
-    seconds = found["node_loss"].pop("seconds")
+    found = {"node_loss": node_loss(store, cluster, paths, env, logs),
+             "store_outage": store_outage(store, cluster, paths, env, logs)}
+    seconds = {k: v for case in found.values() for k, v in case.pop("seconds").items()}
     return found | {"seconds": seconds}
 
 
@@ -114,3 +118,42 @@ def local_output_refused(cluster: LocalCluster, paths: dict, env: dict, logs: Pa
         return "\n".join(why[-4:])
     raise RuntimeError("a run with a local output folder succeeded on worker nodes that "
                        "should share no disk: the isolation does not hold")
+
+
+OUTAGE_S = 30.0
+
+
+def store_outage(store: ObjectStore, cluster: LocalCluster, paths: dict, env: dict,
+                 logs: Path) -> dict:
+    """The store stops answering for OUTAGE_S while the run saves its step-PAUSE_STEP
+    checkpoint, then comes back. The run must either finish (the save retried, or the worker
+    group restarted from the last complete checkpoint) or stop with a message naming the
+    s3:// location it could not write; no checkpoint without a complete manifest is loaded."""
+    root, name = store.uri("failures"), "lcd-store-outage"
+    marker = store.uri("signals/store-outage")
+    fault_env = env | {"RGLCD_FAIL_AT_STEP": str(PAUSE_STEP), "RGLCD_FAIL_MARKER": marker,
+                       "RGLCD_FAIL_MODE": "pause", "RGLCD_FAIL_PAUSE_S": "5"}
+    command = ["python", "trainer/run.py", "--config", "configs/sd15-lcd.yaml"]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(run_job, "8-lcd-store-outage", command + lcd_overrides(paths, root, name),
+                          cluster.url, fault_env, logs)
+        wait_until(lambda: job.done() or storage.exists(marker), 400, "the pause at step 2")
+        store.halt()
+        try:
+            time.sleep(OUTAGE_S)
+        finally:
+            store.resume()
+        try:
+            job.result()
+            outcome, message = "finished", ""
+        except RuntimeError as err:
+            outcome = "stopped"
+            message = next((x.strip() for x in reversed(str(err).splitlines()) if "s3://" in x), "")
+            if not message:
+                raise RuntimeError(f"the run stopped without naming the location: {err}") from err
+    run_dir = storage.join(root, name)
+    return {"outcome": outcome, "message": message,
+            "losses": losses(run_dir) if outcome == "finished" else {},
+            "complete_checkpoints": newest_checkpoint_step(run_dir),
+            "seconds": {"store_outage": time.perf_counter() - start}}

@@ -3,9 +3,8 @@
 Every node and job of the rehearsal reaches it through the standard AWS environment variables
 (`AWS_ENDPOINT_URL`, keys, region), so pyarrow's S3 filesystem, which Ray Train and Ray Data
 use for `s3://` locations, needs no endpoint in any configuration. The server keeps its
-objects in memory: stopping it loses them (a restart with the same bucket is an empty store),
-and its port stays the same across `stop()` / `start()` so clients configured once keep
-working.
+objects in memory: stopping it loses them, so an outage is `halt()` (the process stopped,
+SIGSTOP) then `resume()`; its port stays the same across `stop()` / `start()`.
 
     with ObjectStore() as store:
         store.env       # AWS_* for every node and job
@@ -80,9 +79,19 @@ class ObjectStore:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
+
+    def halt(self) -> None:
+        """Stop the server's process (SIGSTOP): connections are accepted, nothing answers, as
+        in an outage. Killing it would lose every object, which moto keeps in memory only."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let the halted server run again (SIGCONT), with its objects."""
+        os.killpg(self.proc.pid, signal.SIGCONT)
 
     def filesystem(self):
         """pyarrow's S3 filesystem on this store (for the submitter's own reads and writes)."""
