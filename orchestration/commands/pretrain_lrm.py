@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from orchestration.paths import REPO_ROOT
+from rglcd import storage
 from rglcd.toy.paths import (
     TOY_DATA_DIR,
     TOY_LRM_DIR,
@@ -63,6 +64,12 @@ LATENT_TOWER = {"patch_size": 4, "width": 512, "depth": 12, "heads": 8}  # SD's 
 METRICS_FILE = "pretrain_metrics.json"
 
 
+def _location(value: str) -> str:
+    """A path or URI given on the command line: a local path is made absolute here, where it
+    was typed; a URI (s3://, gs://) stays as it is (rglcd/storage.py)."""
+    return storage.local_path(value) if storage.is_local(value) else value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=600)
@@ -75,11 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=None, help="stop early (recorded)")
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latents", type=Path, default=None,
+    p.add_argument("--latents", type=_location, default=None,
                    help="rglcd-data-job output folder: train on its latent shards, not the toy "
                    "world")
     p.add_argument("--heldout-shards", type=int, default=1, help="with --latents: last N shards")
-    p.add_argument("--max-rows", type=int, default=None, help="with --latents: rows per worker")
+    p.add_argument("--max-rows", type=int, default=None, help="with --latents: training rows read (all workers)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
     for name in ("patch-size", "width", "depth", "heads"):  # default: toy or SD-sized tower
         p.add_argument(f"--{name}", type=int, default=None)
@@ -90,8 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=TOY_DATA_DIR)
     p.add_argument("--n-train", type=int, default=40_000, help="toy shards (as built)")
     p.add_argument("--n-eval", type=int, default=2_000, help="toy validation/heldout size")
-    p.add_argument("--output", type=Path, default=TOY_LRM_DIR)
-    p.add_argument("--storage-path", type=Path, default=REPO_ROOT / "outputs" / "ray_results")
+    p.add_argument("--output", type=_location, default=str(TOY_LRM_DIR))
+    p.add_argument("--storage-path", type=_location,
+                   default=str(REPO_ROOT / "outputs" / "ray_results"))
     p.add_argument("--name", default=None, help="Ray Train run name (default: timestamped)")
     p.add_argument("--local", action="store_true",
                    help="train in this process on --device, without Ray (e.g. on one GPU)")
@@ -194,33 +202,55 @@ def _heldout_latents(config: dict, tokenizer) -> dict:
     return {"heldout": latent_split(heldout, tokenizer)}
 
 
-def _toy_data(config: dict, rank: int, world: int, device: torch.device):
-    """(model, this rank's training split, rank 0's eval splits): toy images VAE-encoded here."""
+def _toy_data(config: dict, rank: int, world: int, device: torch.device, stream=None):
+    """(model, this rank's batches, rank 0's eval splits): toy images VAE-encoded here.
+
+    The toy split is small: it is held, and each step draws a random batch of it.
+    """
+    from trainer.lrm.pretrain import cache_caption_embeddings
+
     vae = _load_vae(config).to(device)
     model = _build_model(config, vae.config.latent_channels, vae.config.scaling_factor)
     model = model.to(device)
     train = _load_split(config, "train", vae, model.tokenizer, rank, world)
     eval_data = _load_eval_splits(config, vae, model.tokenizer) if rank == 0 else {}
-    return model, train, eval_data
+    if config["text_blocks"] == 0:
+        cache_caption_embeddings(model, train)  # locked text tower: embed captions once
+    generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
+
+    def batches():
+        while True:
+            yield train, torch.randint(len(train), (config["batch_size"],), generator=generator)
+
+    return model, batches(), eval_data
 
 
-def _latent_data(config: dict, rank: int, world: int, device: torch.device):
-    """(model, this rank's training split, rank 0's held-out split) from data_job's shards."""
-    from trainer.lrm.latent_shards import latent_split
+def _latent_data(config: dict, rank: int, world: int, device: torch.device, stream=None):
+    """(model, this rank's streamed batches, rank 0's held-out split) from data_job's shards.
+
+    `stream` yields (latents, captions) batches (Ray Train: this worker's share of the Ray
+    Dataset); None reads the training shards here (a local run).
+    """
+    from trainer.lrm.latent_shards import batch_split, local_batches
+    from trainer.lrm.pretrain import cache_caption_embeddings
 
     manifest = read_manifest(config["latents"])
     train_files, _ = split_shards(config["latents"], config["heldout_shards"])
-    mine = train_files[rank::world]
-    if not mine:
-        raise ValueError(
-            f"{len(train_files)} training shard(s) for {world} workers: rank {rank} has none; "
-            "use fewer --num-workers or write more, smaller shards (--rows-per-shard)"
-        )
     channels, scaling = manifest["latent_shape"][0], manifest["scaling_factor"]
     model = _build_model(config, channels, scaling).to(device)
-    train = latent_split(mine, model.tokenizer, config["max_rows"])
     eval_data = _heldout_latents(config, model.tokenizer) if rank == 0 else {}
-    return model, train, eval_data
+    if stream is None:
+        stream = local_batches(train_files, config["batch_size"], config["seed"] + rank,
+                               config["max_rows"])
+
+    def batches():
+        for latents, captions in stream:
+            data = batch_split(latents, captions, model.tokenizer)
+            if config["text_blocks"] == 0:
+                cache_caption_embeddings(model, data)  # locked text tower: no gradient there
+            yield data, torch.arange(len(data))
+
+    return model, batches(), eval_data
 
 
 def _load_vae(config: dict):
@@ -275,6 +305,8 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    from trainer.lrm.latent_shards import ray_batches
+
     def publish(metrics: dict, folder: str | None) -> None:
         checkpoint = None if folder is None else ray.train.Checkpoint.from_directory(folder)
         ray.train.report(metrics, checkpoint=checkpoint)
@@ -282,34 +314,40 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     if config["use_gpu"]:
         config = {**config, "device": str(ray.train.torch.get_device())}
+    stream = None
+    if config["latents"]:  # this worker's share of the streamed training shards
+        stream = ray_batches(ray.train.get_dataset_shard("train"), config["batch_size"],
+                             config["seed"] + ctx.get_world_rank())
     train_lrm(config, ctx.get_world_rank(), ctx.get_world_size(),
-              ray.train.torch.prepare_model, publish)  # DDP when world > 1
+              ray.train.torch.prepare_model, publish, stream)  # DDP when world > 1
 
 
-def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> None:
-    """Encode this rank's shard, train contrastively; rank 0 evaluates and publishes the LRM."""
+def train_lrm(config: dict, rank: int, world: int, prepare_model, publish, stream=None) -> None:
+    """Load this rank's data, train contrastively; rank 0 evaluates and publishes the LRM.
+
+    `stream`: (latents, captions) batches of the latent shards, when Ray Data reads them.
+    """
     from trainer.lrm import build_optimizer
-    from trainer.lrm.pretrain import cache_caption_embeddings, contrastive_step, cosine_lr
+    from trainer.lrm.latent_shards import peak_rss_mb
+    from trainer.lrm.pretrain import contrastive_step, cosine_lr
 
     device = torch.device(config["device"])
     load = _latent_data if config["latents"] else _toy_data
-    model, train, eval_data = load(config, rank, world, device)
-    if config["text_blocks"] == 0:
-        cache_caption_embeddings(model, train)  # locked text tower: embed captions once
+    model, batches, eval_data = load(config, rank, world, device, stream)
     wrapped = prepare_model(model)
     optimizer = build_optimizer(model, lr=config["lr"], weight_decay=config["weight_decay"])
-    generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
     minutes = config["max_minutes"]
     history, window, start = [], [], time.monotonic()
     deadline = start + 60 * minutes if minutes else None
     for step in range(1, config["steps"] + 1):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step - 1, config["steps"], config["lr"], config["warmup_steps"])
-        batch = torch.randint(len(train), (config["batch_size"],), generator=generator)
-        window.append(contrastive_step(wrapped, optimizer, train, batch)["loss"])
+        data, batch = next(batches)
+        window.append(contrastive_step(wrapped, optimizer, data, batch)["loss"])
         last = step == config["steps"] or _out_of_time(deadline, world)
         if last or step % config["eval_every"] == 0:
-            history.append({"step": step, "loss": sum(window) / len(window)})
+            history.append({"step": step, "loss": sum(window) / len(window),
+                            "peak_rss_mb": round(peak_rss_mb(), 1)})
             window = []
             _report(model, eval_data if rank == 0 else None, history, config, start, publish)
         if last:
@@ -321,16 +359,23 @@ def run_local(args: argparse.Namespace) -> dict:
 
     def publish(metrics: dict, folder: str | None) -> None:
         if folder is not None:
-            if args.output.exists():
-                shutil.rmtree(args.output)
-            shutil.copytree(folder, args.output)
+            _save_lrm(folder, args.output)
         print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("num_latents")}),
               flush=True)
 
     if args.latents is None:
         _ensure_data(args)
     train_lrm(_config(args), 0, 1, lambda model: model, publish)
-    return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
+    return json.loads(storage.read_text(storage.join(args.output, METRICS_FILE)))
+
+
+def _save_lrm(folder: str, output: str) -> None:
+    """The LRM folder to `output` (a local path or an object-store URI), replacing it."""
+    storage.remove(output)
+    if storage.is_local(output):
+        shutil.copytree(folder, storage.local_path(output))
+    else:
+        storage.upload_dir(folder, output)
 
 
 def _ensure_data(args: argparse.Namespace, splits=("train", *EVAL_SPLITS)) -> None:
@@ -358,23 +403,37 @@ def run(args: argparse.Namespace) -> dict:
         ray.init(include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
     config = _config(args)
+    datasets = {}
+    if args.latents is not None:  # streamed: Ray Train splits it between the workers
+        from trainer.lrm.latent_shards import latent_dataset
+
+        train_files, _ = split_shards(args.latents, args.heldout_shards)
+        datasets["train"] = latent_dataset(train_files, args.seed, args.max_rows)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
+        datasets=datasets,
         scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.use_gpu),
         run_config=RunConfig(
-            storage_path=str(args.storage_path.resolve()),
+            **_ray_storage(args.storage_path),
             name=args.name or time.strftime("lrm-pretrain-%Y%m%d-%H%M%S"),
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"LRM pretraining produced no checkpoint: {result.error}")
-    if args.output.exists():
-        shutil.rmtree(args.output)
     with result.checkpoint.as_directory() as checkpoint_dir:
-        shutil.copytree(checkpoint_dir, args.output)
-    return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
+        _save_lrm(checkpoint_dir, args.output)
+    return json.loads(storage.read_text(storage.join(args.output, METRICS_FILE)))
+
+
+def _ray_storage(location: str) -> dict:
+    """RunConfig's storage arguments: a local folder, or an object store given its filesystem
+    (so an S3-compatible endpoint from the AWS environment is used by every worker)."""
+    if storage.is_local(location):
+        return {"storage_path": storage.local_path(location)}
+    fs, path = storage.parse(location)
+    return {"storage_path": path, "storage_filesystem": fs}
 
 
 def pretrain(argv: list[str] | None = None) -> dict:
