@@ -330,7 +330,7 @@ def build_app(
             num_replicas=spec.num_replicas,
             max_ongoing_requests=spec.max_ongoing_requests,
             max_queued_requests=spec.max_queued_requests,
-            ray_actor_options={"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus},
+            ray_actor_options=spec.actor_options(spec.num_cpus, spec.num_gpus),
         ).bind(spec.model_dump())
         for name, spec in config.vaes.items()
     }
@@ -342,7 +342,7 @@ def build_app(
 def _scorer_app(
     spec, scorer_factory: ScorerFactory | None, limits: dict
 ) -> serve.Application:
-    actor_options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    actor_options: dict[str, Any] = spec.actor_options(spec.num_cpus, spec.num_gpus)
     if scorer_factory is None:
         from reward_service.scorers.registry import describe_scorer
 

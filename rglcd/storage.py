@@ -280,17 +280,29 @@ def cache_root() -> str:
 
 
 def local_copy(location: str, cache_dir: str | None = None) -> str:
-    """A local folder holding the folder at `location`: itself if local, else a cached copy.
+    """A local path holding the folder (or file) at `location`: itself if local, else a copy.
 
     A remote folder is downloaded once per node into `<cache root>/storage/<key>`, keyed by
     its URI; workers on the same node wait on a file lock instead of downloading again. The
-    copy is refreshed when the remote listing (names and sizes) no longer matches it.
+    copy is refreshed when the remote listing (names and sizes) no longer matches it. A remote
+    file is cached the same way, in a folder of its own; its local path is returned.
     """
     if is_local(location):
         return local_path(location)
-    key = hashlib.sha256(str(location).encode()).hexdigest()[:16]
-    target = os.path.join(cache_dir or cache_root(), "storage", f"{key}-{basename(location)}")
+    if is_file(location):
+        folder = posixpath.dirname(str(location).rstrip("/"))
+        name = basename(location)
+        return os.path.join(_cached_folder(folder, cache_dir, only=name), name)
+    return _cached_folder(location, cache_dir)
+
+
+def _cached_folder(location: str, cache_dir: str | None, only: str | None = None) -> str:
+    key = hashlib.sha256(f"{location}|{only or ''}".encode()).hexdigest()[:16]
+    name = only or basename(location)
+    target = os.path.join(cache_dir or cache_root(), "storage", f"{key}-{name}")
     listing = _listing(location)
+    if only is not None:
+        listing = {k: v for k, v in listing.items() if k == only}
     if not listing:
         raise FileNotFoundError(f"{location}: no such folder, or it is empty")
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -299,7 +311,10 @@ def local_copy(location: str, cache_dir: str | None = None) -> str:
             return target
         staging = tempfile.mkdtemp(prefix=".download-", dir=os.path.dirname(target))
         try:
-            download_dir(location, staging)
+            if only is None:
+                download_dir(location, staging)
+            else:
+                _download_file(join(location, only), os.path.join(staging, only))
             with open(os.path.join(staging, _COMPLETE), "w") as handle:
                 json.dump({"location": str(location), "files": listing}, handle)
             shutil.rmtree(target, ignore_errors=True)
@@ -307,6 +322,12 @@ def local_copy(location: str, cache_dir: str | None = None) -> str:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _download_file(location: str, local_file: str) -> None:
+    fs, path = parse(location)
+    pafs.copy_files(path, local_file, source_filesystem=fs,
+                    destination_filesystem=pafs.LocalFileSystem())
 
 
 def _listing(location: str) -> dict[str, int]:
@@ -352,3 +373,29 @@ def staged_dir(location: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="rglcd-stage-") as temp:
         yield Path(temp)
         upload_dir(temp, location)
+
+
+@contextmanager
+def staged_file(location: str) -> Iterator[Path]:
+    """A local file path to write; on exit the file lands at `location` (as staged_dir)."""
+    if is_local(location):
+        path = Path(local_path(location))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="rglcd-stage-") as temp:
+        path = Path(temp) / basename(location)
+        yield path
+        if path.exists():
+            upload_file(path, location)
+
+
+def list_dirs(location: str, pattern: str = "*") -> list[str]:
+    """Sorted locations of the sub-folders of `location` whose name matches `pattern`."""
+    fs, root = parse(location)
+    selector = pafs.FileSelector(root, recursive=False, allow_not_found=True)
+    return sorted(
+        join(location, info.base_name)
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.Directory and fnmatch.fnmatch(info.base_name, pattern)
+    )

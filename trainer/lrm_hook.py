@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from rglcd import storage
 from trainer.expert_queue import ExpertAnswer, ExpertQueue, LatentExpert
 from trainer.lrm import (
     PAIRS,
@@ -277,7 +278,8 @@ def build_lrm_hook(
 
         expert = RewardClient(cfg.serve.app_name, timeout_s=cfg.lrm.request_timeout_s)
     lrm_cfg = cfg.lrm
-    lrm = LatentRewardModel.from_pretrained(lrm_cfg.checkpoint).to(device)
+    # A path, pkg:// location or s3:// / gs:// folder, copied once per node into its cache.
+    lrm = LatentRewardModel.from_pretrained(storage.local_copy(lrm_cfg.checkpoint)).to(device)
     # A client call may retry once (timeout + backoff each): the longest synchronous wait.
     sync_timeout = 2 * lrm_cfg.request_timeout_s + 5.0
     queue = ExpertQueue(

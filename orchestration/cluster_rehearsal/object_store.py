@@ -100,6 +100,9 @@ class ObjectStore:
         return fs.S3FileSystem(
             endpoint_override=self.endpoint, access_key="rehearsal", secret_key="rehearsal",
             region="us-east-1", scheme="http", allow_bucket_creation=True,
+            # moto assembles a multipart upload in Python: a GB-sized one outlasts the SDK's
+            # default 3 s for the answer to CompleteMultipartUpload.
+            request_timeout=600,
         )
 
     def upload(self, local: Path, key: str) -> str:
@@ -114,7 +117,8 @@ class ObjectStore:
                           destination_filesystem=s3)
         else:
             with local.open("rb") as src, s3.open_output_stream(target) as dst:
-                dst.write(src.read())
+                while chunk := src.read(64 << 20):
+                    dst.write(chunk)
         return self.uri(key)
 
     def read_text(self, uri: str) -> str:

@@ -28,8 +28,10 @@ WORKERS = ("node_a", "node_b")
 TRAIN_SLOT = "train_slot"
 # Two training workers, one on each worker node; the reward service's replicas on the head.
 TRAINER_PLACEMENT = [
-    "scaling.num_workers=2", f"scaling.worker_resources={{{TRAIN_SLOT}: 1}}",
+    "scaling.num_workers=2", f"scaling.resources={{{TRAIN_SLOT}: 1}}",
 ]
+SERVICE_ON_HEAD = ["serve.scorers.0.resources={head: 0.01}",
+                   "serve.vaes.teacher.resources={head: 0.01}"]
 # Stand-ins that are files or folders the stages read; the rest of `paths` is not a location.
 INPUTS = ("sd", "clip", "wds", "prompts", "hps_config", "hps", "imagereward_dir")
 # What every node's image would hold (ImageReward's offline tokenizer, found through HF_HOME):

@@ -302,7 +302,7 @@ def rehearse_on_three_nodes(args: argparse.Namespace, paths: dict, env: dict, lo
         checks = {"isolation": rehearsal.check_isolation(cluster, store, env)}
         seconds["isolation"] = time.perf_counter() - start - seconds["cluster"]
         stages = run_stages(paths, store.uri(), args.steps, cluster.url, env, logs,
-                            rehearsal.TRAINER_PLACEMENT)
+                            rehearsal.TRAINER_PLACEMENT + rehearsal.SERVICE_ON_HEAD)
         seconds |= stages.pop("seconds")
         checks |= stages
         mark = time.perf_counter()

@@ -15,3 +15,10 @@ TOY_LRM_DIR = TOY_ARTIFACTS / "lrm"  # pretrained latent proxy reward model
 # Generated (not committed) Parquet shards of toy scenes; `outputs/` is git-ignored.
 TOY_DATA_DIR = TOY_ROOT.parents[1] / "outputs" / "toy-data"
 TOY_REPORT_FILE = TOY_ARTIFACTS / "build_report.json"  # written by the build's verify stage
+
+# The same artifacts as locations for configs: found in each node's own copy of the package
+# (rglcd/storage.py), never a driver's absolute path shipped to a worker on another node.
+TOY_PIPELINE = "pkg://rglcd.toy/artifacts/pipeline"
+TOY_MINICLIP = "pkg://rglcd.toy/artifacts/miniclip"
+TOY_REWARD_CLIP = "pkg://rglcd.toy/artifacts/miniclip-reward"
+TOY_LRM = "pkg://rglcd.toy/artifacts/lrm"

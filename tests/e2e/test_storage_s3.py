@@ -38,3 +38,13 @@ def test_round_trip_listing_and_cache(s3_bucket, tmp_path):
     assert storage.local_copy(f"{s3_bucket}/models/tiny", str(tmp_path / "cache")) == str(local)
     storage.remove(run)
     assert storage.list_files(run) == []
+
+
+def test_toy_data_set_is_generated_into_the_bucket(s3_bucket):
+    from rglcd.toy.data import ensure_toy_dataset, read_toy_table
+
+    data = storage.join(s3_bucket, "runs", "toy-data")
+    shards = ensure_toy_dataset(data, "train", 5, seed=0)
+    assert shards == [f"{data}/train-00000.parquet"]
+    assert ensure_toy_dataset(data, "train", 5, seed=0) == shards  # found, not rebuilt
+    assert read_toy_table(data, "train").num_rows == 5

@@ -143,3 +143,27 @@ def test_package_location_found_in_the_installed_package():
     assert storage.is_dir(location) and storage.local_copy(location) == path
     with pytest.raises(ValueError, match="no installed package"):
         storage.local_path("pkg://no_such_pkg/x")
+
+
+def test_local_copy_of_a_single_remote_file(tmp_path):
+    _folder(tmp_path / "remote")
+    remote = f"local://{tmp_path / 'remote' / 'config.json'}"
+    copy = storage.local_copy(remote, str(tmp_path / "cache"))
+    assert copy.endswith("config.json") and Path(copy).read_text() == "{}"
+    assert sorted(os.listdir(os.path.dirname(copy))) == [".rglcd-complete.json", "config.json"]
+
+
+def test_scorer_locations_are_made_local_on_the_loading_node(tmp_path, monkeypatch):
+    from reward_service.config import ScorerConfig
+    from reward_service.scorers.registry import localized
+
+    _folder(tmp_path / "clip")
+    spec = ScorerConfig(name="c", kind="toy-clip", checkpoint=f"local://{tmp_path / 'clip'}")
+    assert not storage.is_local(spec.checkpoint)
+    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
+    local = localized(spec)
+    assert local.checkpoint.startswith(str(tmp_path / "cache"))
+    shipped = ScorerConfig(name="t", kind="toy-clip", checkpoint="pkg://rglcd.toy/artifacts/miniclip")
+    assert os.path.isdir(localized(shipped).checkpoint)
+    hub = ScorerConfig(name="h", kind="clipscore", checkpoint="openai/clip-vit-large-patch14")
+    assert localized(hub) is hub
