@@ -33,8 +33,9 @@ TRAINER_PLACEMENT = [
 SERVICE_ON_HEAD = ["serve.scorers.0.resources={head: 0.01}",
                    "serve.vaes.teacher.resources={head: 0.01}"]
 # Stand-ins that are files or folders the stages read; the rest of `paths` is not a location.
-INPUTS = ("sd", "clip", "wds", "prompts", "hps_config", "hps", "imagereward_dir")
-# What every node's image would hold (ImageReward's offline tokenizer, found through HF_HOME):
+INPUTS = ("sd", "clip", "wds", "prompts", "hps_config", "hps")
+# What every node's image would hold (ImageReward's offline tokenizer, found through HF_HOME,
+# and its checkpoint):
 # outside /tmp, so the worker nodes see it as they see the virtual environment.
 NODE_IMAGE = Path("/var/tmp") / f"rglcd-node-image-{os.getpid()}"
 
@@ -65,7 +66,9 @@ def upload_inputs(store: ObjectStore, paths: dict[str, str]) -> dict[str, str]:
         if key in paths:
             uris[key] = store.upload(Path(paths[key]), f"inputs/{key}/{Path(paths[key]).name}")
     if "imagereward_dir" in uris:
-        folder = uris["imagereward_dir"]
+        # ImageReward's 1.7 GB checkpoint stays out of the store: moto assembles uploads in
+        # memory, and three nodes' caches of it would fill this machine's RAM (tmpfs).
+        folder = node_image_copy(paths["imagereward_dir"])
         uris["imagereward"] = f"{folder}/ImageReward.pt"
         uris["imagereward_med_config"] = f"{folder}/med_config.json"
     return uris
