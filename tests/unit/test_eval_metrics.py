@@ -10,15 +10,18 @@ import torch
 
 from orchestration.evaluation.config import EvalConfig, FidConfig, ReferenceConfig, ScoringConfig
 from orchestration.evaluation.image_metrics import (
-    FidScorer,
+    FeatureMoments,
+    feature_network,
+    frechet_distance,
     hf_noise_ratio,
-    high_frequency_fraction,
-    load_reference_images,
+    read_reference,
+    reference_chunks,
 )
 from orchestration.evaluation.prompts import load_prompts
 from orchestration.evaluation.scoring import InProcessBackend
 from reward_service.config import ScorerConfig
 from rglcd.configuration import ConfigError, load_config
+from rglcd.toy.metrics import high_frequency_fraction
 from rglcd.toy.miniclip import build_miniclip, write_caption_tokenizer, write_preprocess
 from rglcd.toy.scenes import HELD_OUT_COMBOS, parse_caption
 
@@ -86,6 +89,10 @@ def test_high_frequency_fraction_by_construction():
     assert fractions.tolist() == pytest.approx([0.0, 1.0, 0.0], abs=1e-6)
 
 
+def load_reference_images(cfg: ReferenceConfig) -> np.ndarray:
+    return np.concatenate([read_reference(cfg, a, b) for a, b in reference_chunks(cfg, 10)])
+
+
 def test_hf_noise_ratio_is_one_on_reference_and_rises_with_noise():
     reference = load_reference_images(ReferenceConfig(source="toy:validation", num_images=32))
     assert reference.shape == (32, 32, 32, 3) and reference.dtype == np.uint8
@@ -95,23 +102,42 @@ def test_hf_noise_ratio_is_one_on_reference_and_rises_with_noise():
     assert hf_noise_ratio(noisy, reference) > 1.5
 
 
-def test_fid_in_miniclip_space(tmp_path):
+def _moments(features, chunk):
+    moments = FeatureMoments()
+    for start in range(0, len(features), chunk):
+        moments.add(features[start : start + chunk])
+    return moments
+
+
+def test_fid_in_miniclip_space_from_streamed_moments(tmp_path):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
+
     cfg = FidConfig(features="miniclip", miniclip_dir=str(save_random_miniclip(tmp_path / "mc")))
+    features = feature_network(cfg)
     reference = load_reference_images(ReferenceConfig(source="toy:validation", num_images=48))
-    fid = FidScorer(cfg, reference)
-    same = fid(reference)
     other = load_reference_images(ReferenceConfig(source="toy:heldout", num_images=48, seed=5))
-    rng = np.random.default_rng(0)
-    noise = rng.integers(0, 256, size=(48, 32, 32, 3), dtype=np.uint8)
-    assert abs(same) < 1e-3
-    assert 0 < fid(other) < fid(noise)
+    noise = np.random.default_rng(0).integers(0, 256, size=(48, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref, oth, noi = (features(x) for x in (reference, other, noise))
+    ref_moments = _moments(ref, 48)
+    assert abs(frechet_distance(_moments(ref, 7), ref_moments)) < 1e-3  # chunking changes nothing
+    fid_other = frechet_distance(_moments(oth, 5), ref_moments)
+    assert 0 < fid_other < frechet_distance(_moments(noi, 16), ref_moments)
+    # the same figure as torchmetrics' FID holding every feature at once
+    metric = FrechetInceptionDistance(
+        feature=MiniClipFeatures(load_miniclip(cfg.miniclip_dir)[0]), normalize=True)
+    metric.update(torch.from_numpy(reference).permute(0, 3, 1, 2).float() / 255, real=True)
+    metric.update(torch.from_numpy(other).permute(0, 3, 1, 2).float() / 255, real=False)
+    assert fid_other == pytest.approx(float(metric.compute()), rel=1e-4)
     with pytest.raises(ValueError, match="at least 2"):
-        fid(reference[:1])
+        frechet_distance(_moments(oth[:1], 1), ref_moments)
 
 
 def test_inception_fid_needs_local_weights():
     with pytest.raises(ValueError, match="inception_weights"):
-        FidScorer(FidConfig(features="inception"), np.zeros((4, 8, 8, 3), np.uint8))
+        feature_network(FidConfig(features="inception"))
 
 
 def test_in_process_backend_scores_and_reports_missing():
