@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import fnmatch
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -105,9 +106,15 @@ def _bucket_path(location: str) -> str:
 
 
 def _s3_filesystem() -> pafs.S3FileSystem:
-    """pyarrow's S3 filesystem configured from the standard AWS environment variables."""
+    """pyarrow's S3 filesystem configured from the standard AWS environment variables (one
+    per configuration: creating one resolves credentials, which may ask the instance role)."""
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return _s3_for(region, endpoint, os.environ.get("AWS_ACCESS_KEY_ID"))
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_for(region: str | None, endpoint: str | None, key_id: str | None) -> pafs.S3FileSystem:
     options: dict = {}
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")

@@ -273,7 +273,8 @@ def write_report(cfg: RGLCDConfig, seconds: float) -> str:
     with storage.staged_file(storage.join(output_dir, CURVES_FILE)) as path:
         curves = plot_curves(rows, path) and storage.join(output_dir, CURVES_FILE)
     lora = cfg.model.lora
-    pipeline, adapters = storage.join(output_dir, PIPELINE_SUBDIR), storage.join(output_dir, LORA_SUBDIR)
+    pipeline = storage.join(output_dir, PIPELINE_SUBDIR)
+    adapters = storage.join(output_dir, LORA_SUBDIR)
     extra = {
         "pipeline": pipeline if not lora or lora.export_fused else "none",
         "lora adapters": adapters if lora else "none (full-UNet student)",
