@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="3: a head and two worker nodes without a shared disk (needs root)")
     parser.add_argument("--failures", action="store_true",
                         help="with --nodes 3: also the node-loss and store-outage cases")
+    parser.add_argument("--toy-steps", type=int, default=0,
+                        help="with --nodes 3: also the default toy recipe for this many steps "
+                        "(600: as `python trainer/run.py`), driver and workers on other nodes")
     return parser.parse_args(argv)
 
 
@@ -312,6 +315,10 @@ def rehearse_on_three_nodes(args: argparse.Namespace, paths: dict, env: dict, lo
             found = failures.run_all(store, cluster, paths, env, logs)
             seconds |= found.pop("seconds")
             checks["failures"] = found
+        if args.toy_steps:
+            checks["toy_default"] = rehearsal.toy_default(store, cluster, env, logs,
+                                                          args.toy_steps)
+            seconds["toy_default"] = checks["toy_default"].pop("seconds")
     return checks | {"seconds": seconds}
 
 
