@@ -338,7 +338,8 @@ def run_stages(paths: dict, root: str, steps: int, head: str, env: dict, logs: P
         paths["latents"], "manifest.json")))["num_written"]
     seconds["pretrain_lrm"] = run_job("2-pretrain_lrm", [
         "python", "-m", "orchestration.commands.pretrain_lrm", "--latents", paths["latents"],
-        "--clip-dir", paths["clip"], "--output", paths["lrm"], "--steps", "4",
+        "--clip-dir", paths.get("clip_dir_for_pretraining", paths["clip"]),
+        "--output", paths["lrm"], "--steps", "4",
         "--eval-every", "4", "--batch-size", "8", "--patch-size", "2", "--width", "32",
         "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--num-workers", "1",
         "--storage-path", storage.join(root, "ray_results")], head, env, logs)
