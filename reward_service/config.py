@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rglcd.config_base import StrictModel
-from rglcd.toy.paths import TOY_MINICLIP, TOY_PIPELINE
+from rglcd.toy.paths import TOY_MINICLIP
 
 
 class Placement(StrictModel):
@@ -116,8 +116,19 @@ class ScorerConfig(Placement):
 class VaeConfig(Placement):
     """A VAE the service may use to decode latent requests."""
 
-    path: str = Field(description="Diffusers pipeline folder / hub id, or an AutoencoderKL folder.")
+    path: str | None = Field(
+        None,
+        description="Diffusers pipeline folder / hub id, or an AutoencoderKL folder. Unset in a "
+        "trainer recipe: the teacher's VAE (model.vae, else model.teacher's vae/ subfolder), so "
+        "a recipe names its teacher once; the service on its own needs it set.",
+    )
     subfolder: str | None = "vae"
+    other_than_teacher: bool = Field(
+        False,
+        description="A trainer recipe whose expert decodes with this VAE refuses a path other "
+        "than the teacher's (the expert must see the images the teacher's VAE makes of the "
+        "latents); true = that difference is intended (e.g. a local copy of the same weights).",
+    )
     scaling_factor: float | None = Field(
         None, description="Overrides the VAE config's scaling_factor when set."
     )
@@ -171,7 +182,9 @@ class ServeConfig(StrictModel):
         60.0, gt=0, description="Deadline of one request, latent decoding and scoring together."
     )
     vaes: dict[str, VaeConfig] = Field(
-        default_factory=lambda: {"toy": VaeConfig(path=TOY_PIPELINE)}
+        default_factory=lambda: {"toy": VaeConfig()},
+        description="Latent decoders by name. A path left unset is the teacher's VAE: the "
+        "trainer fills in model.teacher's; the service on its own, the toy world's teacher.",
     )
     scorers: list[ScorerConfig] = Field(default_factory=_default_scorers)
 
@@ -191,6 +204,12 @@ class ServeConfig(StrictModel):
         if dupes:
             raise ValueError(f"serve.scorers has duplicate names {dupes}; names must be unique")
         return self
+
+    def fill_vae_paths(self, path: str, subfolder: str | None) -> None:
+        """VAEs without a path decode with the VAE at `path` (+ `subfolder`): the teacher's."""
+        for name, spec in self.vaes.items():
+            if spec.path is None:  # a new entry: the dict item, not a shared model, changes
+                self.vaes[name] = spec.model_copy(update={"path": path, "subfolder": subfolder})
 
     def scorer(self, name: str) -> ScorerConfig:
         for spec in self.scorers:

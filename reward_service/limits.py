@@ -31,8 +31,8 @@ class Limits:
     max_image_pixels: int
     max_request_pixels: int
     max_aspect_ratio: float
-    max_prompt_chars: int = 4096
-    max_items: int = 256
+    max_prompt_chars: int
+    max_items: int
 
     @classmethod
     def from_config(cls, config) -> Limits:

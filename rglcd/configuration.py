@@ -1,4 +1,4 @@
-"""YAML files + `key.sub=value` overrides for any pydantic model (STYLE principle 4).
+"""YAML files + `key.sub=value` overrides for any pydantic model.
 
 One typed tree of pydantic models holds every default. A YAML file holds only what differs
 from those defaults (a nested mapping); command-line overrides address one key each::
@@ -36,6 +36,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
+
+from rglcd.recipe_names import renamed_recipe
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -159,6 +161,12 @@ def _jsonable(value: Any) -> Any:
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
+        new = renamed_recipe(path)
+        if new is not None:
+            raise ConfigError(
+                f"config file {str(path)!r} was renamed {str(new)!r} (recipes are named "
+                "<teacher>-<method>[-<expert>]); pass that one"
+            )
         raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file")
     try:
         data = yaml.load(path.read_text(), Loader=_Loader)

@@ -1,7 +1,7 @@
 """Training checkpoints: atomic save, verified load, Ray Train glue (RNG streams:
 ``trainer/rng_state.py``).
 
-A checkpoint is one directory (issue 5, item 4)::
+A checkpoint is one directory (written whole, then renamed into place)::
 
     step_00000100/
       modules/student/          diffusers folder (config.json + *.safetensors) for ModelMixin

@@ -1,4 +1,4 @@
-"""Export the distilled model as a diffusers pipeline folder (issue 5, item 6; docs/method.md §4).
+"""Export the distilled model as a diffusers pipeline folder (docs/method.md §4).
 
 The folder holds the EMA target UNet, the teacher's VAE, text encoder and tokenizer, and an
 ``LCMScheduler`` built from the teacher's scheduler config with the teacher's prediction

@@ -32,12 +32,11 @@ from trainer.config import RGLCDConfig
 from trainer.data import EarlyFirstBatch, local_batches
 from trainer.faults import maybe_fail
 from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
-from trainer.lcd import LoRASettings
 from trainer.models import TeacherParts, load_teacher
 from trainer.monitoring import COUNTER_KEYS, MetricsLogger
 from trainer.reward_hooks import DirectReward, RewardHook
 from trainer.rng_state import gather_rng_states
-from trainer.task import DistillationTask, LCDSettings
+from trainer.task import DistillationTask
 
 
 def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | None:
@@ -75,32 +74,14 @@ def build_task(cfg: RGLCDConfig, device: torch.device) -> DistillationTask:
             f"the teacher's schedule has {len(teacher.alphas_cumprod)} timesteps but "
             f"lcd.num_train_timesteps={cfg.lcd.num_train_timesteps}; make them agree."
         )
-    settings = LCDSettings(
-        num_ddim_timesteps=cfg.lcd.num_ddim_timesteps,
-        w_min=cfg.lcd.w_min,
-        w_max=cfg.lcd.w_max,
-        loss_type=cfg.lcd.loss,
-        huber_c=cfg.lcd.huber_c,
-        ema_decay=cfg.lcd.ema_decay,
-        w_embedding_dim=cfg.model.time_cond_proj_dim,
-        uncond_prompt=cfg.lcd.uncond_prompt,
-        lora=lora_settings(cfg),
-    )
     torch.manual_seed(cfg.seed)  # the student's fresh cond_proj (same on every rank)
     task = DistillationTask(
-        teacher, settings, build_reward_hook(cfg, teacher), seed=cfg.seed,
+        teacher, cfg.lcd, cfg.model, seed=cfg.seed, reward=build_reward_hook(cfg, teacher),
         overlap_teacher=cfg.scaling.overlap_teacher and device.type == "cpu",
     )
     if cfg.model.gradient_checkpointing:
         task.student.enable_gradient_checkpointing()
     return task
-
-
-def lora_settings(cfg: RGLCDConfig) -> LoRASettings | None:
-    lora = cfg.model.lora
-    if lora is None:
-        return None
-    return LoRASettings(lora.rank, lora.alpha, tuple(lora.target_modules))
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:

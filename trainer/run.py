@@ -5,7 +5,7 @@ LRM, on the toy world (a miniature SD on 32x32 scenes), the latent proxy RM lear
 non-differentiable toy judge that the reward service (Ray Serve, deployed here if absent)
 serves; with a config it runs the same code on real checkpoints and GPUs.
 
-    python trainer/run.py [--config configs/toy-direct-clip.yaml] [key.sub=value ...]
+    python trainer/run.py [--config configs/toy-rglcd-toy-clip.yaml] [key.sub=value ...]
     ray job submit --working-dir . -- python trainer/run.py [--config FILE] [key.sub=value ...]
 
 The first form (also `rglcd-train`) starts a local Ray instance, dashboard included
@@ -60,7 +60,7 @@ from trainer.ray_connect import connect_ray, encoder_actors
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RECIPE = REPO_ROOT / "configs" / "toy.yaml"
+DEFAULT_RECIPE = REPO_ROOT / "configs" / "toy-rglcd-lrm-toy-judge.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config", default=str(DEFAULT_RECIPE),
         help="YAML recipe (only what differs from trainer/config.py); default: the full "
-        "method on the toy world, configs/toy.yaml.",
+        "method on the toy world, configs/toy-rglcd-lrm-toy-judge.yaml.",
     )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
     return parser.parse_args(argv)

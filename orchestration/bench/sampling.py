@@ -52,13 +52,14 @@ def build_arms() -> tuple[Arm, Arm]:
     from orchestration.evaluation.config import ModelSpec
     from orchestration.evaluation.generation import load_pipeline
     from rglcd.toy.paths import TOY_PIPELINE_DIR
+    from trainer.config import ModelConfig
     from trainer.export import build_lcm_pipeline
     from trainer.lcd.student import build_student_unet
 
     spec = ModelSpec(name="teacher", kind="teacher", path=str(TOY_PIPELINE_DIR),
                      sampler="ddim", guidance_scale=TEACHER_CFG)
     teacher = load_pipeline(spec, "cpu")  # float32 on the CPU, DDIM
-    student = build_student_unet(teacher.unet).eval().requires_grad_(False)
+    student = build_student_unet(teacher.unet, ModelConfig().time_cond_proj_dim).eval().requires_grad_(False)
     parts = {k: getattr(teacher, k) for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
     lcm = build_lcm_pipeline(student, parts)
     lcm.set_progress_bar_config(disable=True)

@@ -1,17 +1,18 @@
 """Benchmark: memory of the streaming stages does not grow with the data.
 
     python -m orchestration.bench.stream_memory lrm [--rows 3000] [--scale 10] [--ray]
-    python -m orchestration.bench.stream_memory eval [--images 64] [--scale 10]
+    python -m orchestration.bench.stream_memory eval [--images 200] [--scale 10] [--in-process]
 
 `lrm`: writes synthetic latent shards (SD-sized 4x64x64 float16 latents, as rglcd-data-job
 does) of `--rows` and `--scale` x `--rows` rows, then pretrains a small LRM on each for one
-full pass over the training rows (`rglcd-pretrain-lrm --local`, or one Ray Train worker with
-`--ray`), each in a fresh process, and prints the trainer's peak RSS beside the size of the
+full pass over the training rows (`rglcd-pretrain-lrm scaling.local=true`, or one Ray Train
+worker with `--ray`), each in a fresh process, and prints the trainer's peak RSS beside the size of the
 latents it read: flat RSS while the data grows tenfold is the claim.
 
 `eval`: runs `rglcd-evaluate` on a tiny SD teacher that makes 128x128 images, at `--images`
-and `--scale` x `--images` images per row (prompts x seeds), each in a fresh process, and
-prints the driver's peak RSS beside the size of the images it generated.
+and `--scale` x `--images` images per row (prompts x seeds), each in a fresh process (a
+local Ray instance, or `--in-process`: the actors' work done in the driver), and prints the
+driver's peak RSS beside the size of the images it generated.
 
 Figures are peak resident set sizes (``getrusage``) of the named process, on this machine.
 """
@@ -67,11 +68,12 @@ def _lrm_run(latents: Path, rows: int, work: Path, use_ray: bool) -> dict:
         save_tiny_clip_model(clip)
     steps = rows // BATCH  # one pass over the training rows
     argv = [
-        "--latents", str(latents), "--clip-dir", str(clip), "--steps", str(steps),
-        "--eval-every", str(steps), "--batch-size", str(BATCH), "--width", "32", "--depth", "1",
-        "--heads", "2", "--warmup-steps", "1", "--output", str(work / f"lrm-{rows}"),
+        f"data.latents={latents}", f"data.clip_dir={clip}", f"optim.steps={steps}",
+        f"optim.eval_every={steps}", f"optim.batch_size={BATCH}", "tower.width=32",
+        "tower.depth=1", "tower.heads=2", "tower.patch_size=4", "optim.warmup_steps=1",
+        f"output.dir={work / f'lrm-{rows}'}",
     ]
-    argv += ["--storage-path", str(work / "ray"), "--num-workers", "1"] if use_ray else ["--local"]
+    argv += [f"output.storage_path={work / 'ray'}"] if use_ray else ["scaling.local=true"]
     code = ("import json, resource, sys; from orchestration.commands.pretrain_lrm import pretrain; "
             "r = pretrain(sys.argv[1:])['loss_history'][-1]; "
             "r['process_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
@@ -111,8 +113,11 @@ def _eval_setup(work: Path, images: int) -> Path:
         pipe = tiny_sd_pipeline()
         pipe.unet.register_to_config(sample_size=IMAGE_SIZE // 2)  # the tiny VAE upsamples 2x
         pipe.save_pretrained(teacher)
+    from rglcd.toy.scenes import all_captions
+
+    captions = all_captions()
     prompts = work / f"prompts-{images}.txt"
-    prompts.write_text("\n".join(f"a red circle number {i}" for i in range(images)) + "\n")
+    prompts.write_text("\n".join(captions[i % len(captions)] for i in range(images)) + "\n")
     config = {
         "models": [{"name": "teacher", "kind": "teacher", "path": str(teacher), "steps": [1]}],
         "prompts": str(prompts), "max_prompts": None, "seeds": [0],
@@ -127,15 +132,37 @@ def _eval_setup(work: Path, images: int) -> Path:
     return path
 
 
+# The driver loop with the generation actor's work done in this process (no Ray): the
+# driver then also holds the pipeline, but what grows with the images would show the same.
+IN_PROCESS = """
+import resource, sys
+from orchestration.commands.evaluate import run_evaluation
+from orchestration.evaluation import ray_tasks
+from orchestration.evaluation.config import EvalConfig
+from orchestration.evaluation.worker import EvalWorker
+from rglcd.configuration import load_config
+
+def chunks(cfg, jobs, size):
+    worker = EvalWorker(cfg.model_dump(mode="json"), size, "cpu", 1)
+    for job in jobs:
+        yield getattr(worker, job[0])(*job[1:])
+
+ray_tasks.stream_chunks = chunks
+run_evaluation(load_config(EvalConfig, sys.argv[1], []))
+print("RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
 def bench_eval(args: argparse.Namespace) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory(prefix="stream-memory-eval-") as tmp:
         work = Path(tmp)
         for images in (args.images, args.scale * args.images):
             config = _eval_setup(work, images)
-            code = ("import resource, sys; from orchestration.commands.evaluate import main; "
-                    "main(['--config', sys.argv[1]]); "
-                    "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+            code = IN_PROCESS if args.in_process else (
+                "import resource, sys; from orchestration.commands.evaluate import main; "
+                "main(['--config', sys.argv[1]]); "
+                "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
             out = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True,
                                  text=True, check=False)
             if out.returncode != 0:
@@ -151,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=("lrm", "eval"))
     parser.add_argument("--rows", type=int, default=3000, help="lrm: training rows at 1x")
-    parser.add_argument("--images", type=int, default=64, help="eval: images per row at 1x")
+    parser.add_argument("--images", type=int, default=200, help="eval: images per row at 1x")
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--ray", action="store_true", help="lrm: one Ray Train worker")
+    parser.add_argument("--in-process", action="store_true",
+                        help="eval: the actors' work in the driver process (no Ray)")
     args = parser.parse_args(argv)
     (bench_lrm if args.which == "lrm" else bench_eval)(args)
     return 0

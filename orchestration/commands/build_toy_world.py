@@ -40,7 +40,7 @@ from rglcd.toy.paths import (
 
 STAGES = ("data", "clip", "reward-clip", "vae", "unet", "verify")
 # reward-clip builds a toy-clip reward CLIP that the default run does not use (the committed
-# one is the expert of configs/toy-lrm-reward-clip.yaml; docs/reward-clip): only on request.
+# one is the expert of configs/toy-rglcd-lrm-reward-clip.yaml; docs/reward-clip): only on request.
 DEFAULT_STAGES = ("data", "clip", "vae", "unet", "verify")
 VAE_WORK_DIR = TOY_DATA_DIR.parent / "toy-vae"  # VAE between stages vae and unet (fp32)
 

@@ -4,7 +4,7 @@ Runs the trainer's own code (``trainer.loop.Trainer``: teacher loading, the dist
 autocast, backward, clipping, AdamW, EMA) on three tiny models built in code, nothing downloaded:
 
   sd-v-lcd        tiny SD2.1-768-like teacher (v-prediction), full-UNet LCD + EMA target
-  sdxl-lcm-lora   tiny SDXL-like teacher, LCM-LoRA (adapters, no EMA target)
+  sdxl-lcd-lora   tiny SDXL-like teacher, LCM-LoRA (adapters, no EMA target)
   scorer          a batch of the clipscore scorer (reward_service) on a tiny CLIP, forward
                   and backward w.r.t. the images, as the direct reward uses it (run twice:
                   the first call includes warm-up)
@@ -188,7 +188,7 @@ def run_checks(device: torch.device, steps: int, batch: int, scorer_batch: int) 
         sdxl = save_tiny_sdxl_pipeline(root / "sdxl")
         lora = {"family": "sdxl", "lora": {"rank": 4, "alpha": 4}}
         cfg = _trainer_config(sdxl, root / "run-sdxl", lora)
-        results.append(check_training("sdxl-lcm-lora", cfg, device, steps, batch))
+        results.append(check_training("sdxl-lcd-lora", cfg, device, steps, batch))
         clip = save_tiny_clip_model(root / "clip")
         results.append(check_scorer(clip, device, scorer_batch))
     return results

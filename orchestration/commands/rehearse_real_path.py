@@ -13,9 +13,9 @@ that a user with SD weights types, with only paths and sizes overridden:
 
   1. python -m orchestration.commands.data_job       WebDataset tars -> latent Parquet shards
      (Ray Data)
-  2. python -m orchestration.commands.pretrain_lrm   --latents: the LRM on those shards
+  2. python -m orchestration.commands.pretrain_lrm   data.latents=: the LRM on those shards
      (Ray Train)
-  3. python trainer/run.py --config configs/lrm-vlm-judge-sd21.yaml   RG-LCD + LRM, the VLM
+  3. python trainer/run.py --config configs/sd21-rglcd-lrm-vlm-judge.yaml   RG-LCD + LRM, the VLM
      judge as expert, served by Ray Serve and asking an OpenAI-compatible server over HTTP
   4. python trainer/run.py --config configs/sd15-rglcd-lrm-imagereward.yaml   the same with
      ImageReward as expert in its own environment (only with --imagereward-python: an
@@ -197,7 +197,7 @@ def trainer_overrides(paths: dict, run_name: str, steps: int, out: Path) -> list
         f"lrm.checkpoint={paths['lrm']}", "lrm.batch_size=2", "lrm.max_staleness_steps=2",
         "lrm.request_timeout_s=120", f"lcd.max_steps={steps}", "lcd.global_batch_size=4",
         "scaling.num_workers=1", "scaling.use_gpu=false",
-        f"serve.vaes.teacher.path={paths['sd']}", "serve.vaes.teacher.num_gpus=0",
+        "serve.vaes.teacher.num_gpus=0",
         "serve.scorers.0.num_gpus=0", f"serve.port={free_port()}",
         f"output.root_dir={out}", f"run_name={run_name}", "output.log_every=1",
         f"output.checkpoint_every={steps}", f"output.sample_every={steps}",
@@ -330,19 +330,19 @@ def run_stages(paths: dict, root: str, steps: int, head: str, env: dict, logs: P
     paths["latents"] = storage.join(root, "data", "latents")
     paths["lrm"] = storage.join(root, "models", "lrm")
     seconds["data_job"] = run_job("1-data_job", [
-        "python", "-m", "orchestration.commands.data_job", "--input", paths["wds"],
-        "--output", paths["latents"], "--teacher", paths["sd"], "--resolution", str(RESOLUTION),
-        "--rows-per-shard", "8", "--batch-size", "8", "--encoders", "1", "--min-size", "32",
-        "--overwrite"], head, env, logs)
+        "python", "-m", "orchestration.commands.data_job", f"input={paths['wds']}",
+        f"output={paths['latents']}", f"teacher={paths['sd']}", f"resolution={RESOLUTION}",
+        "rows_per_shard=8", "batch_size=8", "encoders=1", "min_size=32", "overwrite=true",
+    ], head, env, logs)
     checks["data_job"] = json.loads(storage.read_text(storage.join(
         paths["latents"], "manifest.json")))["num_written"]
     seconds["pretrain_lrm"] = run_job("2-pretrain_lrm", [
-        "python", "-m", "orchestration.commands.pretrain_lrm", "--latents", paths["latents"],
-        "--clip-dir", paths.get("clip_dir_for_pretraining", paths["clip"]),
-        "--output", paths["lrm"], "--steps", "4",
-        "--eval-every", "4", "--batch-size", "8", "--patch-size", "2", "--width", "32",
-        "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--num-workers", "1",
-        "--storage-path", storage.join(root, "ray_results")], head, env, logs)
+        "python", "-m", "orchestration.commands.pretrain_lrm", f"data.latents={paths['latents']}",
+        f"data.clip_dir={paths.get('clip_dir_for_pretraining', paths['clip'])}",
+        f"output.dir={paths['lrm']}", "optim.steps=4",
+        "optim.eval_every=4", "optim.batch_size=8", "tower.patch_size=2", "tower.width=32",
+        "tower.depth=1", "tower.heads=2", "optim.warmup_steps=1", "scaling.num_workers=1",
+        f"output.storage_path={storage.join(root, 'ray_results')}"], head, env, logs)
     from trainer.lrm import LatentRewardModel
 
     LatentRewardModel.from_pretrained(storage.local_copy(paths["lrm"]))
@@ -365,7 +365,7 @@ def train_both(paths: dict, out: str, steps: int, head: str, env: dict, logs: Pa
     """Stages 3 and 4: RG-LCD + LRM with the VLM judge, then with ImageReward, as experts."""
     runs = {}
     with judge_server() as url:
-        recipes = [("vlm-judge", "configs/lrm-vlm-judge-sd21.yaml",
+        recipes = [("vlm-judge", "configs/sd21-rglcd-lrm-vlm-judge.yaml",
                     [f"serve.scorers.0.options.base_url={url}", "serve.scorers.0.options.model=judge"])]
         if "imagereward" in paths:
             recipes.append(("imagereward", "configs/sd15-rglcd-lrm-imagereward.yaml",

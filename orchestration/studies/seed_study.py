@@ -4,7 +4,7 @@ was one run lucky?
     python -m orchestration.studies.seed_study                      # the default: see below
     python -m orchestration.studies.seed_study --seeds 0 1 2 3 \
         --recipe lcd=configs/toy-lcd.yaml \
-        --recipe "beta5=configs/toy.yaml reward.beta=5" \
+        --recipe "beta5=configs/toy-rglcd-lrm-toy-judge.yaml reward.beta=5" \
         --compare beta5@2:lcd@4 --compare beta5@4:lcd@4
 
 On the toy world two runs of one recipe that differ only in the training seed (or in when the
@@ -21,7 +21,7 @@ seeds with `orchestration/commands/evaluate.py` (in-process scoring), and for ea
   lowest / highest single pairing.
 
 Writes ``<out>/study.md`` and ``<out>/study.json``. Default: plain LCD (configs/toy-lcd.yaml)
-against the default recipe (configs/toy.yaml) at training seeds 0-2, comparisons rglcd@2 vs
+against the default recipe (configs/toy-rglcd-lrm-toy-judge.yaml) at training seeds 0-2, comparisons rglcd@2 vs
 lcd@4 and rglcd@4 vs lcd@4, the toy judge, 64 held-out prompts x sampling seeds 0-2.
 Takes 3-4 minutes per plain-LCD run and 4-9 per RG-LCD + LRM run on two CPU cores.
 """
@@ -39,7 +39,7 @@ from orchestration.evaluation.stats import cross_seed_win_rate, run_spread
 from orchestration.paths import REPO_ROOT
 from orchestration.studies.training_runs import train_once
 
-DEFAULT_RECIPES = ("lcd=configs/toy-lcd.yaml", "rglcd=configs/toy.yaml")
+DEFAULT_RECIPES = ("lcd=configs/toy-lcd.yaml", "rglcd=configs/toy-rglcd-lrm-toy-judge.yaml")
 DEFAULT_COMPARISONS = ("rglcd@2:lcd@4", "rglcd@4:lcd@4")
 
 

@@ -1,7 +1,7 @@
 """Where a toy model loses the toy judge's points: attribute accuracy and sub-scores.
 
     python -m orchestration.studies.toy_judge_breakdown outputs/table1/toy-lcd/pipeline \
-        outputs/table1/toy/pipeline [--steps 4 2] [--seeds 0 1 2] [--prompts 64]
+        outputs/table1/toy-rglcd-lrm-toy-judge/pipeline [--steps 4 2] [--seeds 0 1 2] [--prompts 64]
 
 Samples each exported LCM pipeline (or, with --teacher, a teacher pipeline with DDIM + CFG
 7.5) exactly as `orchestration/commands/evaluate.py` does (same held-out prompts, per-item seeds and

@@ -4,9 +4,9 @@
 
 1. Trains (each a real ``trainer/run.py`` run on a local Ray instance, skipped when its
    exported pipeline already exists, unless ``--retrain``) the four distilled models:
-   LCM (configs/toy-lcd.yaml), RG-LCM toy-clip (configs/toy-direct-clip.yaml), RG-LCM
-   toy-clip with a large beta (configs/toy-direct-clip-large-beta.yaml) and RG-LCM toy-judge
-   + LRM (configs/toy.yaml, the default recipe), into outputs/table1/<recipe>/.
+   LCM (configs/toy-lcd.yaml), RG-LCM toy-clip (configs/toy-rglcd-toy-clip.yaml), RG-LCM
+   toy-clip with a large beta (configs/toy-rglcd-toy-clip-large-beta.yaml) and RG-LCM toy-judge
+   + LRM (configs/toy-rglcd-lrm-toy-judge.yaml, the default recipe), into outputs/table1/<recipe>/.
 2. Evaluates them with the toy teacher at 50 / 4 / 2 DDIM steps (configs/eval/toy-table1.yaml,
    orchestration/commands/evaluate.py: same prompts and seeds, toy-judge and toy-clip through the
    reward service, FID in the mini-CLIP space, HF-noise ratio, win rates).
@@ -29,7 +29,8 @@ from orchestration.paths import REPO_ROOT
 
 RUNS_DIR = REPO_ROOT / "outputs" / "table1"
 EVAL_CONFIG = REPO_ROOT / "configs" / "eval" / "toy-table1.yaml"
-RECIPES = ("toy-lcd", "toy-direct-clip", "toy-direct-clip-large-beta", "toy")
+RECIPES = ("toy-lcd", "toy-rglcd-toy-clip", "toy-rglcd-toy-clip-large-beta",
+           "toy-rglcd-lrm-toy-judge")
 COPIED = ("table.md", "results.json", "metrics_vs_steps.png")
 EXPERT = "toy-judge"
 

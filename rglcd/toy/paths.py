@@ -9,7 +9,7 @@ TOY_ARTIFACTS = TOY_ROOT / "artifacts"
 TOY_PIPELINE_DIR = TOY_ARTIFACTS / "pipeline"  # diffusers StableDiffusionPipeline folder
 TOY_MINICLIP_DIR = TOY_ARTIFACTS / "miniclip"  # transformers CLIPModel + tokenizer
 # The mini CLIP with its image tower fine-tuned on hard negatives by stage reward-clip: the
-# expert of configs/toy-lrm-reward-clip.yaml (docs/reward-clip).
+# expert of configs/toy-rglcd-lrm-reward-clip.yaml (docs/reward-clip).
 TOY_REWARD_CLIP_DIR = TOY_ARTIFACTS / "miniclip-reward"
 TOY_LRM_DIR = TOY_ARTIFACTS / "lrm"  # pretrained latent proxy reward model
 # Generated (not committed) Parquet shards of toy scenes; `outputs/` is git-ignored.

@@ -70,13 +70,14 @@ def sdxl_setup(tmp_path_factory):
     from diffusers import StableDiffusionXLPipeline
 
     from rglcd.tiny_models import save_tiny_sdxl_pipeline
+    from trainer.config import LoRAConfig
     from trainer.export import export_fused_lora_pipeline, export_lora_adapters
-    from trainer.lcd.lora import LoRASettings, add_lora_adapters, lora_parameters
+    from trainer.lcd.lora import add_lora_adapters, lora_parameters
 
     root = tmp_path_factory.mktemp("eval-sdxl")
     teacher = save_tiny_sdxl_pipeline(root / "teacher")
     unet = StableDiffusionXLPipeline.from_pretrained(teacher).unet
-    add_lora_adapters(unet, LoRASettings(rank=4, alpha=4))
+    add_lora_adapters(unet, 4, 4.0, LoRAConfig().target_modules)
     torch.manual_seed(0)
     for param in lora_parameters(unet):
         param.data.normal_(0, 0.1)  # lora_B starts at zero: give the adapters an effect
@@ -116,3 +117,31 @@ def test_sdxl_teacher_and_lcm_lora_evaluate_fused_or_as_adapters(no_ray, sdxl_se
     # the same weights, fused at export or at load: the same images (up to rounding)
     assert np.abs(fused_image.astype(int) - adapter_image.astype(int)).max() <= 2
     assert "LCM-LoRA, CFG 1" in (root / "out" / "table.md").read_text()
+
+
+def test_evaluation_reads_and_writes_object_storage(no_ray, tmp_path, monkeypatch):
+    from rglcd import storage
+    from tests.helpers.s3_server import create_bucket, s3_server
+
+    teacher = save_tiny_sd_pipeline(tmp_path / "teacher")
+    (tmp_path / "prompts.txt").write_text("a large red circle on a blue background\n")
+    with s3_server() as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("RGLCD_CACHE_DIR", str(tmp_path / "cache"))
+        create_bucket("rglcd-eval", env)
+        storage.upload_dir(teacher, "s3://rglcd-eval/models/teacher")
+        storage.upload_file(tmp_path / "prompts.txt", "s3://rglcd-eval/prompts.txt")
+        config = {
+            "models": [{"name": "teacher", "kind": "teacher", "steps": [1],
+                        "path": "s3://rglcd-eval/models/teacher"}],
+            "prompts": "s3://rglcd-eval/prompts.txt", "seeds": [0, 1],
+            "scoring": {"mode": "in-process",
+                        "scorers": [{"name": "judge", "kind": "toy-judge"}]},
+            "reference": {"source": None}, "output": {"dir": "s3://rglcd-eval/eval"},
+        }
+        _, files = run_evaluation(EvalConfig.model_validate(config))
+        assert files["table"] == "s3://rglcd-eval/eval/table.md"
+        lines = storage.read_text("s3://rglcd-eval/eval/scores.jsonl").splitlines()
+        assert len(lines) == 2
+        assert storage.is_file("s3://rglcd-eval/eval/" + json.loads(lines[1])["image"])

@@ -29,10 +29,10 @@ def test_local_pretraining_reads_and_writes_object_storage(s3_bucket, tmp_path):
     storage.upload_dir(_latent_shards(tmp_path / "latents"), latents)
     output = storage.join(s3_bucket, "lrm")
     report = pretrain([
-        "--local", "--latents", latents, "--output", output,
-        "--clip-dir", str(tiny_clip_dir(tmp_path / "clip")), "--steps", "3",
-        "--eval-every", "3", "--batch-size", "8", "--width", "32", "--depth", "1",
-        "--heads", "2", "--patch-size", "2", "--warmup-steps", "1",
+        "scaling.local=true", f"data.latents={latents}", f"output.dir={output}",
+        f"data.clip_dir={tiny_clip_dir(tmp_path / 'clip')}", "optim.steps=3",
+        "optim.eval_every=3", "optim.batch_size=8", "tower.width=32", "tower.depth=1",
+        "tower.heads=2", "tower.patch_size=2", "optim.warmup_steps=1",
     ])
     assert report["step"] == 3 and report["heldout_num_latents"] == 12
     saved = json.loads(storage.read_text(storage.join(output, "pretrain_metrics.json")))

@@ -2,7 +2,7 @@
 path end to end with tiny models on a head and two worker nodes that share no disk, every
 location in a loopback object store, then the failure cases on the same cluster.
 
-data_job -> pretrain_lrm --latents -> trainer/run.py with an SD recipe, the LRM and an expert
+data_job -> pretrain_lrm data.latents= -> trainer/run.py with an SD recipe, the LRM and an expert
 served by Serve (the VLM judge over HTTP to its own server process; ImageReward with random
 weights of its real architecture, in its own environment) -> export -> rglcd-evaluate with
 configs/eval/sd15.yaml, each a `ray job submit` with s3:// paths only. Before the stages a probe

@@ -18,11 +18,11 @@ def test_pretrain_job_trains_reports_and_writes_loadable_lrm(ray_cluster, tmp_pa
     pipeline_dir = save_tiny_sd_pipeline(tmp_path / "sd")
     output = tmp_path / "lrm"
     report = pretrain([
-        "--steps", "8", "--eval-every", "4", "--batch-size", "16", "--num-workers", "1",
-        "--width", "32", "--depth", "2", "--heads", "2", "--warmup-steps", "2",
-        "--clip-dir", str(clip_dir), "--pipeline-dir", str(pipeline_dir),
-        "--data-dir", str(tmp_path / "data"), "--n-train", "64", "--n-eval", "24",
-        "--output", str(output), "--storage-path", str(tmp_path / "ray"), "--name", "lrm-test",
+        "optim.steps=8", "optim.eval_every=4", "optim.batch_size=16", "scaling.num_workers=1",
+        "tower.width=32", "tower.depth=2", "tower.heads=2", "optim.warmup_steps=2",
+        f"data.clip_dir={clip_dir}", f"data.pipeline_dir={pipeline_dir}",
+        f"data.data_dir={tmp_path / 'data'}", "data.n_train=64", "data.n_eval=24",
+        f"output.dir={output}", f"output.storage_path={tmp_path / 'ray'}", "output.name=lrm-test",
     ])
 
     assert report["step"] == 8
@@ -54,11 +54,11 @@ def test_pretrain_job_streams_latent_shards_through_ray_data(ray_cluster, tmp_pa
 
     latents = _latent_shards(tmp_path / "latents", shards=3, rows=12)
     report = pretrain([
-        "--latents", str(latents), "--clip-dir", str(tiny_clip_dir(tmp_path / "clip")),
-        "--steps", "5", "--eval-every", "5", "--batch-size", "8", "--num-workers", "1",
-        "--width", "32", "--depth", "1", "--heads", "2", "--patch-size", "2",
-        "--warmup-steps", "1", "--output", str(tmp_path / "lrm"),
-        "--storage-path", str(tmp_path / "ray"), "--name", "lrm-stream-test",
+        f"data.latents={latents}", f"data.clip_dir={tiny_clip_dir(tmp_path / 'clip')}",
+        "optim.steps=5", "optim.eval_every=5", "optim.batch_size=8", "scaling.num_workers=1",
+        "tower.width=32", "tower.depth=1", "tower.heads=2", "tower.patch_size=2",
+        "optim.warmup_steps=1", f"output.dir={tmp_path / 'lrm'}",
+        f"output.storage_path={tmp_path / 'ray'}", "output.name=lrm-stream-test",
     ])
     # 24 training rows in batches of 8: step 5 is in the second pass over the stream
     assert report["step"] == 5 and 0 < report["loss"] < 20

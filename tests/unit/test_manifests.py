@@ -231,7 +231,7 @@ def test_rayjob_runs_an_existing_recipe_with_enough_gpus(rayjob):
 def test_the_launcher_cluster_fits_the_lrm_recipes(cluster):
     """At max_workers, the GPU nodes hold 8 train workers plus the reward service."""
     gpu_nodes = cluster["available_node_types"]["gpu_worker"]["max_workers"]
-    cfg = load_trainer_config(ROOT / "configs" / "sd21v-rglcd-lrm-hps.yaml", check_paths=False)
+    cfg = load_trainer_config(ROOT / "configs" / "sd21v-rglcd-lrm-hpsv2.1.yaml", check_paths=False)
     assert gpu_placement_problem(cfg, [0.0] + [8.0] * gpu_nodes) is None  # p4de: 8 GPUs
 
 

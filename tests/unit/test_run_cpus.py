@@ -7,7 +7,7 @@ from trainer.ray_connect import REPO_ROOT, logical_cpus_needed, warn_if_too_few_
 
 
 def test_default_recipe_reserves_workers_encoder_reads_and_service():
-    default = load_trainer_config(REPO_ROOT / "configs" / "toy.yaml", [])
+    default = load_trainer_config(REPO_ROOT / "configs" / "toy-rglcd-lrm-toy-judge.yaml", [])
     plain = load_trainer_config(REPO_ROOT / "configs" / "toy-lcd.yaml", [])
     assert logical_cpus_needed(plain) == 1 + 1 + 2  # worker, encoder actor, read tasks
     service = 0.25 + sum(s.num_cpus for s in default.serve.scorers)

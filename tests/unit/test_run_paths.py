@@ -18,7 +18,7 @@ def test_relative_locations_are_read_where_they_are_opened(tmp_path: Path, monke
     (tmp_path / "my-clip").mkdir()
     monkeypatch.chdir(tmp_path)
     cfg = load_trainer_config(
-        REPO_ROOT / "configs" / "toy-direct-clip.yaml",
+        REPO_ROOT / "configs" / "toy-rglcd-toy-clip.yaml",
         ["serve.scorers.1.checkpoint=my-clip", "output.dir=runs/a"],
     )
     clip = next(s for s in cfg.serve.scorers if s.name == "toy-clip")

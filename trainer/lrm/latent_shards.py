@@ -38,8 +38,8 @@ def read_manifest(folder: str) -> dict:
     path = storage.join(str(folder), MANIFEST)
     if not storage.is_file(path):
         raise ValueError(
-            f"{folder} has no {MANIFEST}: point --latents at the --output folder of "
-            "orchestration/commands/data_job.py"
+            f"{folder} has no {MANIFEST}: point data.latents at the output folder of "
+            "rglcd-data-job (orchestration/commands/data_job.py)"
         )
     manifest = json.loads(storage.read_text(path))
     if not manifest.get("shards") or manifest.get("latent_shape") is None:
@@ -53,8 +53,8 @@ def split_shards(folder: str, heldout: int) -> tuple[list[str], list[str]]:
     if heldout < 1 or len(files) <= heldout:
         raise ValueError(
             f"{folder} has {len(files)} latent shard(s); holding out {heldout} for retrieval "
-            "needs more: write smaller shards (rglcd-data-job --rows-per-shard) or lower "
-            "--heldout-shards"
+            "needs more: write smaller shards (rglcd-data-job rows_per_shard=...) or lower "
+            "data.heldout_shards"
         )
     return files[:-heldout], files[-heldout:]
 
