@@ -457,9 +457,9 @@ def test_the_service_on_its_own_fills_the_teachers_vae_from_the_recipe():
     the toy world's; build_app refuses a VAE that still has no path."""
     from reward_service.app import build_app, load_serve_config
     from reward_service.config import ServeConfig, VaeConfig
-    from rglcd.toy.paths import TOY_PIPELINE_DIR
+    from rglcd.toy.paths import TOY_PIPELINE
 
-    assert load_serve_config().vaes["toy"].path == str(TOY_PIPELINE_DIR)
+    assert load_serve_config().vaes["toy"].path == TOY_PIPELINE  # pkg://, found on each node
     recipe = load_serve_config(str(RECIPE_DIR / "sd15-rglcd-lrm-hpsv2.1.yaml"))
     assert recipe.vaes["teacher"].path == "runwayml/stable-diffusion-v1-5"
     with pytest.raises(ValueError, match=r"serve\.vaes \['x'\] have no path"):

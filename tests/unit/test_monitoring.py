@@ -210,6 +210,6 @@ def test_report_config_table_shows_changed_leaves_not_dicts(tmp_path):
     assert diff["serve.scorers.0.kind"] == ("toy-judge", "toy-clip")
     assert diff["serve.scorers.1.kind"] == ("toy-clip", ABSENT)
     assert not any(isinstance(v, (dict, list)) and v for pair in diff.values() for v in pair)
-    text = write_run_report(tmp_path, config, {}, defaults=defaults).read_text()
+    text = Path(write_run_report(tmp_path, config, {}, defaults=defaults)).read_text()
     assert "| `serve.scorers.0.kind` | `toy-judge` | `toy-clip` |" in text
     assert "{'" not in text.split("## Configuration")[1]  # no dict with content in a cell
