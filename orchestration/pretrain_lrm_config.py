@@ -15,7 +15,6 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from orchestration.paths import REPO_ROOT
 from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR, TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
 
@@ -98,7 +97,8 @@ class PretrainScalingConfig(StrictModel):
 class PretrainOutputConfig(StrictModel):
     dir: str = Field(str(TOY_LRM_DIR), description="Where the trained LRM is copied.")
     storage_path: str = Field(
-        str(REPO_ROOT / "outputs" / "ray_results"), description="Ray Train's storage."
+        "outputs/ray_results", description="Ray Train's storage (relative: to the working "
+        "directory)."
     )
     name: str | None = Field(None, description="Ray Train run name (default: timestamped).")
 

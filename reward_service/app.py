@@ -42,6 +42,7 @@ from reward_service.deployments import ScorerDeployment, ScorerFactory, VaeDeplo
 from reward_service.limits import (
     Limits,
     check_items,
+    check_json_depth,
     check_latent_request,
     check_prompts,
     decode_images,
@@ -56,6 +57,7 @@ from reward_service.schemas import (
     ScoreResponse,
 )
 from reward_service.scorers.base import ItemScore
+from reward_service.scorers.registry import describe_scorer
 from rglcd import codecs
 from rglcd.codecs import PayloadTooLargeError
 from rglcd.configuration import load_config
@@ -102,7 +104,9 @@ async def _await(response: Any) -> Any:
 
 
 def _parse(body: bytes, limits: Limits) -> ScoreRequest:
-    """JSON body -> ScoreRequest; the item count is checked before the items are validated."""
+    """JSON body -> ScoreRequest: its nesting depth is checked before it is parsed, the item
+    count before the items are validated."""
+    check_json_depth(body)  # ValueError: 422
     try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
@@ -351,8 +355,6 @@ def _scorer_app(
 ) -> serve.Application:
     actor_options: dict[str, Any] = spec.actor_options(spec.num_cpus, spec.num_gpus)
     if scorer_factory is None:
-        from reward_service.scorers.registry import describe_scorer
-
         runtime_env = describe_scorer(spec).runtime_env  # the scorer's isolated environment
         if runtime_env is not None:
             actor_options["runtime_env"] = runtime_env
@@ -364,8 +366,6 @@ def _scorer_app(
         health_check_period_s=spec.health_check_period_s,
         ray_actor_options=actor_options,
     ).bind(spec.model_dump(), scorer_factory, limits)
-
-
 
 
 class TeacherSource(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from reward_service.scorers.registry import scorer_classes  # the scorer classes declare kinds
 from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP
 
@@ -87,15 +88,11 @@ class ScorerConfig(Placement):
     def _kind_default_batch(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None:
             return value
-        from reward_service.scorers.registry import scorer_classes  # the scorers declare it
-
         scorer = scorer_classes().get(info.data.get("kind", ""))
         return scorer.default_batch_size if scorer is not None else None  # unknown: _check says
 
     @model_validator(mode="after")
     def _check(self) -> ScorerConfig:
-        from reward_service.scorers.registry import scorer_classes  # the scorers declare kinds
-
         if self.kind not in scorer_classes():
             raise ValueError(
                 f"unknown scorer kind {self.kind!r} for scorer {self.name!r}; "

@@ -164,7 +164,7 @@ def export_lora_adapters(unet: UNet2DConditionModel, out_dir: str | Path, family
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    from trainer.lcd.lora import ADAPTER_NAME, has_lora_adapters
+    from trainer.lcd.lora import ADAPTER_NAME, has_lora_adapters  # deferred: loads torch
 
     if not has_lora_adapters(unet):
         raise ValueError(

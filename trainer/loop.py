@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from reward_service.scorers.registry import build_scorer
 from rglcd import storage
 from trainer.checkpointing import (
     TrainState,
@@ -32,10 +33,11 @@ from trainer.config import RGLCDConfig
 from trainer.data import EarlyFirstBatch, local_batches
 from trainer.faults import maybe_fail
 from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
-from trainer.models import TeacherParts, load_teacher
+from trainer.models import TeacherParts, load_teacher, teacher_folder
 from trainer.monitoring import COUNTER_KEYS, MetricsLogger
 from trainer.reward_hooks import DirectReward, RewardHook
 from trainer.rng_state import gather_rng_states
+from trainer.sample_grid import write_validation_grid
 from trainer.task import DistillationTask
 
 
@@ -50,10 +52,9 @@ def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | N
 
 def _reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook:
     if cfg.reward.mode == "lrm":  # latent proxy RM + asynchronous expert (Algorithm 4)
-        from trainer.lrm_hook import build_lrm_hook
+        from trainer.lrm_hook import build_lrm_hook  # deferred: loads transformers
 
         return build_lrm_hook(cfg, teacher.unet.device)
-    from reward_service.scorers.registry import build_scorer
 
     spec = cfg.serve.scorer(cfg.reward.model).model_copy()
     if spec.device == "auto":
@@ -205,7 +206,6 @@ class Trainer:
         """Rank 0: PNG grid of 1/2/4-step samples of the EMA target (LCM-LoRA: the student)."""
         if self.rank != 0 or not self.cfg.data.validation_prompts:
             return None
-        from trainer.sample_grid import write_validation_grid
 
         location = storage.join(self.output_dir, SAMPLES_SUBDIR, f"step_{step:06d}.png")
         with storage.staged_file(location) as path:
@@ -218,7 +218,7 @@ class Trainer:
     def export(self) -> str:
         """Rank 0: the target UNet + teacher parts + LCMScheduler as a pipeline folder; LCM-LoRA:
         the adapters (<output_dir>/lora) and, with model.lora.export_fused, a fused pipeline."""
-        from trainer.export import export_pipeline
+        from trainer.export import export_pipeline  # deferred: loads diffusers
 
         if self.task.is_lora:
             return self.export_lora()
@@ -240,8 +240,10 @@ class Trainer:
 
     def export_lora(self) -> str:
         """Adapters in diffusers' LoRA format; optionally the fused teacher pipeline too."""
-        from trainer.export import export_fused_lora_pipeline, export_lora_adapters
-        from trainer.models import teacher_folder
+        from trainer.export import (  # deferred: loads diffusers
+            export_fused_lora_pipeline,
+            export_lora_adapters,
+        )
 
         model = self.cfg.model
         location = storage.join(self.output_dir, LORA_SUBDIR)

@@ -6,6 +6,7 @@ non-differentiable toy judge that the reward service (Ray Serve, deployed here i
 serves; with a config it runs the same code on real checkpoints and GPUs.
 
     python trainer/run.py [--config configs/toy-rglcd-toy-clip.yaml] [key.sub=value ...]
+    rglcd-train [--config toy-rglcd-toy-clip] [key.sub=value ...]       # from any directory
     ray job submit --working-dir . -- python trainer/run.py [--config FILE] [key.sub=value ...]
 
 The first form (also `rglcd-train`) starts a local Ray instance, dashboard included
@@ -46,29 +47,40 @@ import argparse
 import posixpath
 import sys
 import time
-from pathlib import Path
 
 # `python trainer/run.py` puts trainer/ first on sys.path: the imports below resolve through
 # the installed package (`make env`; Ray's working_dir puts the job's copy on PYTHONPATH),
 # and no module in trainer/ takes a top-level package's name (tests/unit/test_entry_points.py).
+from reward_service.scorers.registry import describe_scorer
 from rglcd import storage
 from rglcd.configuration import ConfigError
+from rglcd.recipes import DEFAULT_RECIPE
+from trainer.checkpointing import verify_checkpoint
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.config_checks import isolated_direct_reward_problem
+from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
+from trainer.data import build_train_dataset, parquet_columns, parquet_files, shard_format
+from trainer.faults import worker_env
+from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
+from trainer.loop import optimizer_class
+from trainer.models import check_teacher_source
+from trainer.monitoring import METRICS_FILE, MetricsFollower, ProgressLine, read_metrics
+from trainer.placement import check_gpu_placement
 from trainer.ray_connect import connect_ray, encoder_actors
+from trainer.report import write_run_report
+from trainer.worker import train_loop_per_worker
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RECIPE = REPO_ROOT / "configs" / "toy-rglcd-lrm-toy-judge.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default=str(DEFAULT_RECIPE),
-        help="YAML recipe (only what differs from trainer/config.py); default: the full "
-        "method on the toy world, configs/toy-rglcd-lrm-toy-judge.yaml.",
+        help="YAML recipe (only what differs from trainer/config.py), a path or a shipped "
+        "recipe's name (e.g. toy-lcd); default: the full method on the toy world, "
+        "toy-rglcd-lrm-toy-judge.yaml.",
     )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
     return parser.parse_args(argv)
@@ -97,13 +109,8 @@ def warn_if_storage_is_node_local(cfg: RGLCDConfig) -> None:
 
 def validate_before_ray(cfg: RGLCDConfig) -> None:
     """Checks that need files but no Ray: teacher, reward model, data shards (ValueError)."""
-    from reward_service.scorers.registry import describe_scorer
-    from trainer.models import check_teacher_source
-
     problems = []
     if cfg.lcd.optimizer != "adamw":
-        from trainer.loop import optimizer_class
-
         try:
             optimizer_class(cfg.lcd.optimizer)
         except ValueError as err:
@@ -139,8 +146,6 @@ def validate_before_ray(cfg: RGLCDConfig) -> None:
 
 
 def _data_problems(cfg: RGLCDConfig) -> list[str]:
-    from trainer.data import parquet_columns, parquet_files, shard_format
-
     data = cfg.data
     try:
         files = parquet_files(cfg.train_data_path)
@@ -156,7 +161,7 @@ def prepare_toy_data(cfg: RGLCDConfig) -> None:
     """The toy default: render the training scenes into Parquet shards in the run's storage
     (<output.root_dir>/toy-data) if they are missing."""
     if cfg.uses_toy_data:
-        from rglcd.toy.data import ensure_toy_dataset
+        from rglcd.toy.data import ensure_toy_dataset  # deferred: loads pyarrow
 
         ensure_toy_dataset(cfg.train_data_path, "train", TOY_TRAIN_ROWS, TOY_DATA_SEED)
 
@@ -172,8 +177,12 @@ def ensure_reward_service(cfg: RGLCDConfig) -> str | None:
         return None
     from ray import serve
 
-    from reward_service.app import build_app, scorer_deployment_name, vae_deployment_name
-    from reward_service.client import wait_for_app
+    from reward_service.app import (  # deferred: loads fastapi, ray
+        build_app,
+        scorer_deployment_name,
+        vae_deployment_name,
+    )
+    from reward_service.client import wait_for_app  # deferred: loads fastapi, ray
 
     name = cfg.serve.app_name
     app = serve.status().applications.get(name)
@@ -198,10 +207,6 @@ def build_trainer(cfg: RGLCDConfig):
     from ray.data import DataContext, ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from trainer.data import build_train_dataset, parquet_files
-    from trainer.faults import worker_env
-    from trainer.worker import train_loop_per_worker
 
     DataContext.get_current().enable_progress_bars = False  # the driver shows its own line
     scaling = cfg.scaling
@@ -250,8 +255,6 @@ def build_trainer(cfg: RGLCDConfig):
 
 def fit(cfg: RGLCDConfig):
     """Run the TorchTrainer with a progress line fed from metrics.jsonl; return its Result."""
-    from trainer.monitoring import METRICS_FILE, MetricsFollower, ProgressLine
-
     location = storage.join(cfg.output_dir, METRICS_FILE)
     follower = MetricsFollower(location, ProgressLine(cfg.lcd.max_steps))
     follower.start()
@@ -262,11 +265,6 @@ def fit(cfg: RGLCDConfig):
 
 
 def write_report(cfg: RGLCDConfig, seconds: float) -> str:
-    from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
-    from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
-    from trainer.monitoring import METRICS_FILE, read_metrics
-    from trainer.report import write_run_report
-
     output_dir = run_storage(cfg)
     grids = storage.list_files(storage.join(output_dir, SAMPLES_SUBDIR), "*.png")
     rows = read_metrics(storage.join(output_dir, METRICS_FILE))
@@ -299,8 +297,6 @@ def check_resume_checkpoint(cfg: RGLCDConfig) -> str | None:
     verifies again when it loads). In object storage it is not downloaded here: each worker
     verifies its downloaded copy. Returns the newest checkpoint's location, or None.
     """
-    from trainer.checkpointing import verify_checkpoint
-
     found = storage.list_dirs(cfg.output_dir, "checkpoint_*")
     if not found:
         return None
@@ -328,8 +324,6 @@ def main(argv: list[str] | None = None) -> int:
     connect_ray(cfg)
     warn_if_storage_is_node_local(cfg)
     try:
-        from trainer.placement import check_gpu_placement
-
         check_gpu_placement(cfg)
         ensure_reward_service(cfg)
     except ValueError as err:

@@ -26,6 +26,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import yaml
+
+from rglcd.codecs import encode_latents
+from rglcd.tiny_models import save_tiny_clip_model, tiny_sd_pipeline
+from rglcd.toy.scenes import all_captions
+
 LATENT_SHAPE = (4, 64, 64)  # SD 1.5 at 512 px
 ROWS_PER_SHARD = 1000
 BATCH = 64
@@ -34,12 +43,6 @@ IMAGE_SIZE = 128  # eval: generated images are IMAGE_SIZE x IMAGE_SIZE RGB
 
 def write_latent_shards(folder: Path, rows: int, seed: int = 0) -> Path:
     """rglcd-data-job's layout: latent shards + manifest.json, the last shard held out."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import torch
-
-    from rglcd.codecs import encode_latents
-
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
     shards, written = [], 0
@@ -61,8 +64,6 @@ def write_latent_shards(folder: Path, rows: int, seed: int = 0) -> Path:
 
 
 def _lrm_run(latents: Path, rows: int, work: Path, use_ray: bool) -> dict:
-    from rglcd.tiny_models import save_tiny_clip_model
-
     clip = work / "clip"
     if not clip.exists():
         save_tiny_clip_model(clip)
@@ -104,16 +105,11 @@ def bench_lrm(args: argparse.Namespace) -> list[dict]:
 
 def _eval_setup(work: Path, images: int) -> Path:
     """A 128 px tiny SD teacher, prompts, and an eval config of `images` images per row."""
-    import yaml
-
-    from rglcd.tiny_models import tiny_sd_pipeline
-
     teacher = work / "teacher"
     if not teacher.exists():
         pipe = tiny_sd_pipeline()
         pipe.unet.register_to_config(sample_size=IMAGE_SIZE // 2)  # the tiny VAE upsamples 2x
         pipe.save_pretrained(teacher)
-    from rglcd.toy.scenes import all_captions
 
     captions = all_captions()
     prompts = work / f"prompts-{images}.txt"

@@ -105,7 +105,7 @@ def summarise_runs(folders: list[Path], warmup: int, batch: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from trainer.config import load_trainer_config
+    from trainer.config import load_trainer_config  # deferred: loads torch
 
     chosen = args.only.split(",") if args.only else list(VARIANTS.values())
     print(f"{'variant':<28} {'steps/s':>8} {'samples/s':>10} {'median s':>9} "

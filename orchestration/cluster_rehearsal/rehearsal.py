@@ -19,8 +19,9 @@ from pathlib import Path
 
 from orchestration.cluster_rehearsal.cluster import LocalCluster
 from orchestration.cluster_rehearsal.object_store import ObjectStore
-from orchestration.local_head import submit_job
+from orchestration.local_head import run_job, submit_job
 from orchestration.paths import REPO_ROOT
+from rglcd import storage
 
 HEAD_CPUS = 4
 WORKER_CPUS = 2
@@ -98,9 +99,6 @@ def toy_default(store: ObjectStore, cluster: LocalCluster, env: dict, logs: Path
     """The default recipe (`python trainer/run.py`: RG-LCD + LRM, the toy judge as expert) with
     its outputs and toy data set in the store, its two workers on node_a / node_b and the
     reward service's replicas on node_b, none on the head that runs the driver."""
-    from orchestration.local_head import run_job
-    from rglcd import storage
-
     root = store.uri("toy")
     overrides = [f"output.root_dir={root}", f"lcd.max_steps={steps}", *TRAINER_PLACEMENT,
                  "serve.scorers.0.resources={node_b: 0.01}",

@@ -13,7 +13,8 @@ orchestration.commands.data_job`; on a cluster, submit that with `ray job submit
 Settings: `DataJobConfig` below (`--config FILE` and `key=value` overrides, as every command).
 Input (`input`: a folder, glob, file or URI such as s3://bucket/cc12m; pyarrow filesystems):
   WebDataset tar shards (img2dataset layout): `<key>.jpg|jpeg|png|webp` + `<key>.txt` or
-    `<key>.json` with a "caption" field; or
+    `<key>.json` with a "caption" field; img2dataset's `.parquet` metadata sidecars beside the
+    tars are recognised and not read; or
   Parquet with an image-bytes column (`image_column`, default "image") and a caption column
     (`caption_column`, default "caption").
 Output (`output`, local folder or URI): `latents-<hash>.parquet` shards (schema in
@@ -35,6 +36,7 @@ from pyarrow import fs as pafs
 from pydantic import Field
 
 from orchestration.data.encode import LatentEncoder, load_vae, vae_downsampling
+from orchestration.data.layouts import is_img2dataset_webdataset
 from orchestration.data.samples import (
     SkipSample,
     prepare_sample,
@@ -90,6 +92,8 @@ def detect_format(uri: str) -> str:
         raise ValueError(f"input={uri!r} does not exist; pass a folder, file or URI of shards")
     if info.type == pafs.FileType.Directory:
         names = [f.path for f in filesystem.get_file_info(pafs.FileSelector(path))]
+    if is_img2dataset_webdataset(names):  # tars + their .parquet metadata sidecars
+        return "webdataset"
     kinds = {
         "webdataset" if n.endswith(".tar") else "parquet"
         for n in names

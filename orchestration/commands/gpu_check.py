@@ -35,6 +35,13 @@ from pathlib import Path
 
 import torch
 
+from reward_service.config import ScorerConfig
+from reward_service.scorers.registry import build_scorer
+from trainer.checkpointing import DataPosition
+from trainer.config import RGLCDConfig
+from trainer.data import LocalBatch
+from trainer.loop import Trainer
+
 PROMPTS = ["a red circle on a blue background", "a small yellow square", "a green triangle"]
 NO_CUDA = (
     "CUDA is not available on this machine (torch.cuda.is_available() is False); run this on a "
@@ -99,8 +106,6 @@ def _summary(name: str, seconds: list[float], device: torch.device, **extra) -> 
 
 def _trainer_config(teacher: Path, run_dir: Path, model: dict):
     """A trainer config for a tiny teacher folder: bf16 autocast, 16 px images."""
-    from trainer.config import RGLCDConfig
-
     return RGLCDConfig.model_validate(
         {
             "model": {
@@ -113,9 +118,10 @@ def _trainer_config(teacher: Path, run_dir: Path, model: dict):
 
 
 def _batch(batch_size: int, step: int):
-    from rglcd.tiny_models import LATENT_CHANNELS, LATENT_SIZE
-    from trainer.checkpointing import DataPosition
-    from trainer.data import LocalBatch
+    from rglcd.tiny_models import (  # deferred: loads diffusers, transformers
+        LATENT_CHANNELS,
+        LATENT_SIZE,
+    )
 
     generator = torch.Generator().manual_seed(step)
     shape = (batch_size, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE)
@@ -129,8 +135,6 @@ def _batch(batch_size: int, step: int):
 
 def check_training(name: str, cfg, device: torch.device, steps: int, batch: int) -> dict:
     """`steps` optimizer steps of the trainer on one device; loss must stay finite."""
-    from trainer.loop import Trainer
-
     _reset_memory(device)
     trainer = Trainer(cfg, rank=0, world_size=1, device=device)
     losses: list[float] = []
@@ -148,9 +152,6 @@ def check_training(name: str, cfg, device: torch.device, steps: int, batch: int)
 
 def check_scorer(clip_dir: Path, device: torch.device, batch: int) -> dict:
     """One clipscore batch under bf16 autocast, forward + backward w.r.t. the images."""
-    from reward_service.config import ScorerConfig
-    from reward_service.scorers.registry import build_scorer
-
     _reset_memory(device)
     spec = ScorerConfig(name="clipscore", kind="clipscore", checkpoint=str(clip_dir),
                         device=str(device))
@@ -177,7 +178,7 @@ def run_checks(device: torch.device, steps: int, batch: int, scorer_batch: int) 
         save_tiny_clip_model,
         save_tiny_sd_pipeline,
         save_tiny_sdxl_pipeline,
-    )
+    )  # deferred: loads diffusers, transformers
 
     results = []
     with tempfile.TemporaryDirectory(prefix="rglcd-gpu-check-") as scratch:

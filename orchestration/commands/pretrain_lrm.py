@@ -56,7 +56,33 @@ from orchestration.paths import REPO_ROOT
 from orchestration.pretrain_lrm_config import LRMPretrainConfig
 from rglcd import storage
 from rglcd.config_cli import config_from_args, config_parser, parse_config_args
-from trainer.lrm.latent_shards import read_manifest, split_shards
+from rglcd.paths import PACKAGES_ROOT
+from rglcd.toy.data import ensure_toy_dataset, read_toy_images
+from rglcd.toy.scenes import all_captions, parse_caption
+from trainer.lrm import (
+    LatentRewardModel,
+    LatentTowerConfig,
+    build_optimizer,
+    pretrain_groups,
+    set_trainable,
+)
+from trainer.lrm.latent_shards import (
+    batch_split,
+    latent_dataset,
+    latent_split,
+    local_batches,
+    peak_rss_mb,
+    ray_batches,
+    read_manifest,
+    split_shards,
+)
+from trainer.lrm.pretrain import (
+    cache_caption_embeddings,
+    contrastive_step,
+    cosine_lr,
+    evaluate_retrieval,
+    prepare_split,
+)
 
 EVAL_SPLITS = ("validation", "heldout")
 METRICS_FILE = "pretrain_metrics.json"
@@ -82,9 +108,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[LRMPretrainConfig, Path |
 
 
 def _load_split(config: dict, split: str, vae, tokenizer, rank=0, world=1, caption_bank=None):
-    from rglcd.toy.data import read_toy_images
-    from trainer.lrm.pretrain import prepare_split
-
     images, captions = read_toy_images(config["data_dir"], split)
     images, captions = images[rank::world], captions[rank::world]
     return prepare_split(vae, tokenizer, images, captions, seed=config["seed"] + rank,
@@ -94,8 +117,6 @@ def _load_split(config: dict, split: str, vae, tokenizer, rank=0, world=1, capti
 def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
     """validation / heldout ranked against their own distinct captions, and heldout against
     every caption of the toy grammar (448, as the mini CLIP's build report does)."""
-    from rglcd.toy.scenes import all_captions
-
     splits = {s: _load_split(config, s, vae, tokenizer) for s in EVAL_SPLITS}
     splits["heldout_all"] = _load_split(config, "heldout", vae, tokenizer,
                                         caption_bank=all_captions())
@@ -103,8 +124,6 @@ def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
 
 
 def _build_model(config: dict, latent_channels: int, scaling_factor: float):
-    from trainer.lrm import LatentRewardModel, LatentTowerConfig, pretrain_groups, set_trainable
-
     torch.manual_seed(config["seed"])  # identical initial weights on every rank
     latent = LatentTowerConfig(
         latent_channels=latent_channels, patch_size=config["patch_size"],
@@ -119,9 +138,6 @@ def _build_model(config: dict, latent_channels: int, scaling_factor: float):
 
 
 def _evaluate(model, eval_data: dict) -> dict:
-    from rglcd.toy.scenes import parse_caption
-    from trainer.lrm.pretrain import evaluate_retrieval
-
     metrics = {}
     for split, data in eval_data.items():
         # Which attributes the latent tower sees (shape is the hard one at 8x8 latents).
@@ -133,8 +149,6 @@ def _evaluate(model, eval_data: dict) -> dict:
 
 def evaluate_saved(config: dict, lrm_dir: Path) -> dict:
     """Metrics of the LRM saved in ``lrm_dir`` on the toy eval splits (no Ray)."""
-    from trainer.lrm import LatentRewardModel
-
     model = LatentRewardModel.from_pretrained(lrm_dir).float().eval()
     if config["latents"] is not None:
         return _evaluate(model, _heldout_latents(config, model.tokenizer))
@@ -144,8 +158,6 @@ def evaluate_saved(config: dict, lrm_dir: Path) -> dict:
 
 
 def _heldout_latents(config: dict, tokenizer) -> dict:
-    from trainer.lrm.latent_shards import latent_split
-
     _, heldout = split_shards(config["latents"], config["heldout_shards"])
     return {"heldout": latent_split(heldout, tokenizer)}
 
@@ -155,8 +167,6 @@ def _toy_data(config: dict, rank: int, world: int, device: torch.device, stream=
 
     The toy split is small: it is held, and each step draws a random batch of it.
     """
-    from trainer.lrm.pretrain import cache_caption_embeddings
-
     vae = _load_vae(config).to(device)
     model = _build_model(config, vae.config.latent_channels, vae.config.scaling_factor)
     model = model.to(device)
@@ -179,9 +189,6 @@ def _latent_data(config: dict, rank: int, world: int, device: torch.device, stre
     `stream` yields (latents, captions) batches (Ray Train: this worker's share of the Ray
     Dataset); None reads the training shards here (a local run).
     """
-    from trainer.lrm.latent_shards import batch_split, local_batches
-    from trainer.lrm.pretrain import cache_caption_embeddings
-
     manifest = read_manifest(config["latents"])
     train_files, _ = split_shards(config["latents"], config["heldout_shards"])
     channels, scaling = manifest["latent_shape"][0], manifest["scaling_factor"]
@@ -253,8 +260,6 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from trainer.lrm.latent_shards import ray_batches
-
     def publish(metrics: dict, folder: str | None) -> None:
         checkpoint = None if folder is None else ray.train.Checkpoint.from_directory(folder)
         ray.train.report(metrics, checkpoint=checkpoint)
@@ -275,10 +280,6 @@ def train_lrm(config: dict, rank: int, world: int, prepare_model, publish, strea
 
     `stream`: (latents, captions) batches of the latent shards, when Ray Data reads them.
     """
-    from trainer.lrm import build_optimizer
-    from trainer.lrm.latent_shards import peak_rss_mb
-    from trainer.lrm.pretrain import contrastive_step, cosine_lr
-
     device = torch.device(config["device"])
     load = _latent_data if config["latents"] else _toy_data
     model, batches, eval_data = load(config, rank, world, device, stream)
@@ -326,8 +327,6 @@ def _save_lrm(folder: str, output: str) -> None:
 
 
 def _ensure_data(config: dict, splits=("train", *EVAL_SPLITS)) -> None:
-    from rglcd.toy.data import ensure_toy_dataset
-
     for split in splits:  # here, not in the workers: they would race
         n = config["n_train"] if split == "train" else config["n_eval"]
         ensure_toy_dataset(Path(config["data_dir"]), split, n, config["seed"])  # no-op if built
@@ -343,11 +342,9 @@ def run(config: dict) -> dict:
         _ensure_data(config)
     if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one
         ray.init(include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+                 runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGES_ROOT)}})
     datasets = {}
     if config["latents"] is not None:  # streamed: Ray Train splits it between the workers
-        from trainer.lrm.latent_shards import latent_dataset
-
         train_files, _ = split_shards(config["latents"], config["heldout_shards"])
         datasets["train"] = latent_dataset(train_files, config["seed"], config["max_rows"])
     trainer = TorchTrainer(

@@ -26,10 +26,10 @@ that a user with SD weights types, with only paths and sizes overridden:
 The stand-ins it builds first: a tiny StableDiffusionPipeline folder and a tiny CLIPModel
 folder (rglcd/tiny_models.py; the CLIP is the LRM's text tower, CLIPScore and PickScore), a
 tiny open_clip HPSv2.1 checkpoint, WebDataset shards of rendered scenes, an HPSv2-style prompt
-file, the judge server (tests/helpers/openai_server.py) and, with --imagereward-python,
+file, the judge server (orchestration/rehearsal/judge_server.py) and, with --imagereward-python,
 ImageReward's real architecture with random weights as ImageReward.pt plus an offline
 `bert-base-uncased` tokenizer, and one image scored there by the package's `score()` and
-by this project's ImageRewardScorer, which must agree (tests/helpers/imagereward_check.py).
+by this project's ImageRewardScorer, which must agree (orchestration/rehearsal/imagereward_check.py).
 With `--nodes 3` the cluster is a head and two worker nodes that share no disk, each worker
 node in a mount namespace of its own (orchestration/cluster_rehearsal/), and an S3-compatible
 store on loopback (moto's server): the stand-ins are uploaded there and every stage reads and
@@ -57,16 +57,18 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
+from orchestration.cluster_rehearsal import failures, rehearsal
 from orchestration.local_head import free_port, private_head, run_job
-from orchestration.paths import REPO_ROOT
 from rglcd import storage
+from rglcd.paths import PACKAGES_ROOT
+from rglcd.toy.scenes import render, sample_scenes
 
 RESOLUTION = 32
 IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by rglcd-pretrain-lrm
 # Per-step timings every trainer row of metrics.jsonl carries.
 TIMINGS = {"time_data", "time_teacher", "time_student", "time_optimizer"}
-JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
-IMAGEREWARD_CHECK = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
+JUDGE = "orchestration.rehearsal.judge_server"  # modules run with `python -m`
+IMAGEREWARD_CHECK = "orchestration.rehearsal.imagereward_check"
 # The package's PIL path and the scorer's tensor path resize the same image: same score up to
 # float32 rounding of a 224 px ViT-L forward.
 SCORE_TOLERANCE = 1e-4
@@ -84,7 +86,7 @@ STYLES = {"anime": ["a red circle on a blue background", "a small green square"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "outputs" / "rehearsal")
+    parser.add_argument("--workdir", type=Path, default=Path("outputs") / "rehearsal")
     parser.add_argument("--imagereward-python", type=Path, default=None,
                         help="python of an environment with ImageReward's pins (stage 4)")
     parser.add_argument("--steps", type=int, default=3, help="trainer steps per run")
@@ -101,8 +103,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def write_webdataset(folder: Path, n: int, per_tar: int = 16) -> None:
     """img2dataset-layout tars of rendered toy scenes (JPEG + caption), 64 px."""
     from PIL import Image
-
-    from rglcd.toy.scenes import render, sample_scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     scenes = sample_scenes("train", n, seed=0)
@@ -134,7 +134,10 @@ def write_tiny_hps(folder: Path) -> tuple[Path, Path]:
 
 def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dict | None]:
     """(paths of the stand-ins, ImageReward's environment check or None without it)."""
-    from rglcd.tiny_models import save_tiny_clip_model, save_tiny_sd_pipeline
+    from rglcd.tiny_models import (  # deferred: loads diffusers, torch, transformers
+        save_tiny_clip_model,
+        save_tiny_sd_pipeline,
+    )
 
     models = work / "models"
     paths = {
@@ -157,14 +160,14 @@ def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dic
 
 
 def check_imagereward_env(folder: Path, python: Path) -> dict:
-    """Inside ImageReward's own environment (tests/helpers/imagereward_check.py): its real
+    """Inside ImageReward's own environment (orchestration/rehearsal/imagereward_check.py): its real
     architecture with random weights as <folder>/ImageReward.pt, an offline tokenizer in
     <folder>/hf, and one image scored by the package's `score()` and by this project's scorer,
     which must agree. Returns the check's JSON (versions, both scores, seconds)."""
-    # That environment does not hold this project: PYTHONPATH lends it the checkout.
+    # That environment does not hold this project: PYTHONPATH lends it this project's packages.
     env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(REPO_ROOT)}
-    run = subprocess.run([str(python), str(IMAGEREWARD_CHECK), str(folder)], env=env,
+           "PYTHONPATH": str(PACKAGES_ROOT)}
+    run = subprocess.run([str(python), "-m", IMAGEREWARD_CHECK, str(folder)], env=env,
                          capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"ImageReward's environment failed its check:\n{run.stderr[-3000:]}")
@@ -177,7 +180,7 @@ def check_imagereward_env(folder: Path, python: Path) -> dict:
 @contextmanager
 def judge_server():
     """The OpenAI-compatible judge as its own process; yields its /v1 base URL."""
-    proc = subprocess.Popen([sys.executable, str(JUDGE), "--port", "0", "--model", "judge"],
+    proc = subprocess.Popen([sys.executable, "-m", JUDGE, "--port", "0", "--model", "judge"],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -292,8 +295,6 @@ def rehearse(args: argparse.Namespace) -> dict:
 def rehearse_on_three_nodes(args: argparse.Namespace, paths: dict, env: dict, logs: Path) -> dict:
     """The stages (and with --failures the failure cases) on a head and two worker nodes that
     share no disk, with every location in the loopback object store."""
-    from orchestration.cluster_rehearsal import failures, rehearsal
-
     start = time.perf_counter()
     with rehearsal.three_nodes() as (store, cluster):
         os.environ.update(store.env)  # the submitter's own checks read the store too
@@ -343,7 +344,7 @@ def run_stages(paths: dict, root: str, steps: int, head: str, env: dict, logs: P
         "optim.eval_every=4", "optim.batch_size=8", "tower.patch_size=2", "tower.width=32",
         "tower.depth=1", "tower.heads=2", "optim.warmup_steps=1", "scaling.num_workers=1",
         f"output.storage_path={storage.join(root, 'ray_results')}"], head, env, logs)
-    from trainer.lrm import LatentRewardModel
+    from trainer.lrm import LatentRewardModel  # deferred: loads torch, transformers
 
     LatentRewardModel.from_pretrained(storage.local_copy(paths["lrm"]))
     metrics = json.loads(storage.read_text(storage.join(paths["lrm"], "pretrain_metrics.json")))

@@ -30,11 +30,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
 
 from orchestration.evaluation.config import FidConfig, ReferenceConfig
 from orchestration.evaluation.generation import to_float
 from rglcd import storage
 from rglcd.toy.metrics import high_frequency_fraction
+from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
+from rglcd.toy.scenes import render, sample_scenes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -67,8 +70,6 @@ class FeatureMoments:
 
 
 def frechet_distance(generated: FeatureMoments, reference: FeatureMoments) -> float:
-    from torchmetrics.image.fid import _compute_fid
-
     mu_ref, sigma_ref = reference.mean_cov()
     mu_gen, sigma_gen = generated.mean_cov()
     return float(_compute_fid(mu_ref, sigma_ref, mu_gen, sigma_gen))
@@ -76,11 +77,7 @@ def frechet_distance(generated: FeatureMoments, reference: FeatureMoments) -> fl
 
 def feature_network(cfg: FidConfig):
     """uint8 (N, H, W, 3) images -> (N, D) float features, for `cfg.features`."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
     if cfg.features == "miniclip":
-        from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
-
         network = MiniClipFeatures(load_miniclip(storage.local_copy(cfg.miniclip_dir))[0])
         return lambda images: network(to_float(images))
     weights = cfg.inception_weights
@@ -136,8 +133,6 @@ def read_reference(cfg: ReferenceConfig, start: int, stop: int,
     """Reference images [start, stop) as (n, H, W, 3) uint8: rendered toy scenes or files,
     resized to `size` (W, H) when given (a folder's images may differ in size)."""
     if cfg.source.startswith("toy:"):
-        from rglcd.toy.scenes import render, sample_scenes
-
         scenes = sample_scenes(cfg.source.removeprefix("toy:"), stop, seed=cfg.seed)[start:stop]
         images = [Image.fromarray(render(scene)) for scene in scenes]
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestration.evaluation.generation import sample_seed
 from orchestration.evaluation.prompts import PromptSet
 
 
@@ -25,8 +26,6 @@ class Item:
 
 
 def make_items(prompt_set: PromptSet, seeds: list[int]) -> list[Item]:
-    from orchestration.evaluation.generation import sample_seed
-
     position, counts = [], {}
     for group in prompt_set.groups:
         position.append(counts.get(group, 0))

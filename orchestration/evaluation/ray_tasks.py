@@ -21,6 +21,7 @@ from ray.util import ActorPool
 
 from orchestration.evaluation.config import EvalConfig, ScoringConfig
 from orchestration.evaluation.worker import Chunk, EvalWorker
+from reward_service.config import ServeConfig
 
 
 def stream_chunks(
@@ -64,9 +65,8 @@ def scorer_service(cfg: ScoringConfig) -> Iterator[None]:
         )
     from ray import serve
 
-    from reward_service.app import build_app
-    from reward_service.client import wait_for_app
-    from reward_service.config import ServeConfig
+    from reward_service.app import build_app  # deferred: loads fastapi
+    from reward_service.client import wait_for_app  # deferred: loads fastapi
 
     serve_cfg = ServeConfig(
         app_name=cfg.app_name, route_prefix=f"/{cfg.app_name}", vaes={}, scorers=cfg.scorers

@@ -110,7 +110,7 @@ def train(recipe: Recipe, seed: int, out: Path, retrain: bool) -> None:
 
 def eval_config(args, recipes: dict[str, Recipe], comparisons):
     """One EvalConfig with a model per (recipe, seed), at the step counts compared."""
-    from orchestration.evaluation.config import EvalConfig
+    from orchestration.evaluation.config import EvalConfig  # deferred: loads torch
 
     steps: dict[str, set[int]] = {}
     for side in (s for pair in comparisons for s in pair):
@@ -140,7 +140,7 @@ def item_scores(path: Path, judge: str) -> dict[str, np.ndarray]:
 
 def summarise(scores: dict[str, np.ndarray], comparisons, seeds: list[int]) -> list[dict]:
     """Per comparison: each side's spread over runs and the cross-seed win rate."""
-    from orchestration.evaluation.config import row_label
+    from orchestration.evaluation.config import row_label  # deferred: loads torch
 
     def runs(name: str, steps: int) -> np.ndarray:
         return np.stack([scores[row_label(model_name(name, seed), steps)] for seed in seeds])
@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import ray
 
-    from orchestration.commands.evaluate import run_evaluation
+    # deferred: loads diffusers, torch, torchmetrics, transformers
+    from orchestration.evaluation.runner import run_evaluation
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False)

@@ -16,6 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
+from orchestration.evaluation.prompts import load_prompts
+from rglcd.toy.scenes import parse_caption
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,9 +33,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def breakdown(path: str, teacher: bool, steps: int, seeds: list[int], prompts: list[str]):
     import torch
 
-    from orchestration.evaluation.config import ModelSpec
-    from orchestration.evaluation.generation import generate, load_pipeline, sample_seed, to_float
-    from rglcd.toy.judge import ToyJudge, summarise
+    from orchestration.evaluation.config import ModelSpec  # deferred: loads torch
+    from orchestration.evaluation.generation import (  # deferred: loads diffusers, torch
+        generate,
+        load_pipeline,
+        sample_seed,
+        to_float,
+    )
+    from rglcd.toy.judge import ToyJudge, summarise  # deferred: loads torch
 
     kind = {"kind": "teacher", "sampler": "ddim"} if teacher else {"kind": "lcm"}
     spec = ModelSpec(name=Path(path).parent.name, path=path, steps=[steps], **kind)
@@ -48,8 +56,7 @@ def errors(results: list[dict], prompts: list[str]) -> dict[str, int]:
     """Wrong attributes counted as "attribute wanted->detected", most frequent first."""
     from collections import Counter
 
-    from rglcd.toy.judge import ATTRIBUTES
-    from rglcd.toy.scenes import parse_caption
+    from rglcd.toy.judge import ATTRIBUTES  # deferred: loads torch
 
     counts = Counter(f"{a} {parse_caption(p)[a]}->{r['detected'][a]}"
                      for r, p in zip(results, prompts, strict=True)
@@ -58,8 +65,6 @@ def errors(results: list[dict], prompts: list[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from orchestration.evaluation.prompts import load_prompts
-
     args = parse_args(argv)
     prompts = load_prompts("toy:heldout", args.prompts).prompts
     rows = []

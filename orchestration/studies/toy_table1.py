@@ -25,7 +25,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from orchestration.evaluation.config import EvalConfig
+from orchestration.evaluation.runner import run_evaluation
 from orchestration.paths import REPO_ROOT
+from orchestration.studies.training_runs import train_once
+from rglcd.configuration import load_config
 
 RUNS_DIR = REPO_ROOT / "outputs" / "table1"
 EVAL_CONFIG = REPO_ROOT / "configs" / "eval" / "toy-table1.yaml"
@@ -44,19 +48,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(recipe: str, retrain: bool) -> None:
-    from orchestration.studies.training_runs import train_once
-
     train_once(REPO_ROOT / "configs" / f"{recipe}.yaml", RUNS_DIR / recipe,
                f"table1-{recipe}", retrain=retrain, label=recipe)
 
 
 def evaluate() -> Path:
-    from orchestration.commands import evaluate as evaluate_command
+    import ray  # the evaluation's sampling tasks; imported when the study gets this far
 
     out_dir = RUNS_DIR / "eval"
-    code = evaluate_command.main(["--config", str(EVAL_CONFIG), f"output.dir={out_dir}"])
-    if code != 0:
-        raise SystemExit(f"evaluation failed with exit code {code}")
+    cfg = load_config(EvalConfig, EVAL_CONFIG, [f"output.dir={out_dir}"])
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False)
+    _, files = run_evaluation(cfg)
+    print(Path(files["table"]).read_text(encoding="utf-8"))
     return out_dir
 
 

@@ -21,14 +21,16 @@ import copy
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import Scorer, check_batch, register_scorer
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 from reward_service.scorers.similarity import freeze, resolve_device
+
+if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
+    from reward_service.config import ScorerConfig
 
 INPUT_SIZE = 224
 TEXT_MAX_LENGTH = 35  # the package's tokenizer setting

@@ -10,7 +10,7 @@ job shows that a file one worker node writes is invisible to the other; after th
 a local output folder must fail (the negative control), and a run that loses a worker node
 mid-training resumes from its checkpoint in the store on a replacement node with the losses of
 an uninterrupted run. The worker nodes live in mount namespaces of their own (`unshare -m`), so
-the test needs root. It needs ImageReward's environment (tests/helpers/imagereward_env.py;
+the test needs root. It needs ImageReward's environment (orchestration/rehearsal/imagereward_env.py;
 `make test` builds it once into .venv-imagereward), so it is marked `imagereward_env`.
 """
 
@@ -23,9 +23,9 @@ import pytest
 
 from orchestration.cluster_rehearsal.failures import PAUSE_STEP
 from orchestration.commands.rehearse_real_path import parse_args, rehearse
-from tests.helpers.imagereward_env import imagereward_env
+from orchestration.rehearsal.imagereward_env import imagereward_env
 
-pytestmark = pytest.mark.imagereward_env
+pytestmark = [pytest.mark.imagereward_env, pytest.mark.ray]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,

@@ -2,8 +2,8 @@
 
 Row `good@2` holds true toy renders; row `poor@4` the same scenes with pixel noise and the
 object recoloured; every image is scored by the real toy judge and held-out judge. The files
-are what `orchestration/commands/evaluate.py` writes: scores.jsonl (`write_item_scores`),
-the images (`save_images`) and results.json's config.models.
+are what an evaluation (`orchestration/evaluation/runner.py`) writes: scores.jsonl
+(`write_item_scores`), the images (`save_images`) and results.json's config.models.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from orchestration.commands.evaluate import save_images
 from orchestration.evaluation.items import make_items
 from orchestration.evaluation.prompts import PromptSet
 from orchestration.evaluation.report import write_item_scores
+from orchestration.evaluation.runner import save_images
 from rglcd.toy.heldout_judge import HeldoutJudge
 from rglcd.toy.judge import ToyJudge
 from rglcd.toy.scenes import COLOURS, render, sample_scenes

@@ -440,7 +440,7 @@ def test_the_expert_vae_is_the_teachers_unless_marked_otherwise():
     cfg = load(RECIPE_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml")
     vae = cfg.serve.vaes["teacher"]
     assert (vae.path, vae.subfolder) == ("stabilityai/stable-diffusion-2-1", "vae")
-    assert (vae.num_gpus, cfg.expert_vae_name) == (0.5, "teacher")
+    assert (vae.num_gpus, cfg.expert_vae_name) == (0.25, "teacher")  # beside a train worker
     replaced = load(None, ["model.vae=org/better-vae", "reward.beta=1"])
     assert (replaced.serve.vaes["toy"].path, replaced.serve.vaes["toy"].subfolder) == (
         "org/better-vae", None)
@@ -459,7 +459,7 @@ def test_the_service_on_its_own_fills_the_teachers_vae_from_the_recipe():
     from reward_service.config import ServeConfig, VaeConfig
     from rglcd.toy.paths import TOY_PIPELINE
 
-    assert load_serve_config().vaes["toy"].path == TOY_PIPELINE  # pkg://, found on each node
+    assert load_serve_config().vaes["toy"].path == TOY_PIPELINE  # found on each node
     recipe = load_serve_config(str(RECIPE_DIR / "sd15-rglcd-lrm-hpsv2.1.yaml"))
     assert recipe.vaes["teacher"].path == "runwayml/stable-diffusion-v1-5"
     with pytest.raises(ValueError, match=r"serve\.vaes \['x'\] have no path"):

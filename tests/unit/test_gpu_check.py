@@ -11,6 +11,7 @@ import torch
 from orchestration.commands import gpu_check
 
 
+@pytest.mark.slow  # train steps of two tiny families and a scorer batch
 def test_gpu_check_runs_on_cpu(tmp_path, capsys):
     out = tmp_path / "check.json"
     argv = ["--device", "cpu", "--steps", "2", "--batch", "2", "--scorer-batch", "2"]

@@ -177,24 +177,6 @@ def test_report_summarises_metrics_and_config_diff(tmp_path):
     )
 
 
-def test_metrics_in_a_non_local_store_are_staged_and_uploaded(tmp_path):
-    """An object-store run (here fsspec's local:// scheme, not a local path to storage.py):
-    lines go to a local staging file and are uploaded after each log; a resume continues
-    the stored copy; the follower reads it through the store."""
-    run = f"local://{tmp_path / 'run'}"
-    with MetricsLogger(run, rank=0, publish_to_ray=False) as logger:
-        for step in range(4):
-            logger.log(step, {"loss": float(step)})
-        assert len(read_metrics(f"{run}/{METRICS_FILE}")) == 4  # uploaded while running
-    with MetricsLogger(run, rank=0, start_step=2, publish_to_ray=False) as resumed:
-        resumed.log(2, {"loss": 9.0})
-    rows = read_metrics(f"{run}/{METRICS_FILE}")
-    assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["loss"] == 9.0
-    stream = io.StringIO()
-    follower = MetricsFollower(f"{run}/{METRICS_FILE}", ProgressLine(10, file=stream))
-    assert follower.poll() == 3
-
-
 def test_report_config_table_shows_changed_leaves_not_dicts(tmp_path):
     """List items are addressed by index, as overrides name them (serve.scorers.0.kind)."""
     from trainer.config import RGLCDConfig
@@ -213,3 +195,21 @@ def test_report_config_table_shows_changed_leaves_not_dicts(tmp_path):
     text = Path(write_run_report(tmp_path, config, {}, defaults=defaults)).read_text()
     assert "| `serve.scorers.0.kind` | `toy-judge` | `toy-clip` |" in text
     assert "{'" not in text.split("## Configuration")[1]  # no dict with content in a cell
+
+
+def test_metrics_in_a_non_local_store_are_staged_and_uploaded(tmp_path):
+    """An object-store run (here fsspec's local:// scheme, not a local path to storage.py):
+    lines go to a local staging file and are uploaded after each log; a resume continues
+    the stored copy; the follower reads it through the store."""
+    run = f"local://{tmp_path / 'run'}"
+    with MetricsLogger(run, rank=0, publish_to_ray=False) as logger:
+        for step in range(4):
+            logger.log(step, {"loss": float(step)})
+        assert len(read_metrics(f"{run}/{METRICS_FILE}")) == 4  # uploaded while running
+    with MetricsLogger(run, rank=0, start_step=2, publish_to_ray=False) as resumed:
+        resumed.log(2, {"loss": 9.0})
+    rows = read_metrics(f"{run}/{METRICS_FILE}")
+    assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["loss"] == 9.0
+    stream = io.StringIO()
+    follower = MetricsFollower(f"{run}/{METRICS_FILE}", ProgressLine(10, file=stream))
+    assert follower.poll() == 3

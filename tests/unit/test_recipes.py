@@ -40,6 +40,7 @@ REWARDS = {
     "pickscore": ("pickscore", 5.0),
     "clipscore": ("clipscore", 5.0),
 }
+LRM_BETA = 100.0  # RG-LCM (HPS) + LRM, paper Figs. 14-15 (docs/method.md section 3)
 
 
 def load(path: Path, overrides=()):
@@ -114,7 +115,7 @@ def check_follows_the_paper(cfg, teacher_file: Path, method: str) -> None:
         return
     variant = "lrm" if method.startswith("rglcd-lrm-") else "direct"
     kind, beta = REWARDS[method.rsplit("-", 1)[1]]
-    assert cfg.reward.beta == beta  # paper Table 2
+    assert cfg.reward.beta == (LRM_BETA if variant == "lrm" else beta)  # Figs. 14-15 / Table 2
     assert cfg.reward.mode == variant
     (scorer,) = cfg.serve.scorers
     assert scorer.kind == kind and scorer.checkpoint

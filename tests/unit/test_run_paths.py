@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from rglcd import storage
+from rglcd.recipes import RECIPES_DIR
 from trainer.config import load_trainer_config
-from trainer.run import REPO_ROOT, check_resume_checkpoint, run_storage
+from trainer.run import check_resume_checkpoint, run_storage
 
 
 def test_relative_locations_are_read_where_they_are_opened(tmp_path: Path, monkeypatch):
     (tmp_path / "my-clip").mkdir()
     monkeypatch.chdir(tmp_path)
     cfg = load_trainer_config(
-        REPO_ROOT / "configs" / "toy-rglcd-toy-clip.yaml",
+        "toy-rglcd-toy-clip",
         ["serve.scorers.1.checkpoint=my-clip", "output.dir=runs/a"],
     )
     clip = next(s for s in cfg.serve.scorers if s.name == "toy-clip")
@@ -62,12 +63,10 @@ def test_direct_imagereward_is_refused_before_ray_with_the_lrm_recipe_to_use():
     from rglcd.configuration import ConfigError
     from trainer.run import validate_before_ray
 
-    cfg = load_trainer_config(
-        REPO_ROOT / "configs" / "sd15-rglcd-imagereward.yaml", [], check_paths=False
-    )
+    cfg = load_trainer_config("sd15-rglcd-imagereward", [], check_paths=False)
     with pytest.raises(ConfigError) as err:
         validate_before_ray(cfg)
     message = str(err.value)
     assert "reward.model='imagereward' (kind 'imagereward') imports only in its own" in message
     assert "rglcd-lrm-imagereward.yaml" in message
-    assert (REPO_ROOT / "configs" / "sd15-rglcd-lrm-imagereward.yaml").is_file()
+    assert (RECIPES_DIR / "sd15-rglcd-lrm-imagereward.yaml").is_file()

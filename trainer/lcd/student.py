@@ -55,7 +55,8 @@ def build_student_unet(
             f"student/teacher weights do not line up: missing {sorted(missing)}, "
             f"unexpected {sorted(unexpected)}"
         )
-    student.to(teacher_unet.device)
+    if student.device != teacher_unet.device:
+        student.to(teacher_unet.device)
     if dtype != student.dtype:
         student.to(dtype=dtype)
     return student.train().requires_grad_(True)

@@ -177,9 +177,9 @@ def latent_dataset(files: list[str], seed: int, max_rows: int | None = None):
     Files come in a new order each epoch (FileShuffleConfig reseeds after each execution);
     Ray Train splits the stream between the workers (`ray.train.get_dataset_shard`).
     """
-    from ray.data import FileShuffleConfig
+    from ray.data import FileShuffleConfig  # deferred: a local run does without Ray
 
-    from rglcd.ray_parquet import read_parquet
+    from rglcd.ray_parquet import read_parquet  # deferred: loads ray
 
     fs, _ = storage.parse(files[0])  # one folder: one filesystem (S3 endpoint from the env)
     paths = [storage.parse(f)[1] for f in files]

@@ -1,6 +1,7 @@
 """Inside ImageReward's isolated environment: import the package, score one image two ways.
 
-    PYTHONPATH=. <env>/bin/python tests/helpers/imagereward_check.py WORK_DIR   # one JSON line
+    PYTHONPATH=<packages root> <env>/bin/python -m orchestration.rehearsal.imagereward_check \
+        WORK_DIR                                                           # one JSON line
 
 Builds what a user downloads, with random weights and nothing fetched: a BLIP med_config.json
 (BERT-base with cross-attention, the numbers of THUDM/ImageReward's file), an offline
@@ -8,7 +9,8 @@ Hugging Face cache holding a tiny `bert-base-uncased` tokenizer, and ImageReward
 state dict of the package's own `ImageReward` class, ViT-L/16 + BERT + MLP). Then scores one
 224 px image with the package's `score()` (PIL path) and with this project's
 ImageRewardScorer loaded from the .pt (tensor path), which must agree. That environment does
-not hold this project: the caller puts the repository root on PYTHONPATH.
+not hold this project: the caller puts the folder of its packages on PYTHONPATH
+(rglcd/paths.py).
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def main(work: Path) -> dict:
         package_score = float(package_model.score(PROMPT, Image.fromarray(pixels)))
     del package_model
 
+    # deferred: loads transformers, which must see the HF_HOME set above
     from reward_service.scorers.imagereward import ImageRewardScorer
 
     scorer = ImageRewardScorer.from_checkpoint(

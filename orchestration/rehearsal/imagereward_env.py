@@ -18,15 +18,15 @@ import venv
 from pathlib import Path
 
 from reward_service.scorers.imagereward import IMAGEREWARD_PACKAGES, REQUIREMENTS
+from rglcd.cache import cache_dir
 
 REUSE_ENV = "RGLCD_IMAGEREWARD_VENV"  # where the environment lives (`make test` sets it)
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / ".venv-imagereward"
 
 
 def imagereward_env(path: Path | None = None) -> Path:
     """The python of an environment with ImageReward's pins at `path` (default $REUSE_ENV,
-    else .venv-imagereward in the checkout), built there first unless its pins match."""
-    path = Path(path or os.environ.get(REUSE_ENV) or DEFAULT_PATH)
+    else imagereward-venv in the user's cache), built there first unless its pins match."""
+    path = Path(path or os.environ.get(REUSE_ENV) or cache_dir() / "imagereward-venv")
     python = path / "bin" / "python"
     if (path / "pins.json").is_file() and json.loads(
         (path / "pins.json").read_text()

@@ -1,6 +1,6 @@
 """A small OpenAI-compatible chat-completions server, run as its own process, for the VLM judge.
 
-    python tests/helpers/openai_server.py --port 0 [--model judge] [--latency-s 0.2]
+    python -m orchestration.rehearsal.judge_server --port 0 [--model judge] [--latency-s 0.2]
         [--fail-on http500] [--malformed-on malformed] [--api-key-env JUDGE_KEY]
 
 It prints `listening on http://127.0.0.1:<port>/v1` once it accepts connections (port 0 = a
