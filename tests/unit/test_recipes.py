@@ -30,6 +30,8 @@ REWARDS = {
     "pickscore": ("pickscore", 5.0),
     "clipscore": ("clipscore", 5.0),
 }
+# The direct reward runs in the train workers: ImageReward there is the core-environment kind.
+DIRECT_KINDS = {"imagereward": "imagereward-native"}
 
 
 def load(path: Path, overrides=()):
@@ -95,6 +97,8 @@ def check_follows_the_paper(cfg, teacher_file: Path, method: str) -> None:
         return
     variant = "lrm" if method.startswith("rglcd-lrm-") else "direct"
     kind, beta = REWARDS[method.rsplit("-", 1)[1]]
+    if variant == "direct":
+        kind = DIRECT_KINDS.get(kind, kind)
     assert cfg.reward.beta == beta  # paper Table 2
     assert cfg.reward.mode == variant
     (scorer,) = cfg.serve.scorers

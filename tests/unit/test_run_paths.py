@@ -33,16 +33,22 @@ def test_hub_ids_are_left_alone(hub_id: str, tmp_path: Path, monkeypatch):
     assert clip.checkpoint == hub_id
 
 
-def test_direct_imagereward_is_refused_before_ray_with_the_lrm_recipe_to_use():
+def test_direct_imagereward_runs_in_the_core_environment_and_the_package_kind_is_refused():
     from rglcd.configuration import ConfigError
     from trainer.run import validate_before_ray
 
-    cfg = load_trainer_config(
-        REPO_ROOT / "configs" / "sd15-rglcd-imagereward.yaml", [], check_paths=False
+    recipe = REPO_ROOT / "configs" / "sd15-rglcd-imagereward.yaml"
+    cfg = load_trainer_config(recipe, [], check_paths=False)
+    assert cfg.serve.scorer(cfg.reward.model).kind == "imagereward-native"
+    with pytest.raises(ConfigError) as err:  # the placeholder teacher and data paths
+        validate_before_ray(cfg)
+    assert not any("own environment" in problem for problem in err.value.problems)
+
+    package = load_trainer_config(
+        recipe, ["serve.scorers.0.kind=imagereward"], check_paths=False
     )
     with pytest.raises(ConfigError) as err:
-        validate_before_ray(cfg)
+        validate_before_ray(package)
     message = str(err.value)
     assert "reward.model='imagereward' (kind 'imagereward') imports only in its own" in message
-    assert "rglcd-lrm-imagereward.yaml" in message
-    assert (REPO_ROOT / "configs" / "sd15-rglcd-lrm-imagereward.yaml").is_file()
+    assert "kind 'imagereward-native'" in message
