@@ -11,11 +11,12 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from reward_service.scaling import Replicas
 from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
 
 
-class ScorerConfig(StrictModel):
+class ScorerConfig(Replicas):
     """One scorer deployment. `checkpoint` is a local path or hub id (loaded offline)."""
 
     name: str = Field(description="Name used in requests (`model` field of POST /score).")
@@ -39,9 +40,13 @@ class ScorerConfig(StrictModel):
         "thread only contends for the same cores); more for one that waits on a remote API "
         "(a VLM judge), or every batch queues behind the previous call's latency.",
     )
-    num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    call_seconds: float | None = Field(
+        None, gt=0, description="Expected seconds of one scorer call on its device (a batch, "
+        "or one judge chat call): with lrm.step_seconds, the trainer warns when the expert "
+        "cannot answer a step's requests in time. Unset: no such check.",
+    )
     health_check_period_s: float = Field(
         10.0, gt=0, description="How often Serve asks the replica whether its scorer works."
     )
@@ -80,7 +85,7 @@ class ScorerConfig(StrictModel):
         return self.max_ongoing_requests or 2 * self.max_batch_size
 
 
-class VaeConfig(StrictModel):
+class VaeConfig(Replicas):
     """A VAE the service may use to decode latent requests."""
 
     path: str = Field(description="Diffusers pipeline folder / hub id, or an AutoencoderKL folder.")
@@ -96,9 +101,12 @@ class VaeConfig(StrictModel):
     )
     max_ongoing_requests: int = Field(8, ge=1)
     max_queued_requests: int = Field(64, ge=1)
-    num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    decode_seconds: float | None = Field(
+        None, gt=0, description="Expected seconds to decode one latent on its device (the "
+        "capacity check's figure, as ScorerConfig.call_seconds). Unset: no such check.",
+    )
 
 
 def _default_scorers() -> list[ScorerConfig]:

@@ -52,7 +52,7 @@ def _reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook:
     if cfg.reward.mode == "lrm":  # latent proxy RM + asynchronous expert (Algorithm 4)
         from trainer.lrm_hook import build_lrm_hook
 
-        return build_lrm_hook(cfg, teacher.unet.device)
+        return build_lrm_hook(cfg, teacher.unet.device, vae=teacher.vae)
     from reward_service.scorers.registry import build_scorer
 
     spec = cfg.serve.scorer(cfg.reward.model).model_copy()

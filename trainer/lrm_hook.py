@@ -268,20 +268,24 @@ class LatentProxyReward(RewardHook):
 
 
 def build_lrm_hook(
-    cfg, device: torch.device, expert: LatentExpert | None = None
+    cfg, device: torch.device, expert: LatentExpert | None = None, vae=None
 ) -> LatentProxyReward:
     """The hook a trainer config asks for (`reward.mode=lrm`); `expert` defaults to the
-    reward service's handle client for `serve.app_name`."""
+    reward service's handle client for `serve.app_name`. With `lrm.decode_on_worker` the
+    teacher's `vae` decodes the expert's latents here (trainer/worker_decode.py)."""
     if expert is None:
         from reward_service.client import RewardClient  # Ray at the edge only
 
         expert = RewardClient(cfg.serve.app_name, timeout_s=cfg.lrm.request_timeout_s)
+    if cfg.lrm.decode_on_worker:
+        expert = worker_decoded(cfg, expert, vae)
     lrm_cfg = cfg.lrm
     lrm = LatentRewardModel.from_pretrained(lrm_cfg.checkpoint).to(device)
     # A client call may retry once (timeout + backoff each): the longest synchronous wait.
     sync_timeout = 2 * lrm_cfg.request_timeout_s + 5.0
     queue = ExpertQueue(
-        expert, lrm_cfg.expert, cfg.expert_vae_name, lrm_cfg.max_staleness_steps,
+        expert, lrm_cfg.expert, "" if lrm_cfg.decode_on_worker else cfg.expert_vae_name,
+        lrm_cfg.max_staleness_steps,
         agree=functools.partial(all_ranks_agree, device=device), sync_timeout_s=sync_timeout,
         max_window_steps=lrm_cfg.max_adaptive_staleness_steps,
         agree_max=functools.partial(max_over_ranks, device=device),
@@ -299,3 +303,13 @@ def build_lrm_hook(
         drain_timeout_s=sync_timeout,
     )
     return LatentProxyReward(lrm, queue, settings)
+
+
+def worker_decoded(cfg, expert: LatentExpert, vae) -> LatentExpert:
+    from reward_service.latents import LatentDecoder
+    from trainer.worker_decode import WorkerDecodedExpert
+
+    if vae is None:
+        raise ValueError("lrm.decode_on_worker needs the teacher's VAE on the worker")
+    chunk = cfg.reward.decode_chunk_size or 3 * cfg.lrm.batch_size
+    return WorkerDecodedExpert(expert, LatentDecoder(vae, chunk_size=chunk))

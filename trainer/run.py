@@ -50,6 +50,7 @@ from rglcd.configuration import ConfigError
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.config_checks import isolated_direct_reward_problem
 from trainer.ray_connect import connect_ray, encoder_actors
+from trainer.reward_capacity import capacity_warnings
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for warning in capacity_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         check_resume_checkpoint(cfg)
     except RuntimeError as err:  # CheckpointError: say so before any Ray work starts
