@@ -29,7 +29,7 @@ class Autoscaling(StrictModel):
         "added (Serve's default, 30 s, is many training steps).",
     )
     downscale_delay_s: float = Field(120.0, ge=0)
-    look_back_period_s: float = Field(10.0, gt=0, description="Window the load is averaged over.")
+    look_back_period_s: float = Field(30.0, gt=0, description="Window the load is averaged over.")
 
 
 class Replicas(StrictModel):
