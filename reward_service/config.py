@@ -30,7 +30,8 @@ class ScorerConfig(Replicas):
     )
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int | None = Field(
-        None, ge=1, description="Defaults to 2 x max_batch_size so batches can fill."
+        None, ge=1, description="Defaults to max_batch_size x max(2, scorer_threads) so the "
+        "concurrent batches can fill.",
     )
     max_queued_requests: int = Field(64, ge=1)
     scorer_threads: int = Field(
@@ -82,7 +83,7 @@ class ScorerConfig(Replicas):
 
     @property
     def ongoing_requests(self) -> int:
-        return self.max_ongoing_requests or 2 * self.max_batch_size
+        return self.max_ongoing_requests or max(2, self.scorer_threads) * self.max_batch_size
 
 
 class VaeConfig(Replicas):
