@@ -1,5 +1,6 @@
 # Two commands for a fresh clone:  `make demo`  and  `make test`.
-# Both create the virtual environment (.venv) on first use.
+# Both create the virtual environment (.venv) on first use. `make check` is the inner loop:
+# ruff, the unit tests and the end-to-end tests that start no Ray cluster.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint env imagereward-env browser
+.PHONY: demo test check lint env imagereward-env browser
 
 env: $(VENV)/.installed
 
@@ -27,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 imagereward-env: $(IMAGEREWARD_VENV)/pins.json
 
 $(IMAGEREWARD_VENV)/pins.json: reward_service/scorers/imagereward-requirements.txt $(VENV)/.installed
-	$(PY) -m tests.helpers.imagereward_env $(IMAGEREWARD_VENV)
+	$(PY) -m orchestration.rehearsal.imagereward_env $(IMAGEREWARD_VENV)
 	touch $@
 
 demo: env
@@ -45,6 +46,14 @@ browser:
 	    chromium chromium-driver) || echo "browser: chromium not installed; its test will skip"; \
 	else echo "browser: no apt-get here; the browser test will skip"; fi
 
+# Tests marked `ray` (tests/ray, and the end-to-end tests that start a cluster) or `slow` are
+# left out; `make test` runs them.
+check: env
+	@start=$$(date +%s); \
+	$(VENV)/bin/ruff check . && $(PY) -m pytest -q -m "not ray and not slow" --timeout=300 tests/unit tests/e2e; \
+	rc=$$?; echo "check wall time: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# The full suite: every tier, every rehearsal (what .ci/run runs).
 test: lint browser imagereward-env
 	@start=$$(date +%s); \
 	$(PY) -m pytest -q --timeout=900; rc=$$?; \

@@ -1,8 +1,10 @@
-"""The checkout the commands run from: their default recipes, outputs and docs live under it.
-
-`make env` installs the package editable, so the modules' files are the checkout's own.
+"""The checkout, for the developer tools that write into it (the benchmarks' table and the
+studies' figures under docs/, the toy world's artifacts): `make env` installs the package
+editable, so the modules' files are the checkout's own. The product's commands use none of
+it: recipes are package data (rglcd/recipes.py), generated data goes to the user's cache
+(rglcd/cache.py) or a run's output folder.
 """
 
-from pathlib import Path
+from rglcd.paths import PACKAGES_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = PACKAGES_ROOT

@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_config(args: argparse.Namespace) -> ServeConfig:
-    from reward_service.app import load_serve_config
+    from reward_service.app import load_serve_config  # deferred: loads fastapi, ray
 
     overrides = list(args.overrides)
     if args.host:
@@ -64,8 +64,8 @@ def start(config: ServeConfig, num_cpus: float | None, dashboard: bool) -> str:
     import ray
     from ray import serve
 
-    from reward_service.app import build_app
-    from reward_service.client import wait_for_app
+    from reward_service.app import build_app  # deferred: loads fastapi, ray
+    from reward_service.client import wait_for_app  # deferred: loads fastapi, ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if os.environ.get("RAY_ADDRESS"):

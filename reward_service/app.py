@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
 from ray.serve.exceptions import BackPressureError
@@ -42,6 +42,7 @@ from reward_service.deployments import ScorerDeployment, ScorerFactory, VaeDeplo
 from reward_service.limits import (
     Limits,
     check_items,
+    check_json_depth,
     check_latent_request,
     check_prompts,
     decode_images,
@@ -57,9 +58,11 @@ from reward_service.schemas import (
     ScoreResponse,
 )
 from reward_service.scorers.base import ItemScore
+from reward_service.scorers.registry import describe_scorer
 from rglcd import codecs
 from rglcd.codecs import PayloadTooLargeError
 from rglcd.configuration import load_config
+from rglcd.toy.paths import TOY_PIPELINE_DIR
 
 INGRESS_NAME = "ingress"
 
@@ -102,7 +105,9 @@ async def _await(response: Any) -> Any:
 
 
 def _parse(body: bytes, limits: Limits) -> ScoreRequest:
-    """JSON body -> ScoreRequest; the item count is checked before the items are validated."""
+    """JSON body -> ScoreRequest: its nesting depth is checked before it is parsed, the item
+    count before the items are validated."""
+    check_json_depth(body)  # ValueError: 422
     try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
@@ -314,6 +319,12 @@ def build_app(
     config: ServeConfig, scorer_factory: ScorerFactory | None = None
 ) -> serve.Application:
     """The Serve application for `config` (`scorer_factory` replaces the registry, in tests)."""
+    unset = sorted(name for name, spec in config.vaes.items() if spec.path is None)
+    if unset:
+        raise ValueError(
+            f"serve.vaes {unset} have no path; load the config with load_serve_config or "
+            "load_trainer_config (they fill in the teacher's VAE), or set serve.vaes.<name>.path"
+        )
     token_sha256 = None
     if config.auth_token_env:
         token = os.environ.get(config.auth_token_env, "")
@@ -345,8 +356,6 @@ def _scorer_app(
 ) -> serve.Application:
     actor_options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
     if scorer_factory is None:
-        from reward_service.scorers.registry import describe_scorer
-
         runtime_env = describe_scorer(spec).runtime_env  # the scorer's isolated environment
         if runtime_env is not None:
             actor_options["runtime_env"] = runtime_env
@@ -360,12 +369,34 @@ def _scorer_app(
     ).bind(spec.model_dump(), scorer_factory, limits)
 
 
+TOY_PIPELINE = str(TOY_PIPELINE_DIR)
+
+
+class TeacherSource(BaseModel):
+    """What the service reads of a trainer recipe's `model:` section: where the VAE is."""
+
+    model_config = ConfigDict(extra="ignore")
+    teacher: str | None = None
+    vae: str | None = None
+
+
 class ServeFile(BaseModel):
     """A config file as the service reads it: only its `serve:` section (strict) matters, so
     the trainer's full config file can be given too (its other sections are ignored)."""
 
     model_config = ConfigDict(extra="ignore")
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    model: TeacherSource = Field(default_factory=TeacherSource)
+
+    @model_validator(mode="after")
+    def _teacher_vae(self) -> "ServeFile":
+        """VAEs without a path decode with the teacher's: the file's model.vae or
+        model.teacher (a trainer recipe), else the toy world's teacher (the trainer's default)."""
+        if self.model.vae is not None:
+            self.serve.fill_vae_paths(self.model.vae, None)
+        else:  # no recipe: the service's defaults are the toy world's
+            self.serve.fill_vae_paths(self.model.teacher or TOY_PIPELINE, "vae")
+        return self
 
 
 def load_serve_config(path: str | None = None, overrides: list[str] | tuple = ()) -> ServeConfig:

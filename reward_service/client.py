@@ -60,6 +60,18 @@ class ScoreResult:
         return torch.tensor(values, dtype=torch.float32), present
 
 
+def worst_case_seconds(timeout_s: float, max_retries: int, retry_backoff_s: float) -> float:
+    """Every attempt times out: (max_retries + 1) x timeout_s plus the doubling backoff sleeps
+    between attempts (`RewardClient._with_retries`)."""
+    backoff = sum(backoff_seconds(retry_backoff_s, a) for a in range(1, max_retries + 1))
+    return (max_retries + 1) * timeout_s + backoff
+
+
+def backoff_seconds(retry_backoff_s: float, attempt: int) -> float:
+    """The sleep before retry `attempt` (1, 2, ...): retry_backoff_s, doubling each time."""
+    return retry_backoff_s * 2 ** (attempt - 1)
+
+
 def missing_result(model: str, count: int, reason: str) -> ScoreResult:
     items = [ItemScore(score=None, error=reason) for _ in range(count)]
     return ScoreResult(model=model, items=items, reason=reason)
@@ -94,6 +106,11 @@ class RewardClient:
         self.retry_backoff_s = retry_backoff_s
         self._handles: dict[str, DeploymentHandle] = {}
         self._loop_thread: _LoopThread | None = None
+
+    @property
+    def worst_case_s(self) -> float:
+        """The longest one scoring call takes before it returns (scores or a missing result)."""
+        return worst_case_seconds(self.timeout_s, self.max_retries, self.retry_backoff_s)
 
     def __reduce__(self):  # handles and threads are per process: rebuild them after pickling
         args = (self.app_name, self.timeout_s, self.max_retries, self.retry_backoff_s)
@@ -139,7 +156,7 @@ class RewardClient:
         reason = "not attempted"
         for attempt in range(self.max_retries + 1):
             if attempt:
-                await asyncio.sleep(self.retry_backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(backoff_seconds(self.retry_backoff_s, attempt))
             response = call()
             try:
                 items = await asyncio.wait_for(_await(response), timeout=self.timeout_s)

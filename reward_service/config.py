@@ -12,8 +12,9 @@ from typing import Any
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from reward_service.scaling import Replicas
+from reward_service.scorers.registry import scorer_classes  # the scorer classes declare kinds
 from rglcd.config_base import StrictModel
-from rglcd.toy.paths import TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
+from rglcd.toy.paths import TOY_MINICLIP_DIR
 
 
 class ScorerConfig(Replicas):
@@ -60,15 +61,11 @@ class ScorerConfig(Replicas):
     def _kind_default_batch(cls, value: int | None, info: ValidationInfo) -> int | None:
         if value is not None:
             return value
-        from reward_service.scorers.registry import scorer_classes  # the scorers declare it
-
         scorer = scorer_classes().get(info.data.get("kind", ""))
         return scorer.default_batch_size if scorer is not None else None  # unknown: _check says
 
     @model_validator(mode="after")
     def _check(self) -> ScorerConfig:
-        from reward_service.scorers.registry import scorer_classes  # the scorers declare kinds
-
         if self.kind not in scorer_classes():
             raise ValueError(
                 f"unknown scorer kind {self.kind!r} for scorer {self.name!r}; "
@@ -89,8 +86,19 @@ class ScorerConfig(Replicas):
 class VaeConfig(Replicas):
     """A VAE the service may use to decode latent requests."""
 
-    path: str = Field(description="Diffusers pipeline folder / hub id, or an AutoencoderKL folder.")
+    path: str | None = Field(
+        None,
+        description="Diffusers pipeline folder / hub id, or an AutoencoderKL folder. Unset in a "
+        "trainer recipe: the teacher's VAE (model.vae, else model.teacher's vae/ subfolder), so "
+        "a recipe names its teacher once; the service on its own needs it set.",
+    )
     subfolder: str | None = "vae"
+    other_than_teacher: bool = Field(
+        False,
+        description="A trainer recipe whose expert decodes with this VAE refuses a path other "
+        "than the teacher's (the expert must see the images the teacher's VAE makes of the "
+        "latents); true = that difference is intended (e.g. a local copy of the same weights).",
+    )
     scaling_factor: float | None = Field(
         None, description="Overrides the VAE config's scaling_factor when set."
     )
@@ -147,7 +155,9 @@ class ServeConfig(StrictModel):
         60.0, gt=0, description="Deadline of one request, latent decoding and scoring together."
     )
     vaes: dict[str, VaeConfig] = Field(
-        default_factory=lambda: {"toy": VaeConfig(path=str(TOY_PIPELINE_DIR))}
+        default_factory=lambda: {"toy": VaeConfig()},
+        description="Latent decoders by name. A path left unset is the teacher's VAE: the "
+        "trainer fills in model.teacher's; the service on its own, the toy world's teacher.",
     )
     scorers: list[ScorerConfig] = Field(default_factory=_default_scorers)
 
@@ -167,6 +177,12 @@ class ServeConfig(StrictModel):
         if dupes:
             raise ValueError(f"serve.scorers has duplicate names {dupes}; names must be unique")
         return self
+
+    def fill_vae_paths(self, path: str, subfolder: str | None) -> None:
+        """VAEs without a path decode with the VAE at `path` (+ `subfolder`): the teacher's."""
+        for name, spec in self.vaes.items():
+            if spec.path is None:  # a new entry: the dict item, not a shared model, changes
+                self.vaes[name] = spec.model_copy(update={"path": path, "subfolder": subfolder})
 
     def scorer(self, name: str) -> ScorerConfig:
         for spec in self.scorers:

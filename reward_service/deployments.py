@@ -24,6 +24,7 @@ from reward_service.config import ScorerConfig, ServeConfig, VaeConfig
 from reward_service.limits import Limits, check_image_batch, check_total_pixels, echo
 from reward_service.metrics import ScorerMetrics
 from reward_service.scorers.base import ItemScore, Scorer
+from reward_service.scorers.registry import build_scorer
 
 ScorerFactory = Callable[[ScorerConfig], Scorer]
 Job = tuple[torch.Tensor, list[str]]  # ((n, 3, H, W) float images in [0, 1], n prompts)
@@ -34,8 +35,6 @@ MAX_CONSECUTIVE_FAILED_BATCHES = 3
 
 
 def build_registered_scorer(spec: ScorerConfig) -> Scorer:
-    from reward_service.scorers.registry import build_scorer
-
     return build_scorer(spec)
 
 

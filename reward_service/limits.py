@@ -7,6 +7,9 @@ all before a single pixel is decoded; latent sides against the VAE's trained siz
 decoding. Scorer replicas repeat the per-image and per-call checks on what reaches them
 through deployment handles (reward_service/deployments.py), so the trainer's path is bound too.
 
+Before any of them the body's nesting depth is measured without recursion (a JSON body nested
+thousands of levels deep would exhaust the parser's stack).
+
 `PayloadTooLargeError` means HTTP 413, any other `ValueError` 422.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rglcd import codecs
@@ -22,6 +26,13 @@ from rglcd.codecs import PayloadTooLargeError
 
 MAX_ECHO_CHARS = 200  # user text quoted back in an error message is cut to this
 _HEAP_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# A score request nests 3 levels ({"latents": {...}}); far below Python's recursion limit.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # brackets inside strings do not nest
+_DEPTH_CHUNK = 1 << 20
+_NESTING_STEP = np.zeros(256, dtype=np.int32)  # byte -> +1 opens, -1 closes an array/object
+_NESTING_STEP[[ord("["), ord("{")]] = 1
+_NESTING_STEP[[ord("]"), ord("}")]] = -1
 
 
 @dataclass(frozen=True)
@@ -31,8 +42,8 @@ class Limits:
     max_image_pixels: int
     max_request_pixels: int
     max_aspect_ratio: float
-    max_prompt_chars: int = 4096
-    max_items: int = 256
+    max_prompt_chars: int
+    max_items: int
 
     @classmethod
     def from_config(cls, config) -> Limits:
@@ -51,6 +62,25 @@ def echo(text: str, limit: int = MAX_ECHO_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def check_json_depth(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """ValueError when arrays/objects in a JSON body nest deeper than `max_depth`.
+
+    A linear scan (strings removed, then a running sum of openers minus closers), so a body
+    nested thousands of levels deep is refused before a recursive parser sees it.
+    """
+    skeleton = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    depth = 0
+    for start in range(0, len(skeleton), _DEPTH_CHUNK):  # bounded memory for a large body
+        chunk = skeleton[start:start + _DEPTH_CHUNK]
+        running = depth + np.cumsum(_NESTING_STEP[chunk])
+        if len(running) and int(running.max()) > max_depth:
+            raise ValueError(
+                f"invalid request body: JSON nested deeper than {max_depth} levels; a score "
+                "request needs 3 (send the documented shape)"
+            )
+        depth = int(running[-1]) if len(running) else depth
 
 
 def check_items(count: int, limits: Limits) -> None:

@@ -29,6 +29,7 @@ import torch
 
 from reward_service.config import ServeConfig
 from rglcd import codecs
+from rglcd.toy.scenes import render, sample_scenes
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_CLIENTS, MAX_DURATION_S = 256, 300.0
@@ -69,8 +70,6 @@ class LoadReport:
 
 def toy_request(model: str, images_per_request: int, seed: int = 0) -> bytes:
     """A JSON body of toy scenes (PNG) and their captions."""
-    from rglcd.toy.scenes import render, sample_scenes
-
     scenes = sample_scenes("train", images_per_request, seed=seed)
     images = [torch.from_numpy(render(s)).permute(2, 0, 1).float() / 255 for s in scenes]
     body = {
@@ -162,7 +161,7 @@ def _headers(config: ServeConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from reward_service.app import load_serve_config
+    from reward_service.app import load_serve_config  # deferred: loads fastapi, ray
 
     config = load_serve_config(args.config, args.overrides)
     config.scorer(args.model)  # KeyError early for a model the config does not have
@@ -195,8 +194,8 @@ def _start_apps(config: ServeConfig, args: argparse.Namespace, root: str) -> Non
     import ray
     from ray import serve
 
-    from reward_service.app import build_app
-    from reward_service.client import wait_for_app
+    from reward_service.app import build_app  # deferred: loads fastapi, ray
+    from reward_service.client import wait_for_app  # deferred: loads fastapi, ray
 
     if args.serve:
         port = urlparse(root).port or config.port

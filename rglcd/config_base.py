@@ -1,4 +1,4 @@
-"""The base class of every config section in the one typed config tree (STYLE principle 4)."""
+"""The base class of every config section in the one typed config tree."""
 
 from __future__ import annotations
 

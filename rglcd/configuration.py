@@ -1,4 +1,4 @@
-"""YAML files + `key.sub=value` overrides for any pydantic model (STYLE principle 4).
+"""YAML files + `key.sub=value` overrides for any pydantic model.
 
 One typed tree of pydantic models holds every default. A YAML file holds only what differs
 from those defaults (a nested mapping); command-line overrides address one key each::
@@ -36,6 +36,9 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticUndefined
+
+from rglcd.recipe_names import renamed_recipe
+from rglcd.recipes import RECIPES_DIR, resolve_recipe, shipped_recipes
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -159,7 +162,16 @@ def _jsonable(value: Any) -> Any:
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing YAML file")
+        new = renamed_recipe(path)
+        if new is not None:
+            raise ConfigError(
+                f"config file {str(path)!r} was renamed {str(new)!r} (recipes are named "
+                "<teacher>-<method>[-<expert>]); pass that one"
+            )
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; pass an existing YAML file or a shipped "
+            f"recipe: {', '.join(shipped_recipes())} (in {RECIPES_DIR})"
+        )
     try:
         data = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as err:
@@ -175,8 +187,9 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def read_config_file(model_cls: type, path: str | Path) -> dict[str, Any]:
-    """The mapping a YAML file holds with its `extends:` files merged in (not yet validated)."""
-    return _read_recipe(model_cls, Path(path), ())
+    """The mapping a YAML file holds with its `extends:` files merged in (not yet validated);
+    `path` may also name a shipped recipe (rglcd/recipes.py)."""
+    return _read_recipe(model_cls, resolve_recipe(path), ())
 
 
 def _read_recipe(model_cls: type, path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:

@@ -3,8 +3,11 @@
 Tiers, by directory (and marker, added automatically):
   tests/unit  - fast, pure tensor / plain-class tests; no Ray.
   tests/ray   - integration tests on ONE session-scoped local Ray cluster (`ray_cluster`).
-  tests/e2e   - the real entry points (trainer/run.py, python -m reward_service, ...).
-Select a tier with e.g. `pytest tests/unit` or `pytest -m "not e2e"`.
+  tests/e2e   - the real entry points (trainer/run.py, python -m reward_service, ...); a module
+                whose tests start a Ray cluster says so with `pytestmark = pytest.mark.ray`.
+`make check` runs `pytest -m "not ray and not slow" tests/unit tests/e2e` (no Ray cluster at
+all, nothing that takes tens of seconds: the inner loop); `make test` runs everything. Select a tier with e.g. `pytest tests/unit` or
+`pytest -m "not e2e"`.
 Tests marked `imagereward_env` need ImageReward's isolated environment (built from PyPI once,
 minutes: `make test` does it first); `pytest -m "not imagereward_env"` leaves them out.
 """
@@ -32,7 +35,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from orchestration.paths import REPO_ROOT  # noqa: E402
 
 
 def pytest_configure(config):

@@ -1,7 +1,7 @@
 """Training checkpoints: atomic save, verified load, Ray Train glue (RNG streams:
 ``trainer/rng_state.py``).
 
-A checkpoint is one directory (issue 5, item 4)::
+A checkpoint is one directory (written whole, then renamed into place)::
 
     step_00000100/
       modules/student/          diffusers folder (config.json + *.safetensors) for ModelMixin
@@ -39,6 +39,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from trainer.lcd.lora import has_lora_adapters, lora_state_dict
 from trainer.rng_state import capture_rng_states, restore_rng_states
 
 FORMAT_VERSION = 1
@@ -123,8 +124,6 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def _has_lora(module: nn.Module) -> bool:
-    from trainer.lcd.lora import has_lora_adapters
-
     return has_lora_adapters(module)
 
 
@@ -134,8 +133,6 @@ def _save_modules(modules: dict[str, nn.Module], root: Path) -> dict[str, str]:
         module = _unwrap(wrapped)
         if _has_lora(module):  # adapters only: the base weights are the frozen teacher's
             from safetensors.torch import save_file
-
-            from trainer.lcd.lora import lora_state_dict
 
             root.mkdir(parents=True, exist_ok=True)
             weights = {k: v.contiguous() for k, v in lora_state_dict(module).items()}
@@ -268,8 +265,6 @@ def verify_checkpoint(directory: str | Path) -> dict:
 def _load_lora_weights(module: nn.Module, path: Path) -> None:
     """Adapter weights into a UNet with the same adapters; any key mismatch is an error."""
     from safetensors.torch import load_file
-
-    from trainer.lcd.lora import lora_state_dict
 
     weights = load_file(str(path))
     wanted = set(lora_state_dict(module)) if _has_lora(module) else set()

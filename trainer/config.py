@@ -1,13 +1,13 @@
-"""The one typed configuration tree of the RG-LCD trainer (STYLE principle 4).
+"""The one typed configuration tree of the RG-LCD trainer.
 
 Defaults live only here and describe the toy world (a miniature SD on 32x32 scenes that
 trains on a laptop CPU); real-scale values come from YAML recipes in `configs/`, which hold
 only what differs. Load with::
 
-    cfg = load_trainer_config("configs/toy-direct-clip.yaml", ["lcd.max_steps=50"])
+    cfg = load_trainer_config("configs/toy-rglcd-toy-clip.yaml", ["lcd.max_steps=50"])
 
 Which reward guides the student (paper eq. 11 and section 4.2); the defaults here are plain
-LCD, and `configs/toy.yaml` (what `python trainer/run.py` runs with no --config) the full
+LCD, and `configs/toy-rglcd-lrm-toy-judge.yaml` (what `python trainer/run.py` runs with no --config) the full
 method (RG-LCD + LRM, toy-judge expert):
   reward.beta == 0           plain LCD (Algorithm 3 without the reward term); no scorer is used,
                              reward.model must stay null.
@@ -39,7 +39,7 @@ from trainer.reward_config import LRMConfig, RewardConfig
 TOY_DATA_SUBDIR = "toy-data"
 _TOY_ARTIFACTS = (str(TOY_PIPELINE_DIR), str(TOY_LRM_DIR))
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-# = trainer.lcd.lora.ATTENTION_PROJECTIONS (not imported: loading a config stays torch-free)
+# LCM-LoRA's adapted modules: the UNet's attention projections (trainer/lcd/lora.py)
 LORA_ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
@@ -297,8 +297,18 @@ class RGLCDConfig(StrictModel):
             )
         return next(iter(self.serve.vaes))
 
+    @property
+    def teacher_vae(self) -> tuple[str, str | None]:
+        """(path, subfolder) of the VAE whose latents the student makes: model.vae, else the
+        teacher pipeline's vae/ folder."""
+        if self.model.vae is not None:
+            return self.model.vae, None
+        return self.model.teacher, "vae"
+
     @model_validator(mode="after")
     def _check(self) -> RGLCDConfig:
+        # VAEs without a path decode with the teacher's: a recipe names its teacher once
+        self.serve.fill_vae_paths(*self.teacher_vae)
         problems = cross_field_problems(self)
         if problems:
             raise ValueError("\n".join(problems))  # one line per problem (ConfigError bullets)

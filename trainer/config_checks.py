@@ -7,6 +7,7 @@ trainer/run.py asks it before Ray starts (it needs the scorer registry, the conf
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -113,6 +114,8 @@ def lrm_problems(cfg: RGLCDConfig, names: list[str]) -> list[str]:
         )
     elif cfg.lrm.expert_vae is not None and cfg.lrm.expert_vae not in vaes:
         problems.append(f"lrm.expert_vae={cfg.lrm.expert_vae!r} is not in serve.vaes {vaes}")
+    else:
+        problems += expert_vae_problems(cfg)
     if cfg.lrm.batch_size > cfg.per_worker_batch_size:
         problems.append(
             f"lrm.batch_size ({cfg.lrm.batch_size}) must be <= the per-worker batch "
@@ -120,6 +123,30 @@ def lrm_problems(cfg: RGLCDConfig, names: list[str]) -> list[str]:
             f"e.g. lrm.batch_size={cfg.per_worker_batch_size}"
         )
     return problems
+
+
+def expert_vae_problems(cfg: RGLCDConfig) -> list[str]:
+    """The expert's VAE must be the teacher's: the expert scores what the teacher's VAE makes
+    of the student's latents. A recipe leaves its path unset (RGLCDConfig fills it in)."""
+    name = cfg.expert_vae_name
+    spec, (teacher_path, _) = cfg.serve.vaes[name], cfg.teacher_vae
+    if spec.other_than_teacher or same_location(spec.path, teacher_path):
+        return []
+    source = "model.vae" if cfg.model.vae is not None else "model.teacher"
+    return [
+        f"serve.vaes.{name}.path={spec.path!r} is not the teacher's VAE ({source}="
+        f"{teacher_path!r}), but the expert must decode the latents with it; drop "
+        f"serve.vaes.{name}.path (it defaults to the teacher's), or set "
+        f"serve.vaes.{name}.other_than_teacher=true if the difference is intended"
+    ]
+
+
+def same_location(a: str, b: str) -> bool:
+    """The same hub id, or the same local folder however written (./x, x, /abs/x)."""
+    if a == b:
+        return True
+    local = [os.path.realpath(os.path.expanduser(p)) for p in (a, b)]
+    return os.path.exists(local[0]) and local[0] == local[1]
 
 
 def isolated_direct_reward_problem(name: str, kind: str) -> str:

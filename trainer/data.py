@@ -34,6 +34,7 @@ from PIL import Image
 from rglcd.codecs import decode_latents
 from rglcd.ray_parquet import read_parquet
 from trainer.checkpointing import DataPosition
+from trainer.models import load_vae
 
 IMAGE_COLUMN = "image"
 LATENT_COLUMN = "latent"
@@ -106,8 +107,6 @@ class EncodeImages:
     def __init__(
         self, vae: str, resolution: int, seed: int, device: str = "cpu", revision: str | None = None
     ) -> None:
-        from trainer.models import load_vae
-
         self.vae = load_vae(vae, revision).requires_grad_(False).eval().to(device)
         self.resolution = resolution
         self.seed = seed

@@ -1,11 +1,12 @@
 """A bounded window of asynchronous expert-scoring requests (paper Algorithm 4, R^E off the
-critical path; issue 6, item 4).
+critical path).
 
 Each step the latent proxy reward hook submits the triplet latents (z0, z1, z2) of its LRM
 subset to the expert and carries on; `collect(step)` returns, without waiting, the requests
 whose scores have arrived and the ones that fell out of the window:
 
-    queue = ExpertQueue(RewardClient("rewards", timeout_s=30), "toy-judge", "toy", 4)
+    client = RewardClient("rewards", timeout_s=30)
+    queue = ExpertQueue(client, "toy-judge", "toy", 4, sync_timeout_s=client.worst_case_s + 5)
     queue.submit(step, triplets, captions)      # (n, 3, C, h, w) detached latents, n captions
     for answer in queue.collect(step): ...      # ExpertAnswer: (n, 3) scores + present mask
     queue.drain(timeout_s)                      # end of training: wait once, resolve the rest
@@ -57,6 +58,11 @@ class LatentExpert(Protocol):
     async def score_latents(
         self, model: str, latents: torch.Tensor, prompts: list[str], vae: str
     ) -> Any:  # -> reward_service.client.ScoreResult
+        ...
+
+    @property
+    def worst_case_s(self) -> float:
+        """The longest one `score_latents` call takes before it returns, retries included."""
         ...
 
 
@@ -124,8 +130,9 @@ class ExpertQueue:
         model: str,
         vae: str,
         max_staleness_steps: int,
+        *,
+        sync_timeout_s: float,
         agree: Callable[[list[bool]], list[bool]] | None = None,
-        sync_timeout_s: float = 60.0,
         max_window_steps: int | None = None,
         agree_max: Callable[[int], int] | None = None,
     ) -> None:

@@ -1,4 +1,4 @@
-"""Export the distilled model as a diffusers pipeline folder (issue 5, item 6; docs/method.md §4).
+"""Export the distilled model as a diffusers pipeline folder (docs/method.md §4).
 
 The folder holds the EMA target UNet, the teacher's VAE, text encoder and tokenizer, and an
 ``LCMScheduler`` built from the teacher's scheduler config with the teacher's prediction
@@ -164,7 +164,7 @@ def export_lora_adapters(unet: UNet2DConditionModel, out_dir: str | Path, family
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    from trainer.lcd.lora import ADAPTER_NAME, has_lora_adapters
+    from trainer.lcd.lora import ADAPTER_NAME, has_lora_adapters  # deferred: loads torch
 
     if not has_lora_adapters(unet):
         raise ValueError(

@@ -1,8 +1,8 @@
 """Fault injection for recovery tests: kill one training worker once, at a chosen step.
 
 A testing hook, inert unless ``RGLCD_FAIL_AT_STEP`` is set. It exists so the resume and
-worker-failure behaviour of issue 5 ("a worker killed mid-run is restarted by Ray Train from
-the last checkpoint") can be shown with a real process death instead of a mock::
+worker-failure behaviour (a worker killed mid-run is restarted by Ray Train from the last
+checkpoint) can be shown with a real process death instead of a mock::
 
     RGLCD_FAIL_AT_STEP=3 RGLCD_FAIL_MARKER=/tmp/run-a.failed \\
         python trainer/run.py scaling.max_failures=1 ...

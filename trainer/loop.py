@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from reward_service.scorers.registry import build_scorer
 from trainer.checkpointing import (
     TrainState,
     checkpoint_name,
@@ -31,12 +32,12 @@ from trainer.config import RGLCDConfig
 from trainer.data import EarlyFirstBatch, local_batches
 from trainer.faults import maybe_fail
 from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
-from trainer.lcd import LoRASettings
-from trainer.models import TeacherParts, load_teacher
+from trainer.models import TeacherParts, load_teacher, teacher_folder
 from trainer.monitoring import COUNTER_KEYS, MetricsLogger
 from trainer.reward_hooks import DirectReward, RewardHook
 from trainer.rng_state import gather_rng_states
-from trainer.task import DistillationTask, LCDSettings
+from trainer.sample_grid import write_validation_grid
+from trainer.task import DistillationTask
 
 
 def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | None:
@@ -50,10 +51,9 @@ def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | N
 
 def _reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook:
     if cfg.reward.mode == "lrm":  # latent proxy RM + asynchronous expert (Algorithm 4)
-        from trainer.lrm_hook import build_lrm_hook
+        from trainer.lrm_hook import build_lrm_hook  # deferred: loads transformers
 
         return build_lrm_hook(cfg, teacher.unet.device, vae=teacher.vae)
-    from reward_service.scorers.registry import build_scorer
 
     spec = cfg.serve.scorer(cfg.reward.model).model_copy()
     if spec.device == "auto":
@@ -74,32 +74,14 @@ def build_task(cfg: RGLCDConfig, device: torch.device) -> DistillationTask:
             f"the teacher's schedule has {len(teacher.alphas_cumprod)} timesteps but "
             f"lcd.num_train_timesteps={cfg.lcd.num_train_timesteps}; make them agree."
         )
-    settings = LCDSettings(
-        num_ddim_timesteps=cfg.lcd.num_ddim_timesteps,
-        w_min=cfg.lcd.w_min,
-        w_max=cfg.lcd.w_max,
-        loss_type=cfg.lcd.loss,
-        huber_c=cfg.lcd.huber_c,
-        ema_decay=cfg.lcd.ema_decay,
-        w_embedding_dim=cfg.model.time_cond_proj_dim,
-        uncond_prompt=cfg.lcd.uncond_prompt,
-        lora=lora_settings(cfg),
-    )
     torch.manual_seed(cfg.seed)  # the student's fresh cond_proj (same on every rank)
     task = DistillationTask(
-        teacher, settings, build_reward_hook(cfg, teacher), seed=cfg.seed,
+        teacher, cfg.lcd, cfg.model, seed=cfg.seed, reward=build_reward_hook(cfg, teacher),
         overlap_teacher=cfg.scaling.overlap_teacher and device.type == "cpu",
     )
     if cfg.model.gradient_checkpointing:
         task.student.enable_gradient_checkpointing()
     return task
-
-
-def lora_settings(cfg: RGLCDConfig) -> LoRASettings | None:
-    lora = cfg.model.lora
-    if lora is None:
-        return None
-    return LoRASettings(lora.rank, lora.alpha, tuple(lora.target_modules))
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
@@ -223,7 +205,6 @@ class Trainer:
         """Rank 0: PNG grid of 1/2/4-step samples of the EMA target (LCM-LoRA: the student)."""
         if self.rank != 0 or not self.cfg.data.validation_prompts:
             return None
-        from trainer.sample_grid import write_validation_grid
 
         path = self.output_dir / SAMPLES_SUBDIR / f"step_{step:06d}.png"
         return write_validation_grid(
@@ -234,7 +215,7 @@ class Trainer:
     def export(self) -> Path:
         """Rank 0: the target UNet + teacher parts + LCMScheduler as a pipeline folder; LCM-LoRA:
         the adapters (<output_dir>/lora) and, with model.lora.export_fused, a fused pipeline."""
-        from trainer.export import export_pipeline
+        from trainer.export import export_pipeline  # deferred: loads diffusers
 
         if self.task.is_lora:
             return self.export_lora()
@@ -253,8 +234,10 @@ class Trainer:
 
     def export_lora(self) -> Path:
         """Adapters in diffusers' LoRA format; optionally the fused teacher pipeline too."""
-        from trainer.export import export_fused_lora_pipeline, export_lora_adapters
-        from trainer.models import teacher_folder
+        from trainer.export import (  # deferred: loads diffusers
+            export_fused_lora_pipeline,
+            export_lora_adapters,
+        )
 
         model = self.cfg.model
         adapters = export_lora_adapters(

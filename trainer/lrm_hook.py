@@ -1,5 +1,5 @@
 """RG-LCD + LRM: the latent proxy reward hook with asynchronous expert rewards (paper section
-4.2, Algorithm 4; docs/method.md §3; issue 6, items 3-5).
+4.2, Algorithm 4; docs/method.md §3).
 
 Per student step t (`DistillationTask` calls the two halves):
 
@@ -36,7 +36,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -53,28 +52,14 @@ from trainer.lrm import (
     trainable_parameters,
 )
 from trainer.monitoring import SKIPPED_REWARD_UPDATES
+from trainer.reward_config import LRMConfig
 from trainer.reward_hooks import RewardContext, RewardHook
 
 logger = logging.getLogger(__name__)
 
+ANSWER_MARGIN_S = 5.0  # a missing result's hop from the client's event loop to this thread
 _FIRST = [i for i, _ in PAIRS]
 _SECOND = [j for _, j in PAIRS]
-
-
-@dataclass(frozen=True)
-class LRMSettings:
-    """Online finetuning of the LRM (trainer config `reward.beta` and the `lrm` section)."""
-
-    beta: float
-    batch_size: int = 16
-    learning_rate: float = 3.3e-6
-    tau_l: float = 0.01
-    tau_e: float = 0.01
-    real_image_preference: bool = False
-    trainable_latent_blocks: int = 2
-    trainable_text_blocks: int = 5
-    final_step: int | None = None  # its after_step drains the window (None: call finish())
-    drain_timeout_s: float = 30.0
 
 
 # ----------------------------------------------------------------------------- collectives
@@ -152,20 +137,31 @@ class LatentProxyReward(RewardHook):
 
     name = "lrm"
 
-    def __init__(self, lrm: LatentRewardModel, queue: ExpertQueue, settings: LRMSettings):
-        if settings.batch_size < 1:
-            raise ValueError(f"lrm batch_size={settings.batch_size} must be >= 1")
+    def __init__(
+        self,
+        lrm: LatentRewardModel,
+        queue: ExpertQueue,
+        config: LRMConfig,
+        *,
+        beta: float,
+        final_step: int | None,
+        drain_timeout_s: float,
+    ):
+        """`config`: the `lrm` section; `beta`: reward.beta; `final_step`: the step whose
+        after_step drains the window (None: the caller calls finish())."""
         self.lrm = lrm.eval()
-        self.settings = settings
-        self.beta = settings.beta
+        self.config = config
+        self.beta = beta
+        self.final_step = final_step
+        self.drain_timeout_s = drain_timeout_s
         self.queue = queue
         # The freeze first, then an optimizer that holds only the trainable tensors.
         groups = finetune_groups(
-            lrm, settings.trainable_latent_blocks, settings.trainable_text_blocks
+            lrm, config.trainable_latent_blocks, config.trainable_text_blocks
         )
         set_trainable(lrm, groups)
         self.trainable = trainable_parameters(lrm)
-        self.optimizer = build_optimizer(lrm, settings.learning_rate)
+        self.optimizer = build_optimizer(lrm, config.learning_rate)
         self.device = lrm.logit_scale.device
         self.updates_applied = 0
         self.skipped_total = 0
@@ -177,15 +173,15 @@ class LatentProxyReward(RewardHook):
         return self.lrm.detached_reward(context.online, **tokens).float(), {}
 
     def after_step(self, context: RewardContext) -> dict[str, float]:
-        n = min(self.settings.batch_size, len(context.captions))
+        n = min(self.config.batch_size, len(context.captions))
         triplets = torch.stack(
             [context.latents[:n], context.online[:n], context.target[:n]], dim=1
         )  # (n, 3, C, h, w)
         self.queue.submit(context.step, triplets.detach(), list(context.captions[:n]))
         start = time.perf_counter()
         answers = self.queue.collect(context.step)
-        if self.settings.final_step is not None and context.step >= self.settings.final_step:
-            answers += self.queue.drain(self.settings.drain_timeout_s)
+        if self.final_step is not None and context.step >= self.final_step:
+            answers += self.queue.drain(self.drain_timeout_s)
         waited = time.perf_counter() - start
         metrics = self.learn(answers, context.step)
         metrics["time_reward_wait"] = waited
@@ -197,7 +193,7 @@ class LatentProxyReward(RewardHook):
     # ---- learning from the expert ------------------------------------------------------
     def finish(self) -> dict[str, float]:
         """Drain the window (bounded wait) and learn from what arrived; count the rest."""
-        answers = self.queue.drain(self.settings.drain_timeout_s)
+        answers = self.queue.drain(self.drain_timeout_s)
         return self.learn(answers, max((a.step for a in answers), default=0))
 
     def learn(self, answers: list[ExpertAnswer], step: int) -> dict[str, float]:
@@ -252,8 +248,8 @@ class LatentProxyReward(RewardHook):
         lrm_rewards = self.lrm.reward(latents, **tokens).view(n, 3)
         scores, present = answer.scores.to(self.device), answer.present.to(self.device)
         loss = kl_preference_loss(
-            lrm_rewards, scores, self.settings.tau_l, self.settings.tau_e, present,
-            self.settings.real_image_preference,
+            lrm_rewards, scores, self.config.tau_l, self.config.tau_e, present,
+            self.config.real_image_preference,
         )
         counts = pair_counts(lrm_rewards, scores, present)  # pairs, agree, counted
         local = torch.cat([(loss.detach().double() * counts[0]).view(1).cpu(), counts.cpu()])
@@ -281,8 +277,9 @@ def build_lrm_hook(
         expert = worker_decoded(cfg, expert, vae)
     lrm_cfg = cfg.lrm
     lrm = LatentRewardModel.from_pretrained(lrm_cfg.checkpoint).to(device)
-    # A client call may retry once (timeout + backoff each): the longest synchronous wait.
-    sync_timeout = 2 * lrm_cfg.request_timeout_s + 5.0
+    # The longest synchronous wait: the client's own worst case (every attempt timing out,
+    # with its backoff), plus the trip of its missing result back to this thread.
+    sync_timeout = expert.worst_case_s + ANSWER_MARGIN_S
     queue = ExpertQueue(
         expert, lrm_cfg.expert, "" if lrm_cfg.decode_on_worker else cfg.expert_vae_name,
         lrm_cfg.max_staleness_steps,
@@ -290,19 +287,10 @@ def build_lrm_hook(
         max_window_steps=lrm_cfg.max_adaptive_staleness_steps,
         agree_max=functools.partial(max_over_ranks, device=device),
     )
-    settings = LRMSettings(
-        beta=cfg.reward.beta,
-        batch_size=lrm_cfg.batch_size,
-        learning_rate=lrm_cfg.learning_rate,
-        tau_l=lrm_cfg.tau_l,
-        tau_e=lrm_cfg.tau_e,
-        real_image_preference=lrm_cfg.real_image_preference,
-        trainable_latent_blocks=lrm_cfg.trainable_latent_blocks,
-        trainable_text_blocks=lrm_cfg.trainable_text_blocks,
-        final_step=cfg.lcd.max_steps - 1,
+    return LatentProxyReward(
+        lrm, queue, lrm_cfg, beta=cfg.reward.beta, final_step=cfg.lcd.max_steps - 1,
         drain_timeout_s=sync_timeout,
     )
-    return LatentProxyReward(lrm, queue, settings)
 
 
 def worker_decoded(cfg, expert: LatentExpert, vae) -> LatentExpert:

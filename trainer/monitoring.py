@@ -1,6 +1,6 @@
 """Per-step metrics: ``metrics.jsonl``, Ray dashboard metrics, and a driver-side progress line.
 
-Issue 5, item 5. ``MetricsLogger`` (one per worker; only rank 0 writes) appends one JSON line
+``MetricsLogger`` (one per worker; only rank 0 writes) appends one JSON line
 per step to ``<output_dir>/metrics.jsonl`` and publishes numeric values to
 ``ray.util.metrics`` (Gauge ``rglcd_train_metric`` and Counter ``rglcd_train_count``, tag
 keys ``run`` and ``name``) for the Ray dashboard. Outside a Ray worker or driver it falls back

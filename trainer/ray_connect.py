@@ -11,13 +11,12 @@ import logging
 import math
 import os
 import sys
-from pathlib import Path
 
 from rglcd.local_ray import keep_local_ray_on_loopback
+from rglcd.paths import PACKAGES_ROOT
 from trainer.config import RGLCDConfig
 
 READ_TASK_CPUS = 2
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # Ray Train on the one-machine cluster this process starts: no preemption watcher (an actor
@@ -52,7 +51,7 @@ def connect_ray(cfg: RGLCDConfig) -> None:
             # The dashboard to watch the run on; Ray Train's placement-group cleaner also
             # polls the state API it serves (without it, a warning every second of the run).
             include_dashboard=True,
-            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}},
+            runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGES_ROOT), "HF_HUB_OFFLINE": "1"}},
             log_to_driver=False,
         )
     keep_library_logs_off_the_console()

@@ -1,4 +1,4 @@
-"""The run report, ``<output_dir>/report.md`` (issue 5, item 6).
+"""The run report, ``<output_dir>/report.md``: what a run did, in one page.
 
 ``summarize_metrics`` condenses ``metrics.jsonl`` (steps, final losses and reward means over
 the last steps, summed counters such as skipped reward updates, median phase timings);
@@ -74,27 +74,38 @@ def _dump(config: Any) -> dict:
     return dict(config)
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaves by dotted key, list items by index (`serve.scorers.0.kind`), as overrides name
+    them; an empty mapping or list is a leaf of its own."""
+    if isinstance(tree, Mapping) and tree:
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)) and tree:
+        items = enumerate(tree)
+    else:
+        return {prefix[:-1]: tree} if prefix else {}
     flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat |= _flatten(value, name + ".")
-        else:
-            flat[name] = value
+    for key, value in items:
+        flat |= _flatten(value, f"{prefix}{key}.")
     return flat
+
+
+ABSENT = "(absent)"  # a list item or key that one side does not have
 
 
 def config_diff(config: Any, defaults: Any) -> list[tuple[str, Any, Any]]:
     """``(dotted.key, default, value)`` for every leaf where `config` differs from `defaults`."""
     ours, base = _flatten(_dump(config)), _flatten(_dump(defaults))
-    missing = object()
     diff = []
-    for key in sorted(set(ours) | set(base)):
-        value, default = ours.get(key, missing), base.get(key, missing)
+    for key in sorted(set(ours) | set(base), key=_natural):
+        value, default = ours.get(key, ABSENT), base.get(key, ABSENT)
         if value != default:
-            diff.append((key, None if default is missing else default, value))
+            diff.append((key, default, value))
     return diff
+
+
+def _natural(key: str) -> list[tuple[int, Any]]:
+    """Sort key: list indices numerically (`scorers.2` before `scorers.10`)."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in key.split(".")]
 
 
 def _default_config(config: Any) -> Any:

@@ -25,7 +25,7 @@ class RewardConfig(StrictModel):
         0.0,
         ge=0,
         description="Reward scale; 0 = plain LCD. Paper Table 2: CLIPScore/PickScore 5, "
-        "HPSv2.1/ImageReward 1. The toy default (configs/toy.yaml) uses 3 for LRM cosine "
+        "HPSv2.1/ImageReward 1. The toy default (configs/toy-rglcd-lrm-toy-judge.yaml) uses 3 for LRM cosine "
         "scores in [-1, 1] (the comparison that chose it: docs/results.md).",
     )
     mode: Literal["direct", "lrm"] = Field(

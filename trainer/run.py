@@ -5,7 +5,8 @@ LRM, on the toy world (a miniature SD on 32x32 scenes), the latent proxy RM lear
 non-differentiable toy judge that the reward service (Ray Serve, deployed here if absent)
 serves; with a config it runs the same code on real checkpoints and GPUs.
 
-    python trainer/run.py [--config configs/toy-direct-clip.yaml] [key.sub=value ...]
+    python trainer/run.py [--config configs/toy-rglcd-toy-clip.yaml] [key.sub=value ...]
+    rglcd-train [--config toy-rglcd-toy-clip] [key.sub=value ...]       # from any directory
     ray job submit --working-dir . -- python trainer/run.py [--config FILE] [key.sub=value ...]
 
 The first form (also `rglcd-train`) starts a local Ray instance, dashboard included
@@ -46,24 +47,36 @@ from pathlib import Path
 # `python trainer/run.py` puts trainer/ first on sys.path: the imports below resolve through
 # the installed package (`make env`; Ray's working_dir puts the job's copy on PYTHONPATH),
 # and no module in trainer/ takes a top-level package's name (tests/unit/test_entry_points.py).
+from reward_service.scorers.registry import describe_scorer
 from rglcd.configuration import ConfigError
-from trainer.config import RGLCDConfig, load_trainer_config
+from rglcd.recipes import DEFAULT_RECIPE
+from trainer.checkpointing import verify_checkpoint
+from trainer.config import RGLCDConfig, is_local_path, load_trainer_config
 from trainer.config_checks import isolated_direct_reward_problem
+from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
+from trainer.data import build_train_dataset, parquet_files, shard_format
+from trainer.faults import worker_env
+from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
+from trainer.loop import optimizer_class
+from trainer.models import check_teacher_source
+from trainer.monitoring import METRICS_FILE, MetricsFollower, ProgressLine, read_metrics
+from trainer.placement import check_gpu_placement
 from trainer.ray_connect import connect_ray, encoder_actors
+from trainer.report import write_run_report
 from trainer.reward_capacity import capacity_warnings
+from trainer.worker import train_loop_per_worker
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RECIPE = REPO_ROOT / "configs" / "toy.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default=str(DEFAULT_RECIPE),
-        help="YAML recipe (only what differs from trainer/config.py); default: the full "
-        "method on the toy world, configs/toy.yaml.",
+        help="YAML recipe (only what differs from trainer/config.py), a path or a shipped "
+        "recipe's name (e.g. toy-lcd); default: the full method on the toy world, "
+        "toy-rglcd-lrm-toy-judge.yaml.",
     )
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides.")
     return parser.parse_args(argv)
@@ -88,8 +101,6 @@ def absolute_paths(cfg: RGLCDConfig) -> RGLCDConfig:
 
 def _absolute(section: dict, keys: tuple[str, ...]) -> None:
     """Make each of `keys` absolute where it names an existing local path (not a hub id)."""
-    from trainer.config import is_local_path
-
     for key in keys:
         value = section.get(key)
         if value and is_local_path(value) and Path(value).expanduser().exists():
@@ -98,13 +109,8 @@ def _absolute(section: dict, keys: tuple[str, ...]) -> None:
 
 def validate_before_ray(cfg: RGLCDConfig) -> None:
     """Checks that need files but no Ray: teacher, reward model, data shards (ValueError)."""
-    from reward_service.scorers.registry import describe_scorer
-    from trainer.models import check_teacher_source
-
     problems = []
     if cfg.lcd.optimizer != "adamw":
-        from trainer.loop import optimizer_class
-
         try:
             optimizer_class(cfg.lcd.optimizer)
         except ValueError as err:
@@ -142,8 +148,6 @@ def validate_before_ray(cfg: RGLCDConfig) -> None:
 def _data_problems(cfg: RGLCDConfig) -> list[str]:
     import pyarrow.parquet as pq
 
-    from trainer.data import parquet_files, shard_format
-
     data = cfg.data
     try:
         files = parquet_files(cfg.train_data_path)
@@ -158,7 +162,7 @@ def _data_problems(cfg: RGLCDConfig) -> list[str]:
 def prepare_toy_data(cfg: RGLCDConfig) -> None:
     """The toy default: render the training scenes into Parquet shards if they are missing."""
     if cfg.uses_toy_data:
-        from rglcd.toy.data import ensure_toy_dataset
+        from rglcd.toy.data import ensure_toy_dataset  # deferred: loads pyarrow
 
         ensure_toy_dataset(cfg.train_data_path, "train", TOY_TRAIN_ROWS, TOY_DATA_SEED)
 
@@ -174,8 +178,12 @@ def ensure_reward_service(cfg: RGLCDConfig) -> str | None:
         return None
     from ray import serve
 
-    from reward_service.app import build_app, scorer_deployment_name, vae_deployment_name
-    from reward_service.client import wait_for_app
+    from reward_service.app import (  # deferred: loads fastapi, ray
+        build_app,
+        scorer_deployment_name,
+        vae_deployment_name,
+    )
+    from reward_service.client import wait_for_app  # deferred: loads fastapi, ray
 
     name = cfg.serve.app_name
     app = serve.status().applications.get(name)
@@ -200,10 +208,6 @@ def build_trainer(cfg: RGLCDConfig):
     from ray.data import DataContext, ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from trainer.data import build_train_dataset, parquet_files
-    from trainer.faults import worker_env
-    from trainer.worker import train_loop_per_worker
 
     DataContext.get_current().enable_progress_bars = False  # the driver shows its own line
     scaling = cfg.scaling
@@ -247,8 +251,6 @@ def build_trainer(cfg: RGLCDConfig):
 
 def fit(cfg: RGLCDConfig):
     """Run the TorchTrainer with a progress line fed from metrics.jsonl; return its Result."""
-    from trainer.monitoring import METRICS_FILE, MetricsFollower, ProgressLine
-
     follower = MetricsFollower(cfg.output_dir / METRICS_FILE, ProgressLine(cfg.lcd.max_steps))
     follower.start()
     try:
@@ -258,11 +260,6 @@ def fit(cfg: RGLCDConfig):
 
 
 def write_report(cfg: RGLCDConfig, seconds: float) -> Path:
-    from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
-    from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
-    from trainer.monitoring import METRICS_FILE, read_metrics
-    from trainer.report import write_run_report
-
     output_dir = cfg.output_dir
     grids = sorted(str(p) for p in (output_dir / SAMPLES_SUBDIR).glob("*.png"))
     rows = read_metrics(output_dir / METRICS_FILE) if (output_dir / METRICS_FILE).exists() else []
@@ -291,8 +288,6 @@ def check_resume_checkpoint(cfg: RGLCDConfig) -> Path | None:
     a corrupt or partial one raises CheckpointError here, before Ray starts (each worker
     verifies again when it loads). Returns the verified folder, or None for a fresh run.
     """
-    from trainer.checkpointing import verify_checkpoint
-
     found = sorted(p for p in cfg.output_dir.glob("checkpoint_*") if p.is_dir())
     if not found:
         return None
@@ -319,8 +314,6 @@ def main(argv: list[str] | None = None) -> int:
     prepare_toy_data(cfg)
     connect_ray(cfg)
     try:
-        from trainer.placement import check_gpu_placement
-
         check_gpu_placement(cfg)
         ensure_reward_service(cfg)
     except ValueError as err:

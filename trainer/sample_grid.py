@@ -1,4 +1,4 @@
-"""PNG grids of 1/2/4-step samples for fixed validation prompts (issue 5, item 5).
+"""PNG grids of 1/2/4-step samples for fixed validation prompts, written during training.
 
 Rows are prompts, columns are step counts. ``sample_grid_images`` samples with the LCM
 multistep sampler of ``trainer.lcd`` (paper Algorithm 2) from the same initial noise in every

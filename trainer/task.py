@@ -15,7 +15,7 @@ calls `update_target()`. Stages, numbered as in the paper:
   8. L       = L_LCD - beta * mean(R(online, c))   via the reward hook (eq. 10-11); with
      reward.timestep_window (off by default) only samples whose t_s lies in it count
 
-Two students (`LCDSettings.lora`):
+Two students (`model.lora` of the config tree):
   full (default)  a copy of the teacher UNet plus a w-embedding input, trained whole; the
                   target is its EMA (paper sections 3-4).
   LCM-LoRA        LoRA adapters on the teacher UNet itself (trainer/lcd/lora.py; the paper's
@@ -32,8 +32,10 @@ stage 4, so they run on a second thread: stage 6 beside the student's forward, a
 update) beside this step's backward and optimizer. Each thread keeps its own
 single-threaded op stream on its own core (the same numbers either way).
 
-The stages are the pure functions of trainer/lcd/distill.py, whose `lcd_loss` runs them in
-order; tests/unit/test_task.py checks that a step equals `lcd_loss` bit for bit.
+The stages are the pure functions of trainer/lcd/distill.py; tests/unit/test_task.py checks
+that a step equals the same functions composed in order, bit for bit.
+
+Settings: the `lcd` and `model` sections of the config tree (trainer/config.py), as they are.
 
 Randomness: each sample's (n, w, eps) comes from its own generator seeded by
 (seed, step, sample_key), so a run gives the same numbers whatever the number of workers.
@@ -52,12 +54,10 @@ import torch
 from torch import nn
 
 from trainer.conditioning import Conditioning, encode_text, encode_uncond, image_size_of
+from trainer.config import LCDConfig, ModelConfig
 from trainer.data import LocalBatch, mix_seed
 from trainer.lcd import (
-    HUBER_C,
-    W_EMBEDDING_DIM,
     AdaptersDisabled,
-    LoRASettings,
     add_lora_adapters,
     build_student_unet,
     consistency_function,
@@ -72,21 +72,6 @@ from trainer.lcd import (
 )
 from trainer.models import TeacherParts
 from trainer.reward_hooks import RewardContext, RewardHook
-
-
-@dataclass(frozen=True)
-class LCDSettings:
-    """Hyper-parameters of the LCD loss (docs/method.md §1 defaults)."""
-
-    num_ddim_timesteps: int = 50
-    w_min: float = 5.0
-    w_max: float = 15.0
-    loss_type: str = "huber"
-    huber_c: float = HUBER_C
-    ema_decay: float = 0.95
-    w_embedding_dim: int = W_EMBEDDING_DIM  # unused by LCM-LoRA (no w-embedding)
-    uncond_prompt: str = ""  # CFG's unconditional branch (trainer/conditioning.py)
-    lora: LoRASettings | None = None  # None: full student + EMA; set: LCM-LoRA (module doc)
 
 
 @dataclass
@@ -129,15 +114,17 @@ def _teacher_thread() -> ThreadPoolExecutor:
 
 
 def build_student_and_target(
-    teacher_unet: nn.Module, settings: LCDSettings
+    teacher_unet: nn.Module, model: ModelConfig
 ) -> tuple[nn.Module, nn.Module | None]:
     """Full LCD: (w-embedding student, its EMA target copy); LCM-LoRA: (adapted teacher, None).
 
-    LCM-LoRA injects the adapters into `teacher_unet` in place (it becomes the student).
+    LCM-LoRA (`model.lora` set) injects the adapters into `teacher_unet` in place (it becomes
+    the student).
     """
-    if settings.lora is not None:
-        return add_lora_adapters(teacher_unet, settings.lora), None
-    student = build_student_unet(teacher_unet, settings.w_embedding_dim)
+    lora = model.lora
+    if lora is not None:
+        return add_lora_adapters(teacher_unet, lora.rank, lora.alpha, lora.target_modules), None
+    student = build_student_unet(teacher_unet, model.time_cond_proj_dim)
     return student, copy.deepcopy(student).requires_grad_(False).eval()
 
 
@@ -147,24 +134,26 @@ class DistillationTask:
     def __init__(
         self,
         teacher: TeacherParts,
-        settings: LCDSettings,
+        lcd: LCDConfig,
+        model: ModelConfig,
+        *,
+        seed: int,
         reward: RewardHook | None = None,
-        seed: int = 0,
         overlap_teacher: bool = False,
     ) -> None:
         self.teacher = teacher
-        self.settings = settings
+        self.lcd = lcd
         self.reward = reward if reward is not None and reward.beta != 0 else None
         self.seed = seed
         self.device = teacher.unet.device
-        self.student, self.target = build_student_and_target(teacher.unet, settings)
+        self.student, self.target = build_student_and_target(teacher.unet, model)
         # LCM-LoRA: the teacher is the student's own UNet with its adapters switched off
         self.teacher_unet = teacher.unet if self.target is not None else AdaptersDisabled(
             self.student
         )
         self.alphas_cumprod = teacher.alphas_cumprod.to(self.device)
-        self.grid = ddim_grid(self.alphas_cumprod, settings.num_ddim_timesteps)
-        self.uncond = encode_uncond(teacher, settings.uncond_prompt)  # one row
+        self.grid = ddim_grid(self.alphas_cumprod, lcd.num_ddim_timesteps)
+        self.uncond = encode_uncond(teacher, lcd.uncond_prompt)  # one row
         self._student_call: nn.Module = self.student
         self._pending_context: RewardContext | None = None  # for the hook's after_step
         if overlap_teacher and self.target is None:
@@ -195,7 +184,7 @@ class DistillationTask:
             generator = torch.Generator().manual_seed(mix_seed(self.seed, step, key))
             indices.append(sample_solver_indices(1, self.grid, generator=generator).cpu())
             scales.append(
-                sample_guidance_scale(1, self.settings.w_min, self.settings.w_max, generator)
+                sample_guidance_scale(1, self.lcd.w_min, self.lcd.w_max, generator)
             )
             noises.append(torch.randn(latent_shape, generator=generator))
         return torch.cat(indices), torch.cat(scales), torch.stack(noises)
@@ -232,7 +221,7 @@ class DistillationTask:
             target = pending.result()
         timer.lap("teacher")
 
-        lcd = distance_loss(online, target, self.settings.loss_type, self.settings.huber_c)
+        lcd = distance_loss(online, target, self.lcd.loss, self.lcd.huber_c)
         loss, metrics = lcd, {"lcd_loss": lcd.item()}
         if self.reward is not None:
             context = RewardContext(inputs.latents, online, target, batch.captions, step)
@@ -327,7 +316,7 @@ class DistillationTask:
         """EMA target update (Algorithm 3, last line; none for LCM-LoRA), then the reward
         hook's own training."""
         if self.target is not None:
-            ema_update_(self.target, self.student, self.settings.ema_decay)
+            ema_update_(self.target, self.student, self.lcd.ema_decay)
         if self._pending_context is None:
             return {}
         context, self._pending_context = self._pending_context, None

@@ -15,13 +15,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
     then run the loop. `loop_config["config"]` is the RGLCDConfig as a plain dict."""
     import ray.train
 
-    from trainer.checkpointing import local_checkpoint_dir, verify_checkpoint
+    from trainer.checkpointing import (  # deferred: loads torch
+        local_checkpoint_dir,
+        verify_checkpoint,
+    )
 
     local = local_checkpoint_dir(ray.train.get_checkpoint())
     if local is not None:
         verify_checkpoint(local)  # raises CheckpointError, which fails the run with its message
 
-    from trainer.loop import run_worker
+    from trainer.loop import run_worker  # deferred: loads torch
 
     run_worker(loop_config, verified=local is not None)
 

@@ -25,6 +25,11 @@ class WorkerDecodedExpert:
         self.expert = expert
         self.decoder = decoder
 
+    @property
+    def worst_case_s(self) -> float:
+        """The wrapped expert's longest wait (decoding a few latents adds little to it)."""
+        return self.expert.worst_case_s
+
     async def score_latents(
         self, model: str, latents: torch.Tensor, prompts: list[str], vae: str
     ):

@@ -23,6 +23,7 @@ import sys
 import time
 from importlib import import_module
 
+from orchestration.bench.table import render_block, render_table, write_block
 from orchestration.paths import REPO_ROOT
 
 RESULTS_FILE = REPO_ROOT / "docs" / "results.md"
@@ -72,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         print(detail, flush=True)
         rows += bench_rows
         details.append(detail)
-    from orchestration.bench.table import render_block, render_table, write_block
 
     print(render_table(rows))
     if not args.no_write:

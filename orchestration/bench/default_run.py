@@ -25,8 +25,10 @@ import sys
 import time
 from pathlib import Path
 
+from orchestration.bench.table import Row
 from orchestration.local_head import cluster_env, private_head, submit_job
 from orchestration.paths import REPO_ROOT
+from rglcd.recipes import DEFAULT_RECIPE
 
 TARGET_S = 600.0
 DEFAULT_ROOT = REPO_ROOT / "outputs" / "bench-default"
@@ -69,9 +71,8 @@ def time_local(root: Path, overrides: list[str]) -> dict:
 
 def time_job(root: Path, overrides: list[str], head_cpus: int) -> dict:
     if not head_cpus:
-        from trainer.config import load_trainer_config
-        from trainer.ray_connect import logical_cpus_needed
-        from trainer.run import DEFAULT_RECIPE
+        from trainer.config import load_trainer_config  # deferred: loads torch
+        from trainer.ray_connect import logical_cpus_needed  # deferred: loads torch
 
         head_cpus = math.ceil(logical_cpus_needed(load_trainer_config(DEFAULT_RECIPE, overrides)))
     start = time.perf_counter()
@@ -91,8 +92,6 @@ DEMO_GOAL_S = 300.0
 
 def run(args):
     """(table rows, markdown details) of the default demo (`make demo`) for `bench all`."""
-    from orchestration.bench.table import Row
-
     shutil.rmtree(DEFAULT_ROOT / "local", ignore_errors=True)  # a fresh run, not a resume
     local = time_local(DEFAULT_ROOT, [])
     row = Row(

@@ -8,7 +8,7 @@ step against a toy-judge expert on Ray Serve, behind `DelayedScorer`), alternate
 times. Per arm: steps/s, LRM updates applied, triplets skipped (failed or late), the largest
 staleness of an applied update, the widest expert window the queue used and its measured
 round trip. Then both arms' LRMs rank the same fixed held-out triplets
-(`orchestration.studies.lrm_agreement`: real latent, 1- and 2-step samples, judged by the toy
+(`orchestration.evaluation.lrm_agreement`: real latent, 1- and 2-step samples, judged by the toy
 judge; here sampled by the toy teacher, as the bench exports no LCM), beside the pretrained LRM.
 """
 
@@ -18,6 +18,14 @@ import os
 from dataclasses import dataclass
 
 import torch
+
+from orchestration.bench.lrm_latency import WARMUP_STEPS, bench_config, deploy, run_arm
+from orchestration.bench.table import Row
+from orchestration.evaluation.lrm_agreement import agreement, held_out_triplets
+from orchestration.local_head import free_port
+from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR, TOY_PIPELINE_DIR
+from trainer.loop import Trainer, worker_threads
+from trainer.ray_connect import connect_ray
 
 AGREEMENT_TOLERANCE = 0.02
 STEPS_GOAL = 0.95
@@ -35,11 +43,6 @@ def run_arms(args) -> tuple[dict, dict]:
     """{label: Trainer} after the timed steps, {label: Arm}; arms alternate per round."""
     import ray
     from ray import serve
-
-    from orchestration.bench.lrm_latency import WARMUP_STEPS, bench_config, deploy, run_arm
-    from orchestration.local_head import free_port
-    from trainer.loop import Trainer, worker_threads
-    from trainer.ray_connect import connect_ray
 
     slow = f"{args.delay_s:g} s, {args.failure_rate:.0%} failing"
     arms = {"0 s": Arm("0 s", 0.0, 0.0), slow: Arm(slow, args.delay_s, args.failure_rate)}
@@ -69,9 +72,7 @@ def run_arms(args) -> tuple[dict, dict]:
 
 def heldout_agreements(trainers: dict, images: int) -> dict[str, float]:
     """Agreement with the toy judge on fixed held-out triplets: pretrained LRM and each arm's."""
-    from orchestration.studies.lrm_agreement import agreement, held_out_triplets
-    from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR, TOY_PIPELINE_DIR
-    from trainer.lrm import LatentRewardModel
+    from trainer.lrm import LatentRewardModel  # deferred: loads transformers
 
     # held_out_triplets reads <run>/pipeline: the toy teacher's folder is <artifacts>/pipeline.
     latents, captions, scores = held_out_triplets(TOY_PIPELINE_DIR.parent, TOY_DATA_DIR,
@@ -84,8 +85,6 @@ def heldout_agreements(trainers: dict, images: int) -> dict[str, float]:
 
 def run(args):
     """(table rows, markdown details) of the latency benchmark."""
-    from orchestration.bench.table import Row
-
     trainers, arms = run_arms(args)
     steps = args.steps * args.rounds
     agreements = heldout_agreements(trainers, args.heldout)

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 
 import torch
 
+from orchestration.local_head import free_port
 from reward_service.scorers.base import ItemScore, Scorer
+from rglcd.recipes import DEFAULT_RECIPE
+from trainer.config import load_trainer_config
+from trainer.data import DataPosition, LocalBatch
+from trainer.loop import Trainer, worker_threads
+from trainer.ray_connect import connect_ray
 
 WARMUP_STEPS = 3
 # A judge API answers concurrent calls: the delayed calls overlap instead of queueing.
@@ -75,7 +81,7 @@ class DelayedScorerFactory:
     seed: int = 0
 
     def __call__(self, spec) -> Scorer:
-        from reward_service.deployments import build_registered_scorer
+        from reward_service.deployments import build_registered_scorer  # deferred: loads ray
 
         inner = build_registered_scorer(spec)
         return DelayedScorer(inner, self.delay_s, self.failure_rate, self.seed)
@@ -93,9 +99,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def bench_config(app: str, port: int, overrides):
-    from trainer.config import load_trainer_config
-    from trainer.run import DEFAULT_RECIPE
-
     return load_trainer_config(
         DEFAULT_RECIPE,  # what `python trainer/run.py` runs: RG-LCD + LRM, toy-judge expert
         [
@@ -112,8 +115,8 @@ def deploy(cfg, delay_s: float, failure_rate: float = 0.0) -> None:
     """The app of `cfg` with only the expert scorer (unsplit batches) behind the delay."""
     from ray import serve
 
-    from reward_service.app import build_app
-    from reward_service.client import wait_for_app
+    from reward_service.app import build_app  # deferred: loads fastapi, ray
+    from reward_service.client import wait_for_app  # deferred: loads fastapi, ray
 
     serve_cfg = cfg.serve.model_copy(deep=True)
     expert = serve_cfg.scorer(cfg.lrm.expert).model_copy(update={"max_batch_size": 4096, "scorer_threads": EXPERT_THREADS})
@@ -126,8 +129,7 @@ def deploy(cfg, delay_s: float, failure_rate: float = 0.0) -> None:
 
 def toy_batches(trainer, count: int, start: int):
     """`count` LocalBatches of toy scenes encoded by the teacher's VAE (fixed seeds)."""
-    from rglcd.toy.data import ensure_toy_dataset, read_toy_images
-    from trainer.data import DataPosition, LocalBatch
+    from rglcd.toy.data import ensure_toy_dataset, read_toy_images  # deferred: loads pyarrow
 
     cfg = trainer.cfg
     ensure_toy_dataset(cfg.train_data_path, "train", 2048, seed=0)
@@ -158,10 +160,6 @@ def run_arm(trainer, steps: int, start: int) -> float:
 def main(argv=None) -> int:
     import ray
     from ray import serve
-
-    from orchestration.local_head import free_port
-    from trainer.loop import Trainer, worker_threads
-    from trainer.ray_connect import connect_ray
 
     args = parse_args(argv)
     delays = {"0 ms": 0.0, f"{args.delay_ms:g} ms": args.delay_ms / 1000}

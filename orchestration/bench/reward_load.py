@@ -2,7 +2,7 @@
 
     python -m orchestration.bench.reward_load [--steps 20] [--time-scale 1.0] [--workers 8]
 
-The VLM-judge recipe (configs/lrm-vlm-judge-sd21.yaml) at the paper's scale: every
+The VLM-judge recipe (configs/sd21-rglcd-lrm-vlm-judge.yaml) at the paper's scale: every
 `lrm.step_seconds` each of 8 workers sends the 3 latents of its `lrm.batch_size` triplets
 (8 x 5 x 3 = 120 images, 240 judge chat calls a step) through its own `ExpertQueue` (the
 trainer's, with the recipe's staleness window) and the reward service's handles, as the LRM
@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from orchestration.paths import REPO_ROOT
 from reward_service.scorers.vlm_judge import PQ_RULES, VlmJudgeScorer
+from rglcd.recipes import RECIPES_DIR
 
-RECIPE = REPO_ROOT / "configs" / "lrm-vlm-judge-sd21.yaml"
+RECIPE = RECIPES_DIR / "sd21-rglcd-lrm-vlm-judge.yaml"
 BEFORE = [  # the recipe's reward service before replicas scaled and workers decoded
-    "serve.vaes={teacher: {path: TOY_VAE, num_cpus: 0.1}}",
+    "serve.vaes={teacher: {path: TOY_VAE, other_than_teacher: true, num_cpus: 0.1}}",
     "lrm.decode_on_worker=false",
     "serve.scorers.0.autoscaling=null",
     "serve.scorers.0.max_replicas_per_node=null",

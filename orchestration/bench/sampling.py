@@ -19,6 +19,12 @@ LCM's calls are repeated to last about as long as the teacher's (see `measure`):
 
 The paper counts UNet evaluations (50 x 2 with CFG vs 2 = 50x); the whole call also pays
 the text encoder and the VAE once per image, which shrink the ratio.
+
+Goals: the denoise loop >= 40x (of the 50x UNet-call limit), and the whole call >= 0.9 of the
+ceiling its fixed costs allow (teacher's whole call / (teacher's loop / 50 + the LCM's text
+encoding and decode)). The toy VAE's decode costs about as much as the LCM's two UNet calls,
+so no whole-call ratio near 40x exists on the toy world; the real one comes from
+`rglcd-plan`'s FLOPs and a GPU.
 """
 
 from __future__ import annotations
@@ -28,8 +34,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from orchestration.bench.table import Row
+from orchestration.evaluation.config import ModelSpec
+from rglcd.toy.paths import TOY_PIPELINE_DIR
+from rglcd.toy.scenes import sample_scenes
+from trainer.config import ModelConfig
+from trainer.lcd.student import build_student_unet
+
 TEACHER_STEPS, LCM_STEPS, TEACHER_CFG = 50, 2, 7.5
-GOAL = 40.0
+DENOISE_GOAL = 40.0  # x, teacher's loop / LCM's loop
+CEILING_GOAL = 0.9  # whole-call ratio / the ceiling the fixed costs allow
 FIXED_REPEATS = 10
 MAX_LCM_CALLS = 50
 PHASES = ("whole", "text", "denoise", "decode")
@@ -49,16 +63,13 @@ class Arm:
 
 
 def build_arms() -> tuple[Arm, Arm]:
-    from orchestration.evaluation.config import ModelSpec
-    from orchestration.evaluation.generation import load_pipeline
-    from rglcd.toy.paths import TOY_PIPELINE_DIR
-    from trainer.export import build_lcm_pipeline
-    from trainer.lcd.student import build_student_unet
+    from orchestration.evaluation.generation import load_pipeline  # deferred: loads diffusers
+    from trainer.export import build_lcm_pipeline  # deferred: loads diffusers
 
     spec = ModelSpec(name="teacher", kind="teacher", path=str(TOY_PIPELINE_DIR),
                      sampler="ddim", guidance_scale=TEACHER_CFG)
     teacher = load_pipeline(spec, "cpu")  # float32 on the CPU, DDIM
-    student = build_student_unet(teacher.unet).eval().requires_grad_(False)
+    student = build_student_unet(teacher.unet, ModelConfig().time_cond_proj_dim).eval().requires_grad_(False)
     parts = {k: getattr(teacher, k) for k in ("vae", "text_encoder", "tokenizer", "scheduler")}
     lcm = build_lcm_pipeline(student, parts)
     lcm.set_progress_bar_config(disable=True)
@@ -107,8 +118,11 @@ def measure(batch_size: int, rounds: int) -> tuple[Arm, Arm]:
     of its timings lasts about as long as the teacher's: a short call timed once is more
     likely to dodge (or catch whole) a neighbour's burst than a long one, which skews the
     ratio on a shared machine."""
-    from orchestration.evaluation.generation import initial_latents, latent_shape, sample_seed
-    from rglcd.toy.scenes import sample_scenes
+    from orchestration.evaluation.generation import (  # deferred: loads diffusers
+        initial_latents,
+        latent_shape,
+        sample_seed,
+    )
 
     teacher, lcm = build_arms()
     prompts = [s.caption for s in sample_scenes("heldout", batch_size, seed=0)]
@@ -128,8 +142,6 @@ def measure(batch_size: int, rounds: int) -> tuple[Arm, Arm]:
 
 def run(args):
     """(table rows, markdown details) of the sampling benchmark."""
-    from orchestration.bench.table import Row
-
     torch.manual_seed(0)
     teacher, lcm = measure(args.batch_size, args.rounds)
     batch = args.batch_size
@@ -158,9 +170,18 @@ def run(args):
               f"of the LCM's whole call. Whole-call ceiling with the LCM's loop at the "
               f"UNet-call limit (the teacher's loop / {limit}) and these fixed costs: "
               f"{ceiling:.1f}x."]
-    row = Row("sampling: 2-step LCM vs 50-step CFG teacher, images/s",
-              f"{batch / lcm.seconds['whole']:.1f} vs {batch / teacher.seconds['whole']:.1f} "
-              f"images/s, batch {batch}; denoise loop alone {ratio['denoise']:.1f}x",
-              f"{ratio['whole']:.1f}x", f">= {GOAL:g}x", ratio["whole"] >= GOAL,
-              "python -m orchestration.bench sampling")
-    return [row], "\n".join(lines)
+    command = "python -m orchestration.bench sampling"
+    ms = {arm.label: {p: 1000 * arm.seconds[p] for p in PHASES} for arm in (teacher, lcm)}
+    rows = [
+        Row("sampling: denoise loop, 2-step LCM vs 50-step CFG teacher",
+            f"{ms[teacher.label]['denoise']:.0f} vs {ms[lcm.label]['denoise']:.1f} ms per batch "
+            f"of {batch} (UNet-call limit {limit}x)",
+            f"{ratio['denoise']:.1f}x", f">= {DENOISE_GOAL:g}x",
+            ratio["denoise"] >= DENOISE_GOAL, command),
+        Row("sampling: whole call vs the ceiling its fixed costs allow",
+            f"{ratio['whole']:.1f}x of a {ceiling:.1f}x ceiling; {batch / lcm.seconds['whole']:.1f}"
+            f" vs {batch / teacher.seconds['whole']:.1f} images/s",
+            f"{ratio['whole'] / ceiling:.2f}", f">= {CEILING_GOAL:g}",
+            ratio["whole"] / ceiling >= CEILING_GOAL, command),
+    ]
+    return rows, "\n".join(lines)

@@ -1,7 +1,7 @@
 """Sampling speed: the teacher at 50 DDIM steps with CFG vs an LCM pipeline at 1/2/4 steps.
 
     python -m orchestration.bench.sampling_steps                 # toy teacher, no LCM
-    python -m orchestration.bench.sampling_steps --lcm outputs/toy-direct-clip/pipeline
+    python -m orchestration.bench.sampling_steps --lcm outputs/toy-rglcd-toy-clip/pipeline
     python -m orchestration.bench.sampling_steps --teacher PATH --lcm PATH --batch-size 8 \
         --threads 4
 

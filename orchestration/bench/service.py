@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from orchestration.bench.table import Row
+from orchestration.local_head import free_port
 from orchestration.paths import REPO_ROOT
+from reward_service.config import ServeConfig
+from reward_service.loadtest import run_load, toy_request
+from rglcd.local_ray import keep_local_ray_on_loopback
+from rglcd.toy.scenes import render, sample_scenes
 
 BATCH_SIZES = (8, 16, 32)
 WAITS_S = (0.002, 0.01, 0.03)
@@ -52,8 +58,6 @@ class Setting:
 
 def serve_config(name: str, setting: Setting, max_ongoing_requests: int | None = None):
     """An app serving toy-clip alone with `setting`'s batching."""
-    from reward_service.config import ServeConfig
-
     default = ServeConfig().scorer(MODEL)
     spec = default.model_copy(update={"max_batch_size": setting.max_batch_size,
                                       "batch_wait_timeout_s": setting.batch_wait_timeout_s,
@@ -63,8 +67,6 @@ def serve_config(name: str, setting: Setting, max_ongoing_requests: int | None =
 
 
 def start_ray(port: int) -> None:
-    from rglcd.local_ray import keep_local_ray_on_loopback
-
     keep_local_ray_on_loopback()  # before `import ray`
     import ray
     from ray import serve
@@ -77,8 +79,8 @@ def start_ray(port: int) -> None:
 def deploy(config) -> None:
     from ray import serve
 
-    from reward_service.app import build_app
-    from reward_service.client import wait_for_app
+    from reward_service.app import build_app  # deferred: loads fastapi, ray
+    from reward_service.client import wait_for_app  # deferred: loads fastapi, ray
 
     serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix,
               blocking=False)
@@ -86,8 +88,6 @@ def deploy(config) -> None:
 
 
 def load(url: str, body: bytes, clients: int, duration_s: float):
-    from reward_service.loadtest import run_load
-
     report = asyncio.run(run_load(url, body, 1, clients, duration_s))
     if report.statuses[200] != report.sent:
         raise RuntimeError(f"load test against {url} had failures: {report.summary('run')}")
@@ -97,9 +97,7 @@ def load(url: str, body: bytes, clients: int, duration_s: float):
 @torch.no_grad()
 def scorer_only() -> tuple[float, float]:
     """(seconds for one image per call, seconds per image in one call of 32), in process."""
-    from reward_service.config import ServeConfig
-    from reward_service.deployments import build_registered_scorer
-    from rglcd.toy.scenes import render, sample_scenes
+    from reward_service.deployments import build_registered_scorer  # deferred: loads ray
 
     scorer = build_registered_scorer(ServeConfig().scorer(MODEL))
     scenes = sample_scenes("train", SCORER_ONLY_IMAGES, seed=0)
@@ -129,9 +127,7 @@ def sweep(args) -> tuple[Setting, list[Setting], Setting, Setting]:
     """
     from ray import serve
 
-    from orchestration.local_head import free_port
-    from reward_service.app import scorer_deployment_name
-    from reward_service.loadtest import toy_request
+    from reward_service.app import scorer_deployment_name  # deferred: loads fastapi, ray
 
     port = free_port()
     root = f"http://127.0.0.1:{port}"
@@ -173,8 +169,6 @@ def sweep(args) -> tuple[Setting, list[Setting], Setting, Setting]:
 
 def run(args):
     """(table rows, markdown details) of the service benchmark."""
-    from orchestration.bench.table import Row
-
     unbatched, settings, best, best_unbatched = sweep(args)
     single_s, batched_s = scorer_only()
     ratio = best.rate / best_unbatched.rate

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 
+from orchestration.bench.table import Row
 from orchestration.paths import REPO_ROOT
 
 GOAL_S = 300.0
@@ -40,8 +41,6 @@ def parse_output(text: str) -> dict:
 
 def run(args):
     """(table rows, markdown details) of the test-suite benchmark."""
-    from orchestration.bench.table import Row
-
     proc = subprocess.run(["make", "test"], cwd=REPO_ROOT, capture_output=True, text=True)
     figures = parse_output(proc.stdout + proc.stderr)
     ok = proc.returncode == 0 and figures["failed"] == 0

@@ -1,4 +1,4 @@
-"""The benchmark table: one row per goal of issue 25 (figure, ratio, goal, pass/fail, the
+"""The benchmark table: one row per performance goal (figure, ratio, goal, pass/fail, the
 command that measured it), written between markers so the rest of docs/results.md is left as
 it is. Pure text functions: no clocks, no models.
 """

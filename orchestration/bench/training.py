@@ -18,8 +18,8 @@ Overrides after the options apply to every variant (e.g. ``lcd.global_batch_size
 ``--from-runs DIR [DIR ...]`` reads finished runs' ``metrics.jsonl`` instead of training
 (e.g. the miniature Table 1's runs under outputs/table1/; their logged steps are a sample
 of every ``output.log_every``-th step).
-The variants' recipes are configs/toy-lcd.yaml, configs/toy-direct-clip.yaml and
-configs/toy.yaml (the default: RG-LCD + LRM, toy-judge expert).
+The variants' recipes are configs/toy-lcd.yaml, configs/toy-rglcd-toy-clip.yaml and
+configs/toy-rglcd-lrm-toy-judge.yaml (the default: RG-LCD + LRM, toy-judge expert).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from trainer.monitoring import METRICS_FILE, read_metrics
 
 VARIANTS = {
     "plain LCD": "configs/toy-lcd.yaml",
-    "RG-LCD direct (toy-clip)": "configs/toy-direct-clip.yaml",
-    "RG-LCD + LRM (toy-judge)": "configs/toy.yaml",
+    "RG-LCD direct (toy-clip)": "configs/toy-rglcd-toy-clip.yaml",
+    "RG-LCD + LRM (toy-judge)": "configs/toy-rglcd-lrm-toy-judge.yaml",
 }
 COMPUTE_PHASES = ("time_teacher", "time_student", "time_reward", "time_backward",
                   "time_optimizer")
@@ -105,7 +105,7 @@ def summarise_runs(folders: list[Path], warmup: int, batch: int) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from trainer.config import load_trainer_config
+    from trainer.config import load_trainer_config  # deferred: loads torch
 
     chosen = args.only.split(",") if args.only else list(VARIANTS.values())
     print(f"{'variant':<28} {'steps/s':>8} {'samples/s':>10} {'median s':>9} "

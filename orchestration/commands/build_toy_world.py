@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from orchestration.toy_build.common import BuildSettings, seed_everything
+from orchestration.toy_build.common import BuildSettings, load_split, seed_everything
 from rglcd.toy.paths import (
     TOY_ARTIFACTS,
     TOY_DATA_DIR,
@@ -40,7 +40,7 @@ from rglcd.toy.paths import (
 
 STAGES = ("data", "clip", "reward-clip", "vae", "unet", "verify")
 # reward-clip builds a toy-clip reward CLIP that the default run does not use (the committed
-# one is the expert of configs/toy-lrm-reward-clip.yaml; docs/reward-clip): only on request.
+# one is the expert of configs/toy-rglcd-lrm-reward-clip.yaml; docs/reward-clip): only on request.
 DEFAULT_STAGES = ("data", "clip", "vae", "unet", "verify")
 VAE_WORK_DIR = TOY_DATA_DIR.parent / "toy-vae"  # VAE between stages vae and unet (fp32)
 
@@ -49,31 +49,33 @@ def run_stage(stage: str, settings: BuildSettings, args: argparse.Namespace) -> 
     """Run one stage and return its report entry (outputs go to the folders in `args`)."""
     vae_dir, pipeline_dir = args.vae_dir, args.pipeline_dir
     if stage == "data":
-        from orchestration.toy_build.common import load_split
-
         return {s: len(load_split(settings, s)[1]) for s in ("train", "validation", "heldout")}
     if stage == "clip":
+        # deferred: loads transformers
         from orchestration.toy_build.clip_stage import train_miniclip
 
         report = train_miniclip(settings, TOY_MINICLIP_DIR)
         print(f"mini CLIP artifact ready at {TOY_MINICLIP_DIR}", flush=True)
         return report
     if stage == "reward-clip":
+        # deferred: loads transformers
         from orchestration.toy_build.reward_clip_stage import train_reward_clip
 
         report = train_reward_clip(settings, TOY_MINICLIP_DIR, args.reward_clip_dir)
         print(f"toy CLIPScore reward ready at {args.reward_clip_dir}", flush=True)
         return report
     if stage == "vae":
-        from orchestration.toy_build.vae_stage import train_vae
+        from orchestration.toy_build.vae_stage import train_vae  # deferred: loads diffusers
 
         return train_vae(settings, vae_dir)
     if stage == "unet":
+        # deferred: loads diffusers, transformers
         from orchestration.toy_build.unet_stage import train_teacher
 
         report = train_teacher(settings, vae_dir, TOY_MINICLIP_DIR, pipeline_dir)
         print(f"toy pipeline folder ready at {pipeline_dir}", flush=True)
         return report
+    # deferred: loads diffusers, torchmetrics, transformers
     from orchestration.toy_build.verify import verify_toy_world
 
     return verify_toy_world(settings, pipeline_dir)

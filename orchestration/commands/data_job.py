@@ -1,39 +1,42 @@
 """Pre-encode (image, caption) data into latent Parquet shards with the teacher's VAE, on Ray Data.
 
-    rglcd-data-job --input /data/cc12m-wds --output /data/cc12m-latents-512 \
-        --teacher runwayml/stable-diffusion-v1-5 --resolution 512 [--min-size 64] \
-        [--num-gpus 1 --encoders 8 --batch-size 64]
+    rglcd-data-job input=/data/cc12m-wds output=/data/cc12m-latents-512 \
+        teacher=runwayml/stable-diffusion-v1-5 resolution=512 [min_size=64] \
+        [num_gpus=1 encoders=8 batch_size=64]
+    rglcd-data-job --config job.yaml [key=value ...]    # the same keys in a YAML file
 
 Then train with `data.train_path=/data/cc12m-latents-512` (the trainer reads these shards
 directly; no VAE encoding in the training loop). `rglcd-data-job` is `python -m
 orchestration.commands.data_job`; on a cluster, submit that with `ray job submit --working-dir
 . -- python -m orchestration.commands.data_job ...` (docs/cluster.md).
 
-Input (`--input`: a folder, glob, file or URI such as s3://bucket/cc12m; pyarrow filesystems):
+Settings: `DataJobConfig` below (`--config FILE` and `key=value` overrides, as every command).
+Input (`input`: a folder, glob, file or URI such as s3://bucket/cc12m; pyarrow filesystems):
   WebDataset tar shards (img2dataset layout): `<key>.jpg|jpeg|png|webp` + `<key>.txt` or
-    `<key>.json` with a "caption" field; or
-  Parquet with an image-bytes column (`--image-column`, default "image") and a caption column
-    (`--caption-column`, default "caption").
-Output (`--output`, local folder or URI): `latents-<hash>.parquet` shards (schema in
+    `<key>.json` with a "caption" field; img2dataset's `.parquet` metadata sidecars beside the
+    tars are recognised and not read; or
+  Parquet with an image-bytes column (`image_column`, default "image") and a caption column
+    (`caption_column`, default "caption").
+Output (`output`, local folder or URI): `latents-<hash>.parquet` shards (schema in
 orchestration/data/shards.py) and `manifest.json` (rows written, rows skipped by reason and
 which ones, resolution, VAE, scaling factor, latent shape, shard list).
 
 Stages: read -> decode + filter + resize/centre-crop (CPU tasks) -> VAE encode (class UDF, on
-GPUs with --num-gpus) -> write shards. Undecodable, tiny or caption-less samples are counted
+GPUs with num_gpus) -> write shards. Undecodable, tiny or caption-less samples are counted
 and listed, never fatal. Latents are posterior samples times the scaling factor (docs/method.md
-§1, as the trainer encodes), seeded per sample; `--posterior mean` stores the mean.
+§1, as the trainer encodes), seeded per sample; `posterior=mean` stores the mean.
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pyarrow import fs as pafs
+from pydantic import Field
 
 from orchestration.data.encode import LatentEncoder, load_vae, vae_downsampling
+from orchestration.data.layouts import is_img2dataset_webdataset
 from orchestration.data.samples import (
     SkipSample,
     prepare_sample,
@@ -47,41 +50,34 @@ from orchestration.data.shards import (
     write_manifest,
     write_shard,
 )
+from rglcd.config_base import StrictModel
+from rglcd.config_cli import config_from_args, config_parser, parse_config_args
 from rglcd.ray_parquet import read_parquet
 from trainer.data import content_key
 
 
-@dataclass
-class DataJobConfig:
-    """Settings of one pre-encoding run (the CLI flags)."""
+class DataJobConfig(StrictModel):
+    """Settings of one pre-encoding run: `rglcd-data-job [--config FILE] [key=value ...]`."""
 
-    input: str
-    output: str
-    teacher: str
-    resolution: int = 512
-    min_size: int = 64
-    format: str = "auto"  # auto | webdataset | parquet
+    input: str = Field(description="Tar/Parquet folder, glob, file or URI (required).")
+    output: str = Field(description="Output folder or URI (required).")
+    teacher: str = Field(description="Pipeline folder or cached hub id (required).")
+    resolution: int = Field(512, ge=8, multiple_of=8, description="Square side in pixels.")
+    min_size: int = Field(64, ge=1, description="Shorter image side below this: skipped.")
+    format: Literal["auto", "webdataset", "parquet"] = "auto"
     image_column: str = "image"
     caption_column: str = "caption"
-    vae_subfolder: str = "vae"
-    posterior: str = "sample"
-    vae_dtype: str = "float32"
-    latent_dtype: str = "float16"
+    vae_subfolder: str = Field("vae", description="'' for a folder that is itself a VAE.")
+    posterior: Literal["sample", "mean"] = "sample"
+    vae_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    latent_dtype: Literal["float16", "float32"] = "float16"
     seed: int = 0
-    batch_size: int = 32
-    rows_per_shard: int = 2048
-    encoders: int = 1
-    num_gpus: float = 0.0
-    cpus_per_encoder: float = 1.0
-    overwrite: bool = False
-
-    def check(self) -> None:
-        if self.resolution % 8 or self.resolution < 8:
-            raise ValueError(f"--resolution {self.resolution} must be a positive multiple of 8")
-        if self.min_size < 1:
-            raise ValueError(f"--min-size {self.min_size} must be >= 1")
-        if self.format not in ("auto", "webdataset", "parquet"):
-            raise ValueError(f"--format {self.format!r}: use auto, webdataset or parquet")
+    batch_size: int = Field(32, ge=1)
+    rows_per_shard: int = Field(2048, ge=1)
+    encoders: int = Field(1, ge=1, description="VAE encoder actors.")
+    num_gpus: float = Field(0.0, ge=0, description="Per encoder actor.")
+    cpus_per_encoder: float = Field(1.0, gt=0)
+    overwrite: bool = Field(False, description="Replace an earlier run's output.")
 
     def input_format(self) -> str:
         return self.format if self.format != "auto" else detect_format(self.input)
@@ -93,9 +89,11 @@ def detect_format(uri: str) -> str:
     filesystem, path = resolve_uri(uri)
     info = filesystem.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
-        raise ValueError(f"--input {uri!r} does not exist; pass a folder, file or URI of shards")
+        raise ValueError(f"input={uri!r} does not exist; pass a folder, file or URI of shards")
     if info.type == pafs.FileType.Directory:
         names = [f.path for f in filesystem.get_file_info(pafs.FileSelector(path))]
+    if is_img2dataset_webdataset(names):  # tars + their .parquet metadata sidecars
+        return "webdataset"
     kinds = {
         "webdataset" if n.endswith(".tar") else "parquet"
         for n in names
@@ -103,8 +101,8 @@ def detect_format(uri: str) -> str:
     }
     if len(kinds) != 1:
         raise ValueError(
-            f"--input {uri!r} holds {'both .tar and .parquet' if kinds else 'no .tar or .parquet'}"
-            " files; point it at one kind of shard, or pass --format webdataset|parquet"
+            f"input={uri!r} holds {'both .tar and .parquet' if kinds else 'no .tar or .parquet'}"
+            " files; point it at one kind of shard, or pass format=webdataset|parquet"
         )
     return kinds.pop()
 
@@ -190,7 +188,6 @@ def run_data_job(cfg: DataJobConfig) -> dict[str, Any]:
     """Run the pipeline on the current Ray cluster; returns the manifest it wrote."""
     from ray.data import ActorPoolStrategy
 
-    cfg.check()
     vae = load_vae(cfg.teacher, cfg.vae_subfolder)  # fail fast, before any Ray work
     settings = {
         "input": cfg.input,
@@ -235,36 +232,14 @@ def run_data_job(cfg: DataJobConfig) -> dict[str, Any]:
         write_shard, fn_kwargs={"output": cfg.output}, batch_size=cfg.rows_per_shard
     )
     manifest = build_manifest(stats.take_all(), settings)
-    manifest["config"] = asdict(cfg)
+    manifest["config"] = cfg.model_dump(mode="json")
     write_manifest(cfg.output, manifest)
     return manifest
 
 
 def parse_args(argv: list[str] | None = None) -> DataJobConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    defaults = DataJobConfig(input="", output="", teacher="")
-    parser.add_argument("--input", required=True, help="Tar/Parquet folder, glob, file or URI.")
-    parser.add_argument("--output", required=True, help="Output folder or URI.")
-    parser.add_argument("--teacher", required=True, help="Pipeline folder or cached hub id.")
-    for name in ("resolution", "min_size", "seed", "batch_size", "rows_per_shard", "encoders"):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name)
-        )
-    for name in ("num_gpus", "cpus_per_encoder"):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
-        )
-    parser.add_argument("--format", choices=["auto", "webdataset", "parquet"], default="auto")
-    parser.add_argument("--image-column", default=defaults.image_column)
-    parser.add_argument("--caption-column", default=defaults.caption_column)
-    parser.add_argument("--vae-subfolder", default=defaults.vae_subfolder)
-    parser.add_argument("--posterior", choices=["sample", "mean"], default=defaults.posterior)
-    parser.add_argument(
-        "--vae-dtype", choices=["float32", "float16", "bfloat16"], default="float32"
-    )
-    parser.add_argument("--latent-dtype", choices=["float16", "float32"], default="float16")
-    parser.add_argument("--overwrite", action="store_true", help="Replace an earlier run's output.")
-    return DataJobConfig(**vars(parser.parse_args(argv)))
+    parser = config_parser(__doc__.split("\n\n")[0], "YAML with DataJobConfig keys")
+    return config_from_args(parser, DataJobConfig, parse_config_args(parser, argv, DataJobConfig))
 
 
 def main(argv: list[str] | None = None) -> None:

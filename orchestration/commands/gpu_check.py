@@ -4,7 +4,7 @@ Runs the trainer's own code (``trainer.loop.Trainer``: teacher loading, the dist
 autocast, backward, clipping, AdamW, EMA) on three tiny models built in code, nothing downloaded:
 
   sd-v-lcd        tiny SD2.1-768-like teacher (v-prediction), full-UNet LCD + EMA target
-  sdxl-lcm-lora   tiny SDXL-like teacher, LCM-LoRA (adapters, no EMA target)
+  sdxl-lcd-lora   tiny SDXL-like teacher, LCM-LoRA (adapters, no EMA target)
   scorer          a batch of the clipscore scorer (reward_service) on a tiny CLIP, forward
                   and backward w.r.t. the images, as the direct reward uses it (run twice:
                   the first call includes warm-up)
@@ -34,6 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from reward_service.config import ScorerConfig
+from reward_service.scorers.registry import build_scorer
+from trainer.checkpointing import DataPosition
+from trainer.config import RGLCDConfig
+from trainer.data import LocalBatch
+from trainer.loop import Trainer
 
 PROMPTS = ["a red circle on a blue background", "a small yellow square", "a green triangle"]
 NO_CUDA = (
@@ -99,8 +106,6 @@ def _summary(name: str, seconds: list[float], device: torch.device, **extra) -> 
 
 def _trainer_config(teacher: Path, run_dir: Path, model: dict):
     """A trainer config for a tiny teacher folder: bf16 autocast, 16 px images."""
-    from trainer.config import RGLCDConfig
-
     return RGLCDConfig.model_validate(
         {
             "model": {
@@ -113,9 +118,10 @@ def _trainer_config(teacher: Path, run_dir: Path, model: dict):
 
 
 def _batch(batch_size: int, step: int):
-    from rglcd.tiny_models import LATENT_CHANNELS, LATENT_SIZE
-    from trainer.checkpointing import DataPosition
-    from trainer.data import LocalBatch
+    from rglcd.tiny_models import (  # deferred: loads diffusers, transformers
+        LATENT_CHANNELS,
+        LATENT_SIZE,
+    )
 
     generator = torch.Generator().manual_seed(step)
     shape = (batch_size, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE)
@@ -129,8 +135,6 @@ def _batch(batch_size: int, step: int):
 
 def check_training(name: str, cfg, device: torch.device, steps: int, batch: int) -> dict:
     """`steps` optimizer steps of the trainer on one device; loss must stay finite."""
-    from trainer.loop import Trainer
-
     _reset_memory(device)
     trainer = Trainer(cfg, rank=0, world_size=1, device=device)
     losses: list[float] = []
@@ -148,9 +152,6 @@ def check_training(name: str, cfg, device: torch.device, steps: int, batch: int)
 
 def check_scorer(clip_dir: Path, device: torch.device, batch: int) -> dict:
     """One clipscore batch under bf16 autocast, forward + backward w.r.t. the images."""
-    from reward_service.config import ScorerConfig
-    from reward_service.scorers.registry import build_scorer
-
     _reset_memory(device)
     spec = ScorerConfig(name="clipscore", kind="clipscore", checkpoint=str(clip_dir),
                         device=str(device))
@@ -177,7 +178,7 @@ def run_checks(device: torch.device, steps: int, batch: int, scorer_batch: int) 
         save_tiny_clip_model,
         save_tiny_sd_pipeline,
         save_tiny_sdxl_pipeline,
-    )
+    )  # deferred: loads diffusers, transformers
 
     results = []
     with tempfile.TemporaryDirectory(prefix="rglcd-gpu-check-") as scratch:
@@ -188,7 +189,7 @@ def run_checks(device: torch.device, steps: int, batch: int, scorer_batch: int) 
         sdxl = save_tiny_sdxl_pipeline(root / "sdxl")
         lora = {"family": "sdxl", "lora": {"rank": 4, "alpha": 4}}
         cfg = _trainer_config(sdxl, root / "run-sdxl", lora)
-        results.append(check_training("sdxl-lcm-lora", cfg, device, steps, batch))
+        results.append(check_training("sdxl-lcd-lora", cfg, device, steps, batch))
         clip = save_tiny_clip_model(root / "clip")
         results.append(check_scorer(clip, device, scorer_batch))
     return results

@@ -1,18 +1,21 @@
 """Pretrain the latent proxy reward model (LRM) with a CLIP loss, as a Ray Train job.
 
     rglcd-pretrain-lrm                   # toy world -> rglcd/toy/artifacts/lrm
-    rglcd-pretrain-lrm --steps 50 --output outputs/lrm-smoke
-    rglcd-pretrain-lrm --num-workers 2 --text-blocks 1
-    rglcd-pretrain-lrm --local --device cuda --steps 20000   # one GPU, no Ray
+    rglcd-pretrain-lrm optim.steps=50 output.dir=outputs/lrm-smoke
+    rglcd-pretrain-lrm scaling.num_workers=2 optim.text_blocks=1
+    rglcd-pretrain-lrm scaling.local=true scaling.device=cuda optim.steps=20000  # no Ray
     rglcd-pretrain-lrm --evaluate rglcd/toy/artifacts/lrm   # metrics only
 
-(`rglcd-pretrain-lrm` is `python -m orchestration.commands.pretrain_lrm`.) On real data, the
-latent shards of `rglcd-data-job` (no VAE needed: they hold the latents) and a CLIP model
-folder for the text tower; the last shard is held out:
+(`rglcd-pretrain-lrm` is `python -m orchestration.commands.pretrain_lrm`; its settings are the
+typed tree of orchestration/pretrain_lrm_config.py, from `--config FILE` and
+`key.sub=value` overrides.) On real data, the latent shards of `rglcd-data-job` (no VAE
+needed: they hold the latents) and a CLIP model folder for the text tower; the last shard is
+held out:
 
-    rglcd-pretrain-lrm --latents /data/cc12m-latents-sd15-512 \
-        --clip-dir /models/clip-vit-large-patch14 --output /models/lrm-sd15-512 \
-        --num-workers 8 --use-gpu --steps 20000 --batch-size 256
+    rglcd-pretrain-lrm --config configs/lrm/sd-latents.yaml \
+        data.latents=/data/cc12m-latents-sd15-512 \
+        data.clip_dir=/models/clip-vit-large-patch14 output.dir=/models/lrm-sd15-512 \
+        scaling.num_workers=8 scaling.use_gpu=true optim.steps=20000 optim.batch_size=256
 
 Each worker encodes its shard of the training images with the teacher's VAE
 (``latent_dist.sample() * scaling_factor``, the z0 of RG-LCD), builds the LRM from the
@@ -25,20 +28,19 @@ among captions that differ in it only: "heldout_all_shape_accuracy" etc.), and s
 (fp16 safetensors + config + tokenizer + ``pretrain_metrics.json``) as the checkpoint, which
 is copied to ``--output`` at the end.
 
-With ``--latents`` each worker reads its share of the training shards, the latent tower is
-sized for SD latents by default (patch 4, width 512, 12 blocks, 8 heads: the reference code's
-ViT) and rank 0 reports retrieval on the held-out shard ("heldout_*" metrics); the output
-folder is what the SD recipes' ``lrm.checkpoint`` loads.
+With ``data.latents`` each worker reads its share of the training shards and rank 0 reports
+retrieval on the held-out shard ("heldout_*" metrics); configs/lrm/sd-latents.yaml sizes the
+latent tower for SD latents (patch 4, width 512, 12 blocks, 8 heads: the reference code's
+ViT). The output folder is what the SD recipes' ``lrm.checkpoint`` loads.
 
 Departures from the paper (appendix B): retrieval over captions instead of ImageNet zero-shot
-classification (and toy data unless ``--latents``); the text tower stays locked by default (the
-paper "retains the original pretrained text encoder"; ``--text-blocks N`` tunes its last N
-blocks lightly), so the latent tower learns into the pretrained CLIP's text space.
+classification (and toy data unless ``data.latents``); the text tower stays locked by default
+(the paper "retains the original pretrained text encoder"; ``optim.text_blocks=N`` tunes its
+last N blocks lightly), so the latent tower learns into the pretrained CLIP's text space.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -49,86 +51,51 @@ from pathlib import Path
 import torch
 
 from orchestration.paths import REPO_ROOT
-from rglcd.toy.paths import (
-    TOY_DATA_DIR,
-    TOY_LRM_DIR,
-    TOY_MINICLIP_DIR,
-    TOY_PIPELINE_DIR,
+from orchestration.pretrain_lrm_config import LRMPretrainConfig
+from rglcd.config_cli import config_from_args, config_parser, parse_config_args
+from rglcd.paths import PACKAGES_ROOT
+from rglcd.toy.data import ensure_toy_dataset, read_toy_images
+from rglcd.toy.scenes import all_captions, parse_caption
+from trainer.lrm import (
+    LatentRewardModel,
+    LatentTowerConfig,
+    build_optimizer,
+    pretrain_groups,
+    set_trainable,
 )
-from trainer.lrm.latent_shards import read_manifest, split_shards
+from trainer.lrm.latent_shards import latent_split, read_manifest, split_shards
+from trainer.lrm.pretrain import (
+    cache_caption_embeddings,
+    contrastive_step,
+    cosine_lr,
+    evaluate_retrieval,
+    prepare_split,
+)
 
 EVAL_SPLITS = ("validation", "heldout")
-TOY_TOWER = {"patch_size": 2, "width": 96, "depth": 4, "heads": 4}
-LATENT_TOWER = {"patch_size": 4, "width": 512, "depth": 12, "heads": 8}  # SD's 4x64x64 latents
 METRICS_FILE = "pretrain_metrics.json"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=128, help="per worker")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--text-blocks", type=int, default=0, help="last text blocks to tune")
-    p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop early (recorded)")
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latents", type=Path, default=None,
-                   help="rglcd-data-job output folder: train on its latent shards, not the toy "
-                   "world")
-    p.add_argument("--heldout-shards", type=int, default=1, help="with --latents: last N shards")
-    p.add_argument("--max-rows", type=int, default=None, help="with --latents: rows per worker")
-    p.add_argument("--use-gpu", action="store_true", help="one GPU per Ray Train worker")
-    for name in ("patch-size", "width", "depth", "heads"):  # default: toy or SD-sized tower
-        p.add_argument(f"--{name}", type=int, default=None)
-    p.add_argument("--clip-dir", type=Path, default=TOY_MINICLIP_DIR)
-    p.add_argument("--pipeline-dir", type=Path, default=TOY_PIPELINE_DIR, help="teacher (VAE)")
-    p.add_argument("--vae-dir", type=Path, default=None,
-                   help="AutoencoderKL folder (default: <pipeline-dir>/vae)")
-    p.add_argument("--data-dir", type=Path, default=TOY_DATA_DIR)
-    p.add_argument("--n-train", type=int, default=40_000, help="toy shards (as built)")
-    p.add_argument("--n-eval", type=int, default=2_000, help="toy validation/heldout size")
-    p.add_argument("--output", type=Path, default=TOY_LRM_DIR)
-    p.add_argument("--storage-path", type=Path, default=REPO_ROOT / "outputs" / "ray_results")
-    p.add_argument("--name", default=None, help="Ray Train run name (default: timestamped)")
-    p.add_argument("--local", action="store_true",
-                   help="train in this process on --device, without Ray (e.g. on one GPU)")
-    p.add_argument("--device", default="cpu", help="with --local: torch device, e.g. cuda")
-    p.add_argument("--evaluate", type=Path, default=None, metavar="LRM_DIR",
-                   help="only evaluate the LRM saved in LRM_DIR (no training, no Ray)")
-    args = p.parse_args(argv)
-    if args.steps < 1 or args.batch_size < 2 or args.num_workers < 1:
-        p.error("--steps >= 1, --batch-size >= 2 and --num-workers >= 1 are required")
-    if args.device != "cpu" and not args.local:
-        p.error(f"--device {args.device} needs --local; Ray Train workers use --use-gpu")
-    if args.local and (args.num_workers != 1 or args.use_gpu):
-        p.error("--local trains in this one process (--device picks it); drop --num-workers, "
-                "--use-gpu or --local")
-    sizes = LATENT_TOWER if args.latents else TOY_TOWER
-    for name, default in sizes.items():
-        setattr(args, name, getattr(args, name) or default)
-    required = [("--clip-dir", args.clip_dir / "config.json")]
-    if args.latents is not None:
+def parse_args(argv: list[str] | None = None) -> tuple[LRMPretrainConfig, Path | None]:
+    """(the run's config, the LRM folder to only evaluate or None); exits 2 on a problem."""
+    parser = config_parser(__doc__.split("\n\n")[0], "YAML with LRMPretrainConfig keys "
+                           "(orchestration/pretrain_lrm_config.py)")
+    parser.add_argument("--evaluate", type=Path, default=None, metavar="LRM_DIR",
+                        help="only evaluate the LRM saved in LRM_DIR (no training, no Ray)")
+    args = parse_config_args(parser, argv, LRMPretrainConfig)
+    cfg = config_from_args(parser, LRMPretrainConfig, args)
+    problems = cfg.missing_inputs()
+    if cfg.data.latents is not None:
         try:
-            split_shards(args.latents, args.heldout_shards)
+            split_shards(cfg.data.latents, cfg.data.heldout_shards)
         except ValueError as err:
-            p.error(f"--latents: {err}")
-    elif args.vae_dir is None:
-        required.append(("--pipeline-dir", args.pipeline_dir / "vae" / "config.json"))
-    else:
-        required.append(("--vae-dir", args.vae_dir / "config.json"))
-    for flag, path in required:
-        if not path.exists():
-            p.error(f"{flag}: {path} is missing; build it with rglcd-build-toy-world")
-    return args
+            problems.append(f"data.latents: {err}")
+    if problems:
+        parser.error("\n  - ".join(["missing inputs:", *problems]))
+    return cfg, args.evaluate
 
 
 def _load_split(config: dict, split: str, vae, tokenizer, rank=0, world=1, caption_bank=None):
-    from rglcd.toy.data import read_toy_images
-    from trainer.lrm.pretrain import prepare_split
-
     images, captions = read_toy_images(config["data_dir"], split)
     images, captions = images[rank::world], captions[rank::world]
     return prepare_split(vae, tokenizer, images, captions, seed=config["seed"] + rank,
@@ -138,8 +105,6 @@ def _load_split(config: dict, split: str, vae, tokenizer, rank=0, world=1, capti
 def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
     """validation / heldout ranked against their own distinct captions, and heldout against
     every caption of the toy grammar (448, as the mini CLIP's build report does)."""
-    from rglcd.toy.scenes import all_captions
-
     splits = {s: _load_split(config, s, vae, tokenizer) for s in EVAL_SPLITS}
     splits["heldout_all"] = _load_split(config, "heldout", vae, tokenizer,
                                         caption_bank=all_captions())
@@ -147,12 +112,11 @@ def _load_eval_splits(config: dict, vae, tokenizer) -> dict:
 
 
 def _build_model(config: dict, latent_channels: int, scaling_factor: float):
-    from trainer.lrm import LatentRewardModel, LatentTowerConfig, pretrain_groups, set_trainable
-
     torch.manual_seed(config["seed"])  # identical initial weights on every rank
     latent = LatentTowerConfig(
         latent_channels=latent_channels, patch_size=config["patch_size"],
         width=config["width"], depth=config["depth"], heads=config["heads"],
+        mlp_ratio=config["mlp_ratio"],
     )
     model = LatentRewardModel.from_clip_dir(
         config["clip_dir"], latent=latent, latent_scaling_factor=scaling_factor
@@ -162,9 +126,6 @@ def _build_model(config: dict, latent_channels: int, scaling_factor: float):
 
 
 def _evaluate(model, eval_data: dict) -> dict:
-    from rglcd.toy.scenes import parse_caption
-    from trainer.lrm.pretrain import evaluate_retrieval
-
     metrics = {}
     for split, data in eval_data.items():
         # Which attributes the latent tower sees (shape is the hard one at 8x8 latents).
@@ -174,22 +135,17 @@ def _evaluate(model, eval_data: dict) -> dict:
     return metrics
 
 
-def evaluate_saved(args: argparse.Namespace) -> dict:
-    """Metrics of the LRM saved in ``args.evaluate`` on the toy eval splits (no Ray)."""
-    from trainer.lrm import LatentRewardModel
-
-    config = _config(args)
-    model = LatentRewardModel.from_pretrained(args.evaluate).float().eval()
-    if args.latents is not None:
+def evaluate_saved(config: dict, lrm_dir: Path) -> dict:
+    """Metrics of the LRM saved in ``lrm_dir`` on the toy eval splits (no Ray)."""
+    model = LatentRewardModel.from_pretrained(lrm_dir).float().eval()
+    if config["latents"] is not None:
         return _evaluate(model, _heldout_latents(config, model.tokenizer))
-    _ensure_data(args, EVAL_SPLITS)
+    _ensure_data(config, EVAL_SPLITS)
     vae = _load_vae(config)
     return _evaluate(model, _load_eval_splits(config, vae, model.tokenizer))
 
 
 def _heldout_latents(config: dict, tokenizer) -> dict:
-    from trainer.lrm.latent_shards import latent_split
-
     _, heldout = split_shards(config["latents"], config["heldout_shards"])
     return {"heldout": latent_split(heldout, tokenizer)}
 
@@ -206,15 +162,14 @@ def _toy_data(config: dict, rank: int, world: int, device: torch.device):
 
 def _latent_data(config: dict, rank: int, world: int, device: torch.device):
     """(model, this rank's training split, rank 0's held-out split) from data_job's shards."""
-    from trainer.lrm.latent_shards import latent_split
-
     manifest = read_manifest(config["latents"])
     train_files, _ = split_shards(config["latents"], config["heldout_shards"])
     mine = train_files[rank::world]
     if not mine:
         raise ValueError(
             f"{len(train_files)} training shard(s) for {world} workers: rank {rank} has none; "
-            "use fewer --num-workers or write more, smaller shards (--rows-per-shard)"
+            "use fewer scaling.num_workers or write more, smaller shards (rglcd-data-job "
+            "rows_per_shard)"
         )
     channels, scaling = manifest["latent_shape"][0], manifest["scaling_factor"]
     model = _build_model(config, channels, scaling).to(device)
@@ -288,9 +243,6 @@ def train_loop_per_worker(config: dict) -> None:
 
 def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> None:
     """Encode this rank's shard, train contrastively; rank 0 evaluates and publishes the LRM."""
-    from trainer.lrm import build_optimizer
-    from trainer.lrm.pretrain import cache_caption_embeddings, contrastive_step, cosine_lr
-
     device = torch.device(config["device"])
     load = _latent_data if config["latents"] else _toy_data
     model, train, eval_data = load(config, rank, world, device)
@@ -316,65 +268,60 @@ def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> No
             break
 
 
-def run_local(args: argparse.Namespace) -> dict:
-    """`train_lrm` in this process on ``args.device`` (no Ray; e.g. one GPU), LRM to --output."""
+def run_local(config: dict) -> dict:
+    """`train_lrm` in this process on its device (no Ray; e.g. one GPU), LRM to output.dir."""
+    output = Path(config["output"])
 
     def publish(metrics: dict, folder: str | None) -> None:
         if folder is not None:
-            if args.output.exists():
-                shutil.rmtree(args.output)
-            shutil.copytree(folder, args.output)
+            if output.exists():
+                shutil.rmtree(output)
+            shutil.copytree(folder, output)
         print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("num_latents")}),
               flush=True)
 
-    if args.latents is None:
-        _ensure_data(args)
-    train_lrm(_config(args), 0, 1, lambda model: model, publish)
-    return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
+    if config["latents"] is None:
+        _ensure_data(config)
+    train_lrm(config, 0, 1, lambda model: model, publish)
+    return json.loads((output / METRICS_FILE).read_text(encoding="utf-8"))
 
 
-def _ensure_data(args: argparse.Namespace, splits=("train", *EVAL_SPLITS)) -> None:
-    from rglcd.toy.data import ensure_toy_dataset
-
+def _ensure_data(config: dict, splits=("train", *EVAL_SPLITS)) -> None:
     for split in splits:  # here, not in the workers: they would race
-        n = args.n_train if split == "train" else args.n_eval
-        ensure_toy_dataset(args.data_dir, split, n, args.seed)  # no-op when already built
+        n = config["n_train"] if split == "train" else config["n_eval"]
+        ensure_toy_dataset(Path(config["data_dir"]), split, n, config["seed"])  # no-op if built
 
 
-def _config(args: argparse.Namespace) -> dict:
-    """The arguments as a plain dict, paths absolute (what the training function reads)."""
-    return {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-
-
-def run(args: argparse.Namespace) -> dict:
-    """Launch the TorchTrainer, copy the final checkpoint to ``args.output``, return metrics."""
+def run(config: dict) -> dict:
+    """Launch the TorchTrainer, copy the final checkpoint to output.dir, return metrics."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if args.latents is None:
-        _ensure_data(args)
+    if config["latents"] is None:
+        _ensure_data(config)
     if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one
         ray.init(include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
-    config = _config(args)
+                 runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGES_ROOT)}})
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=args.num_workers, use_gpu=args.use_gpu),
+        scaling_config=ScalingConfig(num_workers=config["num_workers"],
+                                     use_gpu=config["use_gpu"]),
         run_config=RunConfig(
-            storage_path=str(args.storage_path.resolve()),
-            name=args.name or time.strftime("lrm-pretrain-%Y%m%d-%H%M%S"),
+            storage_path=config["storage_path"],
+            name=config["name"] or time.strftime("lrm-pretrain-%Y%m%d-%H%M%S"),
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"LRM pretraining produced no checkpoint: {result.error}")
-    if args.output.exists():
-        shutil.rmtree(args.output)
+    output = Path(config["output"])
+    if output.exists():
+        shutil.rmtree(output)
     with result.checkpoint.as_directory() as checkpoint_dir:
-        shutil.copytree(checkpoint_dir, args.output)
-    return json.loads((args.output / METRICS_FILE).read_text(encoding="utf-8"))
+        shutil.copytree(checkpoint_dir, output)
+    return json.loads((output / METRICS_FILE).read_text(encoding="utf-8"))
 
 
 def pretrain(argv: list[str] | None = None) -> dict:
@@ -382,15 +329,16 @@ def pretrain(argv: list[str] | None = None) -> dict:
     for key, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0"),
                        ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(key, value)
-    args = parse_args(argv)
-    if args.evaluate is not None:
-        metrics = evaluate_saved(args)
+    cfg, lrm_dir = parse_args(argv)
+    config = cfg.worker_config()
+    if lrm_dir is not None:
+        metrics = evaluate_saved(config, lrm_dir)
         print(json.dumps(metrics, indent=2))
         return metrics
-    report = run_local(args) if args.local else run(args)
+    report = run_local(config) if cfg.scaling.local else run(config)
     summary = {k: v for k, v in report.items() if k != "loss_history"}
     print(json.dumps(summary, indent=2))
-    print(f"LRM saved to {args.output}")
+    print(f"LRM saved to {config['output']}")
     return report
 
 

@@ -12,9 +12,9 @@ that a user with SD weights types, with only paths and sizes overridden:
 
   1. python -m orchestration.commands.data_job       WebDataset tars -> latent Parquet shards
      (Ray Data)
-  2. python -m orchestration.commands.pretrain_lrm   --latents: the LRM on those shards
+  2. python -m orchestration.commands.pretrain_lrm   data.latents=: the LRM on those shards
      (Ray Train)
-  3. python trainer/run.py --config configs/lrm-vlm-judge-sd21.yaml   RG-LCD + LRM, the VLM
+  3. python trainer/run.py --config configs/sd21-rglcd-lrm-vlm-judge.yaml   RG-LCD + LRM, the VLM
      judge as expert, served by Ray Serve and asking an OpenAI-compatible server over HTTP
   4. python trainer/run.py --config configs/sd15-rglcd-lrm-imagereward.yaml   the same with
      ImageReward as expert in its own environment (only with --imagereward-python: an
@@ -25,10 +25,10 @@ that a user with SD weights types, with only paths and sizes overridden:
 The stand-ins it builds first: a tiny StableDiffusionPipeline folder and a tiny CLIPModel
 folder (rglcd/tiny_models.py; the CLIP is the LRM's text tower, CLIPScore and PickScore), a
 tiny open_clip HPSv2.1 checkpoint, WebDataset shards of rendered scenes, an HPSv2-style prompt
-file, the judge server (tests/helpers/openai_server.py) and, with --imagereward-python,
+file, the judge server (orchestration/rehearsal/judge_server.py) and, with --imagereward-python,
 ImageReward's real architecture with random weights as ImageReward.pt plus an offline
 `bert-base-uncased` tokenizer, and one image scored there by the package's `score()` and
-by this project's ImageRewardScorer, which must agree (tests/helpers/imagereward_check.py).
+by this project's ImageRewardScorer, which must agree (orchestration/rehearsal/imagereward_check.py).
 Each trainer run deploys its expert as a Serve app of its own name and route. Every stage's
 output is checked (LRM folder loads, the trainer applied LRM updates from the expert's scores, the
 export loads in DiffusionPipeline, the evaluation wrote its table); a JSON summary with each
@@ -51,13 +51,15 @@ from pathlib import Path
 
 from orchestration.local_head import free_port, private_head, submit_job
 from orchestration.paths import REPO_ROOT
+from rglcd.paths import PACKAGES_ROOT
+from rglcd.toy.scenes import render, sample_scenes
 
 RESOLUTION = 32
 IMAGES = 48  # 6 shards of 8: 5 to train on, the last one held out by rglcd-pretrain-lrm
 # Per-step timings every trainer row of metrics.jsonl carries.
 TIMINGS = {"time_data", "time_teacher", "time_student", "time_optimizer"}
-JUDGE = REPO_ROOT / "tests" / "helpers" / "openai_server.py"
-IMAGEREWARD_CHECK = REPO_ROOT / "tests" / "helpers" / "imagereward_check.py"
+JUDGE = "orchestration.rehearsal.judge_server"  # modules run with `python -m`
+IMAGEREWARD_CHECK = "orchestration.rehearsal.imagereward_check"
 # The package's PIL path and the scorer's tensor path resize the same image: same score up to
 # float32 rounding of a 224 px ViT-L forward.
 SCORE_TOLERANCE = 1e-4
@@ -75,7 +77,7 @@ STYLES = {"anime": ["a red circle on a blue background", "a small green square"]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "outputs" / "rehearsal")
+    parser.add_argument("--workdir", type=Path, default=Path("outputs") / "rehearsal")
     parser.add_argument("--imagereward-python", type=Path, default=None,
                         help="python of an environment with ImageReward's pins (stage 4)")
     parser.add_argument("--steps", type=int, default=3, help="trainer steps per run")
@@ -98,8 +100,6 @@ def run_job(name: str, entrypoint: list[str], head: str, env_vars: dict, log_dir
 def write_webdataset(folder: Path, n: int, per_tar: int = 16) -> None:
     """img2dataset-layout tars of rendered toy scenes (JPEG + caption), 64 px."""
     from PIL import Image
-
-    from rglcd.toy.scenes import render, sample_scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     scenes = sample_scenes("train", n, seed=0)
@@ -131,7 +131,10 @@ def write_tiny_hps(folder: Path) -> tuple[Path, Path]:
 
 def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dict | None]:
     """(paths of the stand-ins, ImageReward's environment check or None without it)."""
-    from rglcd.tiny_models import save_tiny_clip_model, save_tiny_sd_pipeline
+    from rglcd.tiny_models import (  # deferred: loads diffusers, torch, transformers
+        save_tiny_clip_model,
+        save_tiny_sd_pipeline,
+    )
 
     models = work / "models"
     paths = {
@@ -152,14 +155,14 @@ def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dic
 
 
 def check_imagereward_env(folder: Path, python: Path) -> dict:
-    """Inside ImageReward's own environment (tests/helpers/imagereward_check.py): its real
+    """Inside ImageReward's own environment (orchestration/rehearsal/imagereward_check.py): its real
     architecture with random weights as <folder>/ImageReward.pt, an offline tokenizer in
     <folder>/hf, and one image scored by the package's `score()` and by this project's scorer,
     which must agree. Returns the check's JSON (versions, both scores, seconds)."""
-    # That environment does not hold this project: PYTHONPATH lends it the checkout.
+    # That environment does not hold this project: PYTHONPATH lends it this project's packages.
     env = {**os.environ, "HF_HOME": str(folder / "hf"), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(REPO_ROOT)}
-    run = subprocess.run([str(python), str(IMAGEREWARD_CHECK), str(folder)], env=env,
+           "PYTHONPATH": str(PACKAGES_ROOT)}
+    run = subprocess.run([str(python), "-m", IMAGEREWARD_CHECK, str(folder)], env=env,
                          capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"ImageReward's environment failed its check:\n{run.stderr[-3000:]}")
@@ -172,7 +175,7 @@ def check_imagereward_env(folder: Path, python: Path) -> dict:
 @contextmanager
 def judge_server():
     """The OpenAI-compatible judge as its own process; yields its /v1 base URL."""
-    proc = subprocess.Popen([sys.executable, str(JUDGE), "--port", "0", "--model", "judge"],
+    proc = subprocess.Popen([sys.executable, "-m", JUDGE, "--port", "0", "--model", "judge"],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -192,7 +195,7 @@ def trainer_overrides(paths: dict, run_name: str, steps: int, out: Path) -> list
         f"lrm.checkpoint={paths['lrm']}", "lrm.batch_size=2", "lrm.max_staleness_steps=2",
         "lrm.request_timeout_s=120", f"lcd.max_steps={steps}", "lcd.global_batch_size=4",
         "scaling.num_workers=1", "scaling.use_gpu=false",
-        f"serve.vaes.teacher.path={paths['sd']}", "serve.vaes.teacher.num_gpus=0",
+        "serve.vaes.teacher.num_gpus=0",
         "serve.scorers.0.num_gpus=0", f"serve.port={free_port()}",
         f"output.root_dir={out}", f"run_name={run_name}", "output.log_every=1",
         f"output.checkpoint_every={steps}", f"output.sample_every={steps}",
@@ -277,26 +280,26 @@ def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: 
     seconds, checks = {}, {}
     paths["latents"], paths["lrm"] = str(work / "data" / "latents"), str(work / "models" / "lrm")
     seconds["data_job"] = run_job("1-data_job", [
-        "python", "-m", "orchestration.commands.data_job", "--input", paths["wds"],
-        "--output", paths["latents"], "--teacher", paths["sd"], "--resolution", str(RESOLUTION),
-        "--rows-per-shard", "8", "--batch-size", "8", "--encoders", "1", "--min-size", "32",
-        "--overwrite"], head, env, logs)
+        "python", "-m", "orchestration.commands.data_job", f"input={paths['wds']}",
+        f"output={paths['latents']}", f"teacher={paths['sd']}", f"resolution={RESOLUTION}",
+        "rows_per_shard=8", "batch_size=8", "encoders=1", "min_size=32", "overwrite=true",
+    ], head, env, logs)
     checks["data_job"] = json.loads((Path(paths["latents"]) / "manifest.json").read_text())[
         "num_written"]
     seconds["pretrain_lrm"] = run_job("2-pretrain_lrm", [
-        "python", "-m", "orchestration.commands.pretrain_lrm", "--latents", paths["latents"],
-        "--clip-dir", paths["clip"], "--output", paths["lrm"], "--steps", "4",
-        "--eval-every", "4", "--batch-size", "8", "--patch-size", "2", "--width", "32",
-        "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--num-workers", "1",
-        "--storage-path", str(work / "ray_results")], head, env, logs)
-    from trainer.lrm import LatentRewardModel
+        "python", "-m", "orchestration.commands.pretrain_lrm", f"data.latents={paths['latents']}",
+        f"data.clip_dir={paths['clip']}", f"output.dir={paths['lrm']}", "optim.steps=4",
+        "optim.eval_every=4", "optim.batch_size=8", "tower.patch_size=2", "tower.width=32",
+        "tower.depth=1", "tower.heads=2", "optim.warmup_steps=1", "scaling.num_workers=1",
+        f"output.storage_path={work / 'ray_results'}"], head, env, logs)
+    from trainer.lrm import LatentRewardModel  # deferred: loads torch, transformers
 
     LatentRewardModel.from_pretrained(paths["lrm"])
     metrics = json.loads((Path(paths["lrm"]) / "pretrain_metrics.json").read_text())
     checks["pretrain_lrm"] = {k: metrics[k] for k in ("heldout_top1", "heldout_top5")}
     out, runs = work / "runs", {}
     with judge_server() as url:
-        recipes = [("vlm-judge", "configs/lrm-vlm-judge-sd21.yaml",
+        recipes = [("vlm-judge", "configs/sd21-rglcd-lrm-vlm-judge.yaml",
                     [f"serve.scorers.0.options.base_url={url}", "serve.scorers.0.options.model=judge"])]
         if "imagereward" in paths:
             recipes.append(("imagereward", "configs/sd15-rglcd-lrm-imagereward.yaml",

@@ -35,6 +35,8 @@ from orchestration.evaluation.config import ModelSpec
 from orchestration.evaluation.generation import load_pipeline, sample, sample_seed
 from orchestration.evaluation.prompts import load_prompts
 from reward_service.scorers.toy import ToyJudgeScorer, toy_clip_scorer
+from rglcd.toy.paths import TOY_DATA_DIR
+from rglcd.toy.scenes import SIZE_RANGES, SIZES, in_frame, render, sample_scenes
 from trainer.reward_hooks import DirectReward
 
 
@@ -125,10 +127,12 @@ def ascent_table(args: argparse.Namespace, rewards: dict[str, str]) -> dict[str,
 
 def negative_ranking(rewards: dict[str, str], n: int) -> dict[str, dict[str, float]]:
     """Per reward: the fraction of held-out scenes it scores above each kind of hard negative."""
-    from orchestration.toy_build.common import BuildSettings, load_split
-    from orchestration.toy_build.reward_clip_stage import held_out_negatives, true_over
-    from rglcd.toy.miniclip import load_miniclip
-    from rglcd.toy.paths import TOY_DATA_DIR
+    from orchestration.toy_build.common import BuildSettings, load_split  # deferred: loads pyarrow
+    from orchestration.toy_build.reward_clip_stage import (  # deferred: loads pyarrow, transformers
+        held_out_negatives,
+        true_over,
+    )
+    from rglcd.toy.miniclip import load_miniclip  # deferred: loads transformers
 
     images, captions = load_split(BuildSettings(data_dir=TOY_DATA_DIR), "heldout")
     images, captions = images[:n], captions[:n]
@@ -166,16 +170,12 @@ def width_sweep(scorer, scenes: list, widths=SWEEP_WIDTHS) -> dict[int, float]:
 
 def _redrawn(scene, width: int):
     """The scene's picture with its object at `width`, centre kept in frame."""
-    from rglcd.toy.scenes import in_frame, render
-
     x, y = in_frame(scene.x, scene.y, width)
     return render(replace(scene, width=width, x=x, y=y))
 
 
 def size_sweep_table(rewards: dict[str, str], n: int) -> dict[str, dict[str, dict[int, float]]]:
     """Per reward and size: mean score change by width, relative to the size's middle width."""
-    from rglcd.toy.scenes import SIZE_RANGES, SIZES, sample_scenes
-
     scenes = sample_scenes("heldout", 4 * n, seed=1)
     by_size = {size: [s for s in scenes if s.size == size][:n] for size in SIZES}
     print(f"\n| reward | caption size | score change at width {' / '.join(map(str, SWEEP_WIDTHS))} "

@@ -36,9 +36,9 @@ def load_vae(teacher: str, subfolder: str | None = "vae", revision: str | None =
     except (OSError, ValueError) as err:
         where = f"{teacher}/{subfolder}" if subfolder else teacher
         raise ValueError(
-            f"cannot load an AutoencoderKL from {where!r} ({err}); pass --teacher as a diffusers "
+            f"cannot load an AutoencoderKL from {where!r} ({err}); pass as teacher a diffusers "
             "pipeline folder (with vae/) or a hub id already in the local Hugging Face cache, "
-            "or --vae-subfolder '' for a folder that is itself a VAE"
+            "or vae_subfolder='' for a folder that is itself a VAE"
         ) from None
 
 

@@ -92,7 +92,7 @@ def open_image(raw: bytes | None, min_size: int) -> Image.Image:
         image = Image.open(io.BytesIO(raw))  # reads the header only
         width, height = image.size
         if min(width, height) < min_size:  # decided on the header, before decoding pixels
-            raise SkipSample("too_small", f"{width}x{height} is below --min-size {min_size}")
+            raise SkipSample("too_small", f"{width}x{height} is below min_size={min_size}")
         image.load()
         return image.convert("RGB")
     except SkipSample:

@@ -137,7 +137,7 @@ def existing_outputs(output: str) -> list[str]:
     if info.type == pafs.FileType.NotFound:
         return []
     if info.type != pafs.FileType.Directory:
-        raise ValueError(f"--output {output!r} is a file; pass a folder (it is created if absent)")
+        raise ValueError(f"output={output!r} is a file; pass a folder (it is created if absent)")
     found = filesystem.get_file_info(pafs.FileSelector(root, recursive=False))
     return sorted(
         f.base_name
@@ -153,7 +153,7 @@ def prepare_output(output: str, overwrite: bool) -> None:
     if stale and not overwrite:
         raise ValueError(
             f"--output {output!r} already holds {len(stale)} shard/manifest file(s) (e.g. "
-            f"{stale[0]}); pass a new folder or --overwrite to replace them"
+            f"{stale[0]}); pass a new folder or overwrite=true to replace them"
         )
     for name in stale:
         filesystem.delete_file(_join(root, name))

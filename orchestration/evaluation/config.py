@@ -148,7 +148,7 @@ class GenerationConfig(StrictModel):
     torch_threads: int = Field(1, ge=1)
 
 
-class OutputConfig(StrictModel):
+class EvalOutputConfig(StrictModel):
     dir: str = "outputs/eval"
     grid_prompts: int = Field(8, ge=1, description="Prompts (grid rows) per PNG grid.")
     grid_scale: int = Field(4, ge=1, description="Nearest-neighbour upscaling of grid tiles.")
@@ -176,7 +176,7 @@ class EvalConfig(StrictModel):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     fid: FidConfig = Field(default_factory=FidConfig)
     hf_noise: HfNoiseConfig = Field(default_factory=HfNoiseConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    output: EvalOutputConfig = Field(default_factory=EvalOutputConfig)
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

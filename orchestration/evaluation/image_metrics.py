@@ -32,6 +32,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from orchestration.evaluation.config import FidConfig, ReferenceConfig
 from orchestration.evaluation.generation import to_float
 from rglcd.toy.metrics import high_frequency_fraction
+from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
+from rglcd.toy.scenes import render, sample_scenes
 
 __all__ = ["FidScorer", "hf_noise_ratio", "high_frequency_fraction", "load_reference_images"]
 
@@ -43,8 +45,6 @@ def load_reference_images(cfg: ReferenceConfig) -> np.ndarray:
     if cfg.source is None:
         raise ValueError("reference.source is null; set it to 'toy:<split>' or an image folder")
     if cfg.source.startswith("toy:"):
-        from rglcd.toy.scenes import render, sample_scenes
-
         scenes = sample_scenes(cfg.source.removeprefix("toy:"), cfg.num_images, seed=cfg.seed)
         return np.stack([render(scene) for scene in scenes])
     folder = Path(cfg.source)
@@ -64,8 +64,6 @@ def load_reference_images(cfg: ReferenceConfig) -> np.ndarray:
 
 def _feature_extractor(cfg: FidConfig) -> FrechetInceptionDistance:
     if cfg.features == "miniclip":
-        from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
-
         model, _ = load_miniclip(cfg.miniclip_dir)
         return FrechetInceptionDistance(
             feature=MiniClipFeatures(model), normalize=True, reset_real_features=False

@@ -19,6 +19,7 @@ import torch
 
 from orchestration.evaluation.config import EvalConfig, ModelSpec, ScoringConfig, row_label
 from orchestration.evaluation.generation import sample_seed, timed_generate
+from reward_service.config import ServeConfig
 
 
 @ray.remote
@@ -80,9 +81,8 @@ def scorer_service(cfg: ScoringConfig) -> Iterator[None]:
         )
     from ray import serve
 
-    from reward_service.app import build_app
-    from reward_service.client import wait_for_app
-    from reward_service.config import ServeConfig
+    from reward_service.app import build_app  # deferred: loads fastapi
+    from reward_service.client import wait_for_app  # deferred: loads fastapi
 
     serve_cfg = ServeConfig(
         app_name=cfg.app_name, route_prefix=f"/{cfg.app_name}", vaes={}, scorers=cfg.scorers

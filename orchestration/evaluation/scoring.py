@@ -20,6 +20,8 @@ import numpy as np
 
 from orchestration.evaluation.config import ScoringConfig
 from orchestration.evaluation.generation import to_float
+from reward_service.scorers.registry import build_scorer
+from rglcd.codecs import encode_image_b64
 
 
 class ScoreBackend(ABC):
@@ -63,8 +65,6 @@ class InProcessBackend(ScoreBackend):
         self._scorers: dict = {}
 
     def _score_chunk(self, scorer, images, prompts):
-        from reward_service.scorers.registry import build_scorer
-
         if scorer not in self._scorers:
             self._scorers[scorer] = build_scorer(self.specs[scorer])
         items = self._scorers[scorer].score_items(to_float(images), list(prompts))
@@ -75,7 +75,7 @@ class ServiceHandleBackend(ScoreBackend):
     """The running Serve app `cfg.app_name`, through its deployment handles."""
 
     def __init__(self, cfg: ScoringConfig) -> None:
-        from reward_service.client import RewardClient
+        from reward_service.client import RewardClient  # deferred: loads fastapi, ray
 
         super().__init__(cfg.batch_size)
         self.client = RewardClient(app_name=cfg.app_name, timeout_s=cfg.timeout_s)
@@ -104,8 +104,6 @@ class ServiceHttpBackend(ScoreBackend):
         self.http = httpx.Client(timeout=cfg.timeout_s, headers=headers)
 
     def _score_chunk(self, scorer, images, prompts):
-        from rglcd.codecs import encode_image_b64
-
         floats = to_float(images)
         body = {
             "model": scorer,

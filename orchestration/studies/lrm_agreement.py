@@ -21,10 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from orchestration.paths import REPO_ROOT
+from orchestration.evaluation.lrm_agreement import agreement, held_out_triplets
+from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR
+from trainer.checkpointing import verify_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,14 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lrm-init", default=None,
                         help="The pretrained LRM folder (default: the toy LRM).")
-    parser.add_argument("--data-dir", default=str(REPO_ROOT / "outputs" / "toy-data"))
+    parser.add_argument("--data-dir", default=str(TOY_DATA_DIR))
     return parser.parse_args(argv)
 
 
 def lrm_states(run: Path) -> list[tuple[int, Path | None]]:
     """(step, lrm.safetensors or None for the pretrained weights), oldest first."""
-    from trainer.checkpointing import verify_checkpoint
-
     states: list[tuple[int, Path | None]] = [(0, None)]
     for folder in sorted(p for p in run.glob("checkpoint_*") if p.is_dir()):
         manifest = verify_checkpoint(folder)  # raises on a corrupt or partial checkpoint
@@ -52,51 +49,6 @@ def lrm_states(run: Path) -> list[tuple[int, Path | None]]:
     if len(states) == 1:
         raise ValueError(f"{run} has no checkpoint_* folders; run the trainer first.")
     return sorted(states, key=lambda s: s[0])
-
-
-@torch.no_grad()
-def held_out_triplets(run: Path, data_dir: Path, n: int, seed: int):
-    """(latents (n, 3, C, h, w), captions, judge scores (n, 3)) of the fixed triplets."""
-    from diffusers import DiffusionPipeline, LCMScheduler
-
-    from rglcd.toy.data import ensure_toy_dataset, read_toy_table
-    from rglcd.toy.judge import ToyJudge
-    from trainer.data import EncodeImages
-
-    pipe = DiffusionPipeline.from_pretrained(run / "pipeline", local_files_only=True,
-                                             dtype=torch.float32)
-    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    ensure_toy_dataset(data_dir, "heldout", 2000)
-    table = read_toy_table(data_dir, "heldout").slice(0, n)
-    captions = [str(c) for c in table.column("caption").to_pylist()]
-    batch = {"image": np.array(table.column("image").to_pylist(), dtype=object),
-             "caption": np.array(captions, dtype=object)}
-    real = torch.from_numpy(EncodeImages(str(run / "pipeline"), 32, seed)(batch)["latents"])
-    size = pipe.unet.config.sample_size
-    noise = torch.randn((n, pipe.unet.config.in_channels, size, size),
-                        generator=torch.Generator().manual_seed(seed))
-    samples = [pipe(prompt=captions, num_inference_steps=steps, latents=noise.clone(),
-                    generator=torch.Generator().manual_seed(seed + 1),
-                    output_type="latent").images for steps in (1, 2)]
-    latents = torch.stack([real, *samples], dim=1)  # (n, 3, C, h, w), scaled latents
-    vae = pipe.vae
-    flat = latents.flatten(0, 1) / vae.config.scaling_factor
-    images = (vae.decode(flat).sample / 2 + 0.5).clamp(0, 1)
-    scores = ToyJudge().scores(images, [c for c in captions for _ in range(3)]).view(n, 3)
-    return latents, captions, scores
-
-
-@torch.no_grad()
-def agreement(lrm, latents: torch.Tensor, captions: list[str], scores: torch.Tensor) -> dict:
-    """Counted like the training metric (trainer.lrm_hook.pair_counts), every score present."""
-    from trainer.lrm_hook import pair_counts
-
-    n = len(captions)
-    tokens = lrm.tokenize([c for c in captions for _ in range(3)])
-    rewards = lrm.reward(latents.flatten(0, 1), **tokens).view(n, 3)
-    _, agree, counted = pair_counts(rewards, scores, torch.ones_like(scores, dtype=torch.bool))
-    return {"agreement": float(agree / max(counted, 1)), "pairs": int(counted)}
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -117,8 +69,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rglcd.toy.paths import TOY_LRM_DIR
-    from trainer.lrm import LatentRewardModel
+    from trainer.lrm import LatentRewardModel  # deferred: loads transformers
 
     args = parse_args(argv)
     run = Path(args.run)

@@ -4,7 +4,7 @@ was one run lucky?
     python -m orchestration.studies.seed_study                      # the default: see below
     python -m orchestration.studies.seed_study --seeds 0 1 2 3 \
         --recipe lcd=configs/toy-lcd.yaml \
-        --recipe "beta5=configs/toy.yaml reward.beta=5" \
+        --recipe "beta5=configs/toy-rglcd-lrm-toy-judge.yaml reward.beta=5" \
         --compare beta5@2:lcd@4 --compare beta5@4:lcd@4
 
 On the toy world two runs of one recipe that differ only in the training seed (or in when the
@@ -21,7 +21,7 @@ seeds with `orchestration/commands/evaluate.py` (in-process scoring), and for ea
   lowest / highest single pairing.
 
 Writes ``<out>/study.md`` and ``<out>/study.json``. Default: plain LCD (configs/toy-lcd.yaml)
-against the default recipe (configs/toy.yaml) at training seeds 0-2, comparisons rglcd@2 vs
+against the default recipe (configs/toy-rglcd-lrm-toy-judge.yaml) at training seeds 0-2, comparisons rglcd@2 vs
 lcd@4 and rglcd@4 vs lcd@4, the toy judge, 64 held-out prompts x sampling seeds 0-2.
 Takes 3-4 minutes per plain-LCD run and 4-9 per RG-LCD + LRM run on two CPU cores.
 """
@@ -39,7 +39,7 @@ from orchestration.evaluation.stats import cross_seed_win_rate, run_spread
 from orchestration.paths import REPO_ROOT
 from orchestration.studies.training_runs import train_once
 
-DEFAULT_RECIPES = ("lcd=configs/toy-lcd.yaml", "rglcd=configs/toy.yaml")
+DEFAULT_RECIPES = ("lcd=configs/toy-lcd.yaml", "rglcd=configs/toy-rglcd-lrm-toy-judge.yaml")
 DEFAULT_COMPARISONS = ("rglcd@2:lcd@4", "rglcd@4:lcd@4")
 
 
@@ -110,7 +110,7 @@ def train(recipe: Recipe, seed: int, out: Path, retrain: bool) -> None:
 
 def eval_config(args, recipes: dict[str, Recipe], comparisons):
     """One EvalConfig with a model per (recipe, seed), at the step counts compared."""
-    from orchestration.evaluation.config import EvalConfig
+    from orchestration.evaluation.config import EvalConfig  # deferred: loads torch
 
     steps: dict[str, set[int]] = {}
     for side in (s for pair in comparisons for s in pair):
@@ -140,7 +140,7 @@ def item_scores(path: Path, judge: str) -> dict[str, np.ndarray]:
 
 def summarise(scores: dict[str, np.ndarray], comparisons, seeds: list[int]) -> list[dict]:
     """Per comparison: each side's spread over runs and the cross-seed win rate."""
-    from orchestration.evaluation.config import row_label
+    from orchestration.evaluation.config import row_label  # deferred: loads torch
 
     def runs(name: str, steps: int) -> np.ndarray:
         return np.stack([scores[row_label(model_name(name, seed), steps)] for seed in seeds])
@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import ray
 
-    from orchestration.commands.evaluate import run_evaluation
+    # deferred: loads diffusers, torch, torchmetrics, transformers
+    from orchestration.evaluation.runner import run_evaluation
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False)

@@ -1,7 +1,7 @@
 """Where a toy model loses the toy judge's points: attribute accuracy and sub-scores.
 
     python -m orchestration.studies.toy_judge_breakdown outputs/table1/toy-lcd/pipeline \
-        outputs/table1/toy/pipeline [--steps 4 2] [--seeds 0 1 2] [--prompts 64]
+        outputs/table1/toy-rglcd-lrm-toy-judge/pipeline [--steps 4 2] [--seeds 0 1 2] [--prompts 64]
 
 Samples each exported LCM pipeline (or, with --teacher, a teacher pipeline with DDIM + CFG
 7.5) exactly as `orchestration/commands/evaluate.py` does (same held-out prompts, per-item seeds and
@@ -15,6 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from orchestration.evaluation.prompts import load_prompts
+from rglcd.toy.scenes import parse_caption
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,9 +33,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def breakdown(path: str, teacher: bool, steps: int, seeds: list[int], prompts: list[str]):
     import torch
 
-    from orchestration.evaluation.config import ModelSpec
-    from orchestration.evaluation.generation import generate, load_pipeline, sample_seed, to_float
-    from rglcd.toy.judge import ToyJudge, summarise
+    from orchestration.evaluation.config import ModelSpec  # deferred: loads torch
+    from orchestration.evaluation.generation import (  # deferred: loads diffusers, torch
+        generate,
+        load_pipeline,
+        sample_seed,
+        to_float,
+    )
+    from rglcd.toy.judge import ToyJudge, summarise  # deferred: loads torch
 
     kind = {"kind": "teacher", "sampler": "ddim"} if teacher else {"kind": "lcm"}
     spec = ModelSpec(name=Path(path).parent.name, path=path, steps=[steps], **kind)
@@ -48,8 +56,7 @@ def errors(results: list[dict], prompts: list[str]) -> dict[str, int]:
     """Wrong attributes counted as "attribute wanted->detected", most frequent first."""
     from collections import Counter
 
-    from rglcd.toy.judge import ATTRIBUTES
-    from rglcd.toy.scenes import parse_caption
+    from rglcd.toy.judge import ATTRIBUTES  # deferred: loads torch
 
     counts = Counter(f"{a} {parse_caption(p)[a]}->{r['detected'][a]}"
                      for r, p in zip(results, prompts, strict=True)
@@ -58,8 +65,6 @@ def errors(results: list[dict], prompts: list[str]) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from orchestration.evaluation.prompts import load_prompts
-
     args = parse_args(argv)
     prompts = load_prompts("toy:heldout", args.prompts).prompts
     rows = []

@@ -4,9 +4,9 @@
 
 1. Trains (each a real ``trainer/run.py`` run on a local Ray instance, skipped when its
    exported pipeline already exists, unless ``--retrain``) the four distilled models:
-   LCM (configs/toy-lcd.yaml), RG-LCM toy-clip (configs/toy-direct-clip.yaml), RG-LCM
-   toy-clip with a large beta (configs/toy-direct-clip-large-beta.yaml) and RG-LCM toy-judge
-   + LRM (configs/toy.yaml, the default recipe), into outputs/table1/<recipe>/.
+   LCM (configs/toy-lcd.yaml), RG-LCM toy-clip (configs/toy-rglcd-toy-clip.yaml), RG-LCM
+   toy-clip with a large beta (configs/toy-rglcd-toy-clip-large-beta.yaml) and RG-LCM toy-judge
+   + LRM (configs/toy-rglcd-lrm-toy-judge.yaml, the default recipe), into outputs/table1/<recipe>/.
 2. Evaluates them with the toy teacher at 50 / 4 / 2 DDIM steps (configs/eval/toy-table1.yaml,
    orchestration/commands/evaluate.py: same prompts and seeds, toy-judge and toy-clip through the
    reward service, FID in the mini-CLIP space, HF-noise ratio, win rates).
@@ -25,11 +25,16 @@ import shutil
 import sys
 from pathlib import Path
 
+from orchestration.evaluation.config import EvalConfig
+from orchestration.evaluation.runner import run_evaluation
 from orchestration.paths import REPO_ROOT
+from orchestration.studies.training_runs import train_once
+from rglcd.configuration import load_config
 
 RUNS_DIR = REPO_ROOT / "outputs" / "table1"
 EVAL_CONFIG = REPO_ROOT / "configs" / "eval" / "toy-table1.yaml"
-RECIPES = ("toy-lcd", "toy-direct-clip", "toy-direct-clip-large-beta", "toy")
+RECIPES = ("toy-lcd", "toy-rglcd-toy-clip", "toy-rglcd-toy-clip-large-beta",
+           "toy-rglcd-lrm-toy-judge")
 COPIED = ("table.md", "results.json", "metrics_vs_steps.png")
 EXPERT = "toy-judge"
 
@@ -43,19 +48,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(recipe: str, retrain: bool) -> None:
-    from orchestration.studies.training_runs import train_once
-
     train_once(REPO_ROOT / "configs" / f"{recipe}.yaml", RUNS_DIR / recipe,
                f"table1-{recipe}", retrain=retrain, label=recipe)
 
 
 def evaluate() -> Path:
-    from orchestration.commands import evaluate as evaluate_command
+    import ray  # the evaluation's sampling tasks; imported when the study gets this far
 
     out_dir = RUNS_DIR / "eval"
-    code = evaluate_command.main(["--config", str(EVAL_CONFIG), f"output.dir={out_dir}"])
-    if code != 0:
-        raise SystemExit(f"evaluation failed with exit code {code}")
+    cfg = load_config(EvalConfig, EVAL_CONFIG, [f"output.dir={out_dir}"])
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False)
+    _, files = run_evaluation(cfg)
+    print(Path(files["table"]).read_text(encoding="utf-8"))
     return out_dir
 
 

@@ -29,7 +29,7 @@ def train_once(
         return
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    command = [sys.executable, str(REPO_ROOT / "trainer" / "run.py"), "--config", str(config),
+    command = [sys.executable, "-m", "trainer.run", "--config", str(config),
                *overrides, f"output.dir={out_dir}", f"run_name={run_name}"]
     start = time.monotonic()
     print(f"[{label}] training: {' '.join(command)}", flush=True)

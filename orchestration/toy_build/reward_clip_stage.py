@@ -1,7 +1,7 @@
 """Stage "reward-clip": a mini CLIP with a fine-tuned image tower, a toy-clip (CLIPScore)
 reward. Built only on request (not one of the default stages); the committed one
 (`rglcd/toy/artifacts/miniclip-reward`, hard negatives with counterfactuals) is the expert of
-configs/toy-lrm-reward-clip.yaml.
+configs/toy-rglcd-lrm-reward-clip.yaml.
 
 Why: RG-LCD follows the reward's pixel gradient (paper eq. 10-11), and ascending the
 stage-"clip" mini CLIP's gradient mixes colours into the object and roughens fills (the toy

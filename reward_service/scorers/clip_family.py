@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import register_scorer
 from reward_service.scorers.preprocess import CLIP_MEAN, CLIP_STD, PreprocessRecipe
 from reward_service.scorers.similarity import (
@@ -30,8 +29,11 @@ from reward_service.scorers.similarity import (
 )
 from rglcd.hf_compat import projected_features
 
-if TYPE_CHECKING:  # transformers' model classes load with the weights (from_pretrained)
+if TYPE_CHECKING:  # transformers' model classes load with the weights (from_pretrained);
+    # ScorerConfig for annotations only (the config validates kinds through the registry)
     from transformers import CLIPModel, PreTrainedTokenizerBase
+
+    from reward_service.config import ScorerConfig
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"

@@ -13,10 +13,10 @@ under `no_grad` (docs/method.md §7 and §5).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import register_scorer
 from reward_service.scorers.preprocess import CLIP_MEAN, CLIP_STD, PreprocessRecipe
 from reward_service.scorers.similarity import (
@@ -25,6 +25,9 @@ from reward_service.scorers.similarity import (
     local_json,
     resolve_device,
 )
+
+if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
+    from reward_service.config import ScorerConfig
 
 DEFAULT_ARCH = "ViT-H-14"
 HPS_HUB_REPO = "xswu/HPSv2"

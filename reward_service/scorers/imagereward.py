@@ -20,15 +20,17 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import Scorer, check_batch, register_scorer
 from reward_service.scorers.imagereward_blip import PromptTokens
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 from reward_service.scorers.similarity import freeze, resolve_device
+
+if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
+    from reward_service.config import ScorerConfig
 
 INPUT_SIZE = 224
 # Isolated environment for the ImageReward deployment. Ray builds it as a virtualenv that sees

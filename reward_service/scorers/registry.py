@@ -16,11 +16,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import reward_service.scorers as _package
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import SCORER_CLASSES, Scorer
+
+if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
+    from reward_service.config import ScorerConfig
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import ItemScore, Scorer, check_batch, register_scorer
-from reward_service.scorers.clip_family import ClipFamilyScorer, clip_input_size
+from reward_service.scorers.clip_family import (
+    ClipFamilyScorer,
+    clip_input_size,
+    recipe_from_processor,
+)
 from reward_service.scorers.preprocess import PreprocessRecipe, resize
+from rglcd.toy.heldout_judge import HeldoutJudge
 from rglcd.toy.judge import ToyJudge
 from rglcd.toy.paths import TOY_MINICLIP_DIR
 from rglcd.toy.scenes import IMAGE_SIZE, parse_caption
+
+if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
+    from reward_service.config import ScorerConfig
 
 TOY_PREPROCESS_FILE = "preprocess.json"  # = rglcd.toy.miniclip.PREPROCESS_FILE
 
@@ -31,8 +39,6 @@ def toy_clip_recipe(directory: str | Path, default_size: int) -> PreprocessRecip
     """The mini CLIP's recipe from its `preprocess.json`, else from a HF processor config."""
     info_file = Path(directory) / TOY_PREPROCESS_FILE
     if not info_file.is_file():
-        from reward_service.scorers.clip_family import recipe_from_processor
-
         return recipe_from_processor(str(directory), default_size)
     info = json.loads(info_file.read_text(encoding="utf-8"))
     resize = str(info.get("resize", "bicubic"))
@@ -142,6 +148,4 @@ class HeldoutJudgeScorer(ToyJudgeScorer):
 
     @classmethod
     def from_spec(cls, spec: ScorerConfig) -> HeldoutJudgeScorer:
-        from rglcd.toy.heldout_judge import HeldoutJudge
-
         return cls(spec.name, judge=HeldoutJudge())

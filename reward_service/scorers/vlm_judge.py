@@ -27,7 +27,7 @@ import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -35,9 +35,11 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import ItemScore, Scorer, check_batch, register_scorer
 from reward_service.scorers.preprocess import resize_longest_side
+
+if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
+    from reward_service.config import ScorerConfig
 
 RESULT_CACHE_SIZE = 16384
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from rglcd.toy.scenes import sample_scenes
+from rglcd.toy.scenes import render, sample_scenes
 
 ROWS_PER_SHARD = 10_000
 
@@ -35,8 +35,6 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def _scene_table(scenes: list) -> pa.Table:
-    from rglcd.toy.scenes import render
-
     rows = [s.as_dict() for s in scenes]
     columns = {key: [r[key] for r in rows] for key in rows[0]}
     columns["caption"] = [s.caption for s in scenes]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rglcd.cache import cache_dir
+
 TOY_ROOT = Path(__file__).resolve().parent
 TOY_ARTIFACTS = TOY_ROOT / "artifacts"
 TOY_PIPELINE_DIR = TOY_ARTIFACTS / "pipeline"  # diffusers StableDiffusionPipeline folder
 TOY_MINICLIP_DIR = TOY_ARTIFACTS / "miniclip"  # transformers CLIPModel + tokenizer
 # The mini CLIP with its image tower fine-tuned on hard negatives by stage reward-clip: the
-# expert of configs/toy-lrm-reward-clip.yaml (docs/reward-clip).
+# expert of configs/toy-rglcd-lrm-reward-clip.yaml (docs/reward-clip).
 TOY_REWARD_CLIP_DIR = TOY_ARTIFACTS / "miniclip-reward"
 TOY_LRM_DIR = TOY_ARTIFACTS / "lrm"  # pretrained latent proxy reward model
-# Generated (not committed) Parquet shards of toy scenes; `outputs/` is git-ignored.
-TOY_DATA_DIR = TOY_ROOT.parents[1] / "outputs" / "toy-data"
+# Generated Parquet shards of toy scenes (the build's and LRM pretraining's; a training run
+# writes its own under its output root): the user's cache, never the installed package.
+TOY_DATA_DIR = cache_dir() / "toy-data"
 TOY_REPORT_FILE = TOY_ARTIFACTS / "build_report.json"  # written by the build's verify stage

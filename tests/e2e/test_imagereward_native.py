@@ -1,7 +1,7 @@
 """ImageReward in the core environment at its real sizes (ViT-L/16 + BERT-base), random weights.
 
 Each test holds about 2 GB of weights: ImageReward's own size. The parity test needs
-ImageReward's isolated environment (tests/helpers/imagereward_env.py; `make test` builds it):
+ImageReward's isolated environment (orchestration/rehearsal/imagereward_env.py; `make test` builds it):
 there the package writes ImageReward.pt and scores images with its PIL `score()`; here the
 core-environment scorer loads that file and must give the same scores.
 """
@@ -20,9 +20,9 @@ from reward_service.scorers.imagereward_blip import ImageRewardModel, VisionSpec
 from reward_service.scorers.imagereward_native import NativeImageRewardScorer
 from reward_service.scorers.registry import build_scorer
 from tests.helpers.imagereward_native import MED_CONFIG, PROMPTS, write_tokenizer
-from tests.unit.test_task import make_batch, student_grads, tiny_teacher
+from tests.unit.test_task import DEFAULTS, make_batch, student_grads, tiny_teacher
 from trainer.reward_hooks import DirectReward
-from trainer.task import DistillationTask, LCDSettings
+from trainer.task import DistillationTask
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PARITY_HELPER = os.path.join(REPO_ROOT, "tests", "helpers", "imagereward_parity.py")
@@ -40,10 +40,10 @@ def test_direct_imagereward_step_at_real_size_reaches_the_student(tmp_path):
     scorer = NativeImageRewardScorer("imagereward", model, tokenizer, "cpu")
     teacher = tiny_teacher()
     torch.manual_seed(0)
-    plain = DistillationTask(teacher, LCDSettings(), seed=0)
+    plain = DistillationTask(teacher, *DEFAULTS, seed=0)
     torch.manual_seed(0)
     rewarded = DistillationTask(
-        teacher, LCDSettings(), reward=DirectReward(scorer, teacher.vae, beta=1.0), seed=0
+        teacher, *DEFAULTS, reward=DirectReward(scorer, teacher.vae, beta=1.0), seed=0
     )
     batch = make_batch(2)
     batch.captions[:] = PROMPTS
@@ -55,7 +55,7 @@ def test_direct_imagereward_step_at_real_size_reaches_the_student(tmp_path):
 
 @pytest.mark.imagereward_env
 def test_scores_match_the_image_reward_package(tmp_path):
-    from tests.helpers.imagereward_env import imagereward_env
+    from orchestration.rehearsal.imagereward_env import imagereward_env
     from tests.helpers.imagereward_parity import IMAGES, seeded_pixels
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": REPO_ROOT}

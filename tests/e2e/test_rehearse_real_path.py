@@ -1,10 +1,10 @@
 """`rglcd-rehearse` (orchestration/commands/rehearse_real_path.py): the real path end to end
 with tiny models, every stage a `ray job submit` to a `ray start --head` node of its own.
 
-data_job -> pretrain_lrm --latents -> trainer/run.py with an SD recipe, the LRM and an expert
+data_job -> pretrain_lrm data.latents= -> trainer/run.py with an SD recipe, the LRM and an expert
 served by Serve (the VLM judge over HTTP to its own server process; ImageReward with random
 weights of its real architecture, in its own environment) -> export -> rglcd-evaluate with
-configs/eval/sd15.yaml. It needs ImageReward's environment (tests/helpers/imagereward_env.py;
+configs/eval/sd15.yaml. It needs ImageReward's environment (orchestration/rehearsal/imagereward_env.py;
 `make test` builds it once into .venv-imagereward), so it is marked `imagereward_env`. That
 environment is the deployment's: the pins of reward_service/scorers/imagereward-requirements.txt
 over this environment's packages, as Ray's runtime_env `pip` and the Docker image build it.
@@ -15,9 +15,9 @@ from __future__ import annotations
 import pytest
 
 from orchestration.commands.rehearse_real_path import parse_args, rehearse
-from tests.helpers.imagereward_env import imagereward_env
+from orchestration.rehearsal.imagereward_env import imagereward_env
 
-pytestmark = pytest.mark.imagereward_env
+pytestmark = [pytest.mark.imagereward_env, pytest.mark.ray]
 
 
 def test_every_stage_of_the_real_path_connects(tmp_path_factory):

@@ -17,6 +17,8 @@ import pytest
 from reward_service.loadtest import toy_request
 from tests.conftest import REPO_ROOT, free_port
 
+pytestmark = pytest.mark.ray  # the service starts a local Ray of its own
+
 START_TIMEOUT_S = 300  # a fresh local Ray + replicas; slow when the machine is busy
 
 

@@ -1,6 +1,6 @@
 """The vlm-judge scorer against an OpenAI-compatible server running as its own process.
 
-The server (tests/helpers/openai_server.py) listens on a free loopback port and answers
+The server (orchestration/rehearsal/judge_server.py) listens on a free loopback port and answers
 deterministically from the request's text and image bytes, so the expected VIEScore of every
 item can be computed here from the same request parts the scorer sends.
 """
@@ -12,17 +12,15 @@ import os
 import subprocess
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import torch
 
+from orchestration.rehearsal.judge_server import judge_scores
 from reward_service.config import ScorerConfig
 from reward_service.scorers import vlm_judge
 from reward_service.scorers.registry import build_scorer
-from tests.helpers.openai_server import judge_scores
 
-SERVER = Path(__file__).resolve().parents[1] / "helpers" / "openai_server.py"
 KEY = "s3cret"
 PROMPTS = ["a red circle on a blue background", "a small yellow square", "a green triangle"]
 
@@ -30,7 +28,7 @@ PROMPTS = ["a red circle on a blue background", "a small yellow square", "a gree
 @contextmanager
 def judge_server(*flags: str, env: dict | None = None):
     """Start the server process; yield its base URL; stop it."""
-    command = [sys.executable, str(SERVER), "--port", "0", *flags]
+    command = [sys.executable, "-m", "orchestration.rehearsal.judge_server", "--port", "0", *flags]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )

@@ -32,14 +32,14 @@ def main(work: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     os.environ["HF_HOME"] = str(work / "hf")
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from tests.helpers.imagereward_check import PROMPT, offline_bert_tokenizer
+    from orchestration.rehearsal.imagereward_check import PROMPT, offline_bert_tokenizer
 
     offline_bert_tokenizer(work / "hf")
     import torch
     from ImageReward.ImageReward import ImageReward
     from PIL import Image
 
-    from tests.helpers.imagereward_check import MED_CONFIG
+    from orchestration.rehearsal.imagereward_check import MED_CONFIG
 
     med_config = work / "med_config.json"
     med_config.write_text(json.dumps(MED_CONFIG))

@@ -152,23 +152,11 @@ def test_parquet_input_and_rerun_guard(ray_cluster, teacher, tmp_path):
     captions = [g[3] for g in good] + ["garbage", None]
     (tmp_path / "in").mkdir()
     pq.write_table(pa.table({"jpg": images, "text": captions}), tmp_path / "in" / "part-0.parquet")
+    (tmp_path / "job.yaml").write_text("image_column: jpg\ncaption_column: text\n")
     argv = [
-        "--input",
-        str(tmp_path / "in"),
-        "--output",
-        str(tmp_path / "out"),
-        "--teacher",
-        str(teacher),
-        "--resolution",
-        "16",
-        "--min-size",
-        "12",
-        "--image-column",
-        "jpg",
-        "--caption-column",
-        "text",
-        "--posterior",
-        "mean",
+        "--config", str(tmp_path / "job.yaml"), f"input={tmp_path / 'in'}",
+        f"output={tmp_path / 'out'}", f"teacher={teacher}", "resolution=16", "min_size=12",
+        "posterior=mean",
     ]
     manifest = run_data_job(parse_args(argv))
     assert manifest["num_written"] == 3
@@ -176,7 +164,7 @@ def test_parquet_input_and_rerun_guard(ray_cluster, teacher, tmp_path):
     assert manifest["skipped_by_reason"]["missing_caption"] == 1
     assert manifest["posterior"] == "mean"
 
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(ValueError, match="overwrite=true"):
         run_data_job(parse_args(argv))
 
 
@@ -221,9 +209,9 @@ def test_input_and_output_checks(tmp_path):
         detect_format(str(tmp_path))
     with pytest.raises(ValueError, match="does not exist"):
         detect_format(str(tmp_path / "missing"))
-    with pytest.raises(ValueError, match="--overwrite"):
+    with pytest.raises(ValueError, match="overwrite=true"):
         prepare_output(str(tmp_path), overwrite=False)
     prepare_output(str(tmp_path), overwrite=True)
     assert not list(tmp_path.glob("*.parquet")) and (tmp_path / "a.tar").exists()
     with pytest.raises(ValueError, match="multiple of 8"):
-        DataJobConfig(input="x", output="y", teacher="z", resolution=20).check()
+        DataJobConfig(input="x", output="y", teacher="z", resolution=20)

@@ -1,4 +1,4 @@
-"""RG-LCD + LRM with the expert served by Ray Serve (issue 6, items 3-4), on the shared cluster.
+"""RG-LCD + LRM with the expert served by Ray Serve, on the shared cluster.
 
 1. A 4-step TorchTrainer run in reward.mode=lrm: the trainer deploys the reward service
    (toy-judge expert + the tiny teacher's VAE), the LRM learns from the expert's asynchronous
@@ -50,7 +50,7 @@ def lrm_config(root, teacher, port: int, run_name: str, overrides=()):
             "app_name": APP,
             "route_prefix": f"/{APP}",
             "port": port,
-            "vaes": {"tiny": {"path": str(teacher), "num_cpus": 0.25}},
+            "vaes": {"tiny": {"num_cpus": 0.25}},  # path: the teacher's VAE
             "scorers": [{"name": "toy-judge", "kind": "toy-judge", "num_cpus": 0.25}],
         }
     }

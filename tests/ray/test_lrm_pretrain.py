@@ -18,11 +18,11 @@ def test_pretrain_job_trains_reports_and_writes_loadable_lrm(ray_cluster, tmp_pa
     pipeline_dir = save_tiny_sd_pipeline(tmp_path / "sd")
     output = tmp_path / "lrm"
     report = pretrain([
-        "--steps", "8", "--eval-every", "4", "--batch-size", "16", "--num-workers", "1",
-        "--width", "32", "--depth", "2", "--heads", "2", "--warmup-steps", "2",
-        "--clip-dir", str(clip_dir), "--pipeline-dir", str(pipeline_dir),
-        "--data-dir", str(tmp_path / "data"), "--n-train", "64", "--n-eval", "24",
-        "--output", str(output), "--storage-path", str(tmp_path / "ray"), "--name", "lrm-test",
+        "optim.steps=8", "optim.eval_every=4", "optim.batch_size=16", "scaling.num_workers=1",
+        "tower.width=32", "tower.depth=2", "tower.heads=2", "optim.warmup_steps=2",
+        f"data.clip_dir={clip_dir}", f"data.pipeline_dir={pipeline_dir}",
+        f"data.data_dir={tmp_path / 'data'}", "data.n_train=64", "data.n_eval=24",
+        f"output.dir={output}", f"output.storage_path={tmp_path / 'ray'}", "output.name=lrm-test",
     ])
 
     assert report["step"] == 8

@@ -116,6 +116,15 @@ def test_abusive_request_is_refused_with_a_reason(client, baseline_rss, case):
     assert fragment in detail and len(detail) < 1000 and " at 0x" not in detail
 
 
+@pytest.mark.parametrize("depth", [3000, 90_000])  # the test app takes 200 kB bodies
+def test_deeply_nested_body_is_refused_before_it_is_parsed(client, baseline_rss, depth):
+    # Built by hand: a JSON encoder would itself recurse this deep.
+    body = b'{"model": "color", "prompts": ' + b"[" * depth + b"]" * depth + b"}"
+    response = client.post("/score", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text[:500]
+    assert "nested deeper than 32 levels" in response.json()["detail"]
+
+
 def test_thin_images_never_restart_the_clip_replica(client, baseline_rss):
     before = _replicas()["scorer-toy-clip"].pid
     for _ in range(4):

@@ -1,4 +1,4 @@
-"""Resume and worker-failure recovery of the Ray Train run (issue 5).
+"""Resume and worker-failure recovery of the Ray Train run.
 
 Every run distils the tiny teacher at 16x16, global batch 4, one worker, a checkpoint every
 2 steps (tests/helpers/tiny_runs.py). The uninterrupted 4-step run (`baseline`,

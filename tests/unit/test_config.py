@@ -17,7 +17,8 @@ from rglcd.configuration import (
 )
 from trainer.config import RGLCDConfig, is_local_path, load_trainer_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = sorted(RECIPE_DIR.glob("*.yaml"))
 
 
 def load(path=None, overrides=()) -> RGLCDConfig:
@@ -192,17 +193,18 @@ def test_every_recipe_parses_and_takes_effect_exactly(recipe):
     cfg = load(recipe)
     written = read_config_file(RGLCDConfig, recipe)  # with the files it extends
     assert _is_subset(written, cfg.model_dump(mode="json"))  # each value lands as written
-    assert _fields(diff_from_defaults(cfg)) <= _fields(written)  # nothing else changes
+    derived = {"serve.vaes"} if "model.teacher" in _fields(written) else set()  # the teacher's
+    assert _fields(diff_from_defaults(cfg)) <= _fields(written) | derived  # nothing else changes
 
 
 @pytest.mark.parametrize(("recipe", "checkpoint"), [
-    ("toy-lrm-toy-clip", []),
-    ("toy-lrm-reward-clip", ["serve.scorers.0.checkpoint=./rglcd/toy/artifacts/miniclip-reward"]),
+    ("toy-rglcd-lrm-toy-clip", []),
+    ("toy-rglcd-lrm-reward-clip", ["serve.scorers.0.checkpoint=./rglcd/toy/artifacts/miniclip-reward"]),
 ])
 def test_the_toy_clip_lrm_recipes_are_the_default_with_its_expert_swapped(recipe, checkpoint):
-    """What docs/reward-clip measured: configs/toy.yaml with these overrides."""
+    """What docs/reward-clip measured: configs/toy-rglcd-lrm-toy-judge.yaml with these overrides."""
     root = CONFIGS[0].parent
-    swapped = load(root / "toy.yaml", [
+    swapped = load(root / "toy-rglcd-lrm-toy-judge.yaml", [
         f"run_name={recipe}", "lrm.expert=toy-clip", "serve.scorers.0.name=toy-clip",
         "serve.scorers.0.kind=toy-clip", "serve.scorers.0.max_batch_size=32", *checkpoint])
     assert load(root / f"{recipe}.yaml") == swapped
@@ -210,12 +212,12 @@ def test_the_toy_clip_lrm_recipes_are_the_default_with_its_expert_swapped(recipe
 
 def test_the_three_toy_recipes_mean_what_they_say():
     names = {p.name for p in CONFIGS}
-    assert {"toy.yaml", "toy-lcd.yaml", "toy-direct-clip.yaml"} <= names
+    assert {"toy-rglcd-lrm-toy-judge.yaml", "toy-lcd.yaml", "toy-rglcd-toy-clip.yaml"} <= names
     root = CONFIGS[0].parent
-    default = load(root / "toy.yaml")  # what `python trainer/run.py` runs
+    default = load(root / "toy-rglcd-lrm-toy-judge.yaml")  # what `python trainer/run.py` runs
     assert default.uses_lrm and default.reward.beta > 0 and default.lrm.expert == "toy-judge"
     assert not load(root / "toy-lcd.yaml").reward.enabled
-    direct = load(root / "toy-direct-clip.yaml")
+    direct = load(root / "toy-rglcd-toy-clip.yaml")
     assert (direct.reward.mode, direct.reward.model, direct.reward.beta) == (
         "direct",
         "toy-clip",
@@ -417,3 +419,34 @@ def test_model_family_names_one_of_the_family_objects():
     with pytest.raises(ConfigError, match=r"model.family='flux' is unknown; use one of \('sd', 'sdxl'\)"):
         load(None, ["model.family=flux"])
     assert set(FAMILIES) == {"sd", "sdxl"}
+
+
+def test_the_expert_vae_is_the_teachers_unless_marked_otherwise():
+    """serve.vaes entries without a path take the teacher's VAE; a recipe states it once."""
+    cfg = load(RECIPE_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml")
+    vae = cfg.serve.vaes["teacher"]
+    assert (vae.path, vae.subfolder) == ("stabilityai/stable-diffusion-2-1", "vae")
+    assert (vae.num_gpus, cfg.expert_vae_name) == (0.25, "teacher")  # beside a train worker
+    replaced = load(None, ["model.vae=org/better-vae", "reward.beta=1"])
+    assert (replaced.serve.vaes["toy"].path, replaced.serve.vaes["toy"].subfolder) == (
+        "org/better-vae", None)
+    other = ["serve.vaes.teacher.path=stabilityai/sd-vae-ft-mse"]
+    with pytest.raises(ConfigError, match=r"serve\.vaes\.teacher\.path=.*not the teacher's VAE"):
+        load(RECIPE_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml", other)
+    marked = load(RECIPE_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml",
+                  [*other, "serve.vaes.teacher.other_than_teacher=true"])
+    assert marked.serve.vaes["teacher"].path == "stabilityai/sd-vae-ft-mse"
+
+
+def test_the_service_on_its_own_fills_the_teachers_vae_from_the_recipe():
+    """`python -m reward_service --config <trainer recipe>`: model.teacher's VAE; no recipe:
+    the toy world's; build_app refuses a VAE that still has no path."""
+    from reward_service.app import build_app, load_serve_config
+    from reward_service.config import ServeConfig, VaeConfig
+    from rglcd.toy.paths import TOY_PIPELINE_DIR
+
+    assert load_serve_config().vaes["toy"].path == str(TOY_PIPELINE_DIR)
+    recipe = load_serve_config(str(RECIPE_DIR / "sd15-rglcd-lrm-hpsv2.1.yaml"))
+    assert recipe.vaes["teacher"].path == "runwayml/stable-diffusion-v1-5"
+    with pytest.raises(ValueError, match=r"serve\.vaes \['x'\] have no path"):
+        build_app(ServeConfig(vaes={"x": VaeConfig()}, scorers=[]))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from orchestration.paths import REPO_ROOT
 
 
 def _scripts() -> dict[str, str]:

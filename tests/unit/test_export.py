@@ -69,6 +69,7 @@ def exported(tmp_path_factory):
     return {"epsilon": (eps_out, target_eps), "v_prediction": (v_out, target_v)}
 
 
+@pytest.mark.slow  # a fresh interpreter imports diffusers: tens of seconds on two cores
 def test_export_loads_and_samples_in_a_fresh_process(exported):
     folders = [str(exported[kind][0]) for kind in ("epsilon", "v_prediction")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -30,7 +30,7 @@ def test_guidance_embedding_layout():
     emb = guidance_scale_embedding(torch.tensor([0.0]), 256)
     assert torch.all(emb[0, :128] == 0.0) and torch.all(emb[0, 128:] == 1.0)  # [sin, cos]
     with pytest.raises(ValueError, match="1-D"):
-        guidance_scale_embedding(torch.zeros(2, 1))
+        guidance_scale_embedding(torch.zeros(2, 1), 256)
 
 
 def test_sample_guidance_scale_range_and_seed():
@@ -53,14 +53,14 @@ def test_pseudo_huber_hand_values():
     target = torch.zeros(3, dtype=torch.float16)
     c = 1e-3
     expected = sum((d * d + c * c) ** 0.5 - c for d in [0.0, 1.0, 2.0]) / 3
-    loss = pseudo_huber_loss(pred, target)
+    loss = pseudo_huber_loss(pred, target, c)
     assert loss.dtype == torch.float32
     assert abs(loss.item() - expected) < 1e-6
     assert abs(l2_loss(pred, target).item() - 5.0 / 3) < 1e-6
-    assert distance_loss(pred, target, "l2") == l2_loss(pred, target)
+    assert distance_loss(pred, target, "l2", c) == l2_loss(pred, target)
     assert distance_loss(pred, target, "huber", huber_c=0.5) == pseudo_huber_loss(pred, target, 0.5)
     with pytest.raises(ValueError, match="loss_type"):
-        distance_loss(pred, target, "l1")
+        distance_loss(pred, target, "l1", c)
 
 
 def test_ema_update_direction():
@@ -79,4 +79,4 @@ def test_ema_update_direction():
     with pytest.raises(ValueError, match="mu"):
         ema_update_(target, online, mu=1.5)
     with pytest.raises(ValueError, match="differ"):
-        ema_update_(torch.nn.Linear(3, 4), online)
+        ema_update_(torch.nn.Linear(3, 4), online, mu=0.95)

@@ -7,12 +7,12 @@ import torch
 from diffusers import DDIMScheduler, LatentConsistencyModelPipeline, LCMScheduler
 
 from rglcd.tiny_models import tiny_sd_components
+from tests.helpers.lcd_reference import lcd_loss
 from trainer.lcd import (
     build_student_unet,
     ddim_grid,
     ema_update_,
     guided_teacher_step,
-    lcd_loss,
     lcm_sample_unet,
 )
 
@@ -79,7 +79,7 @@ def test_guided_teacher_step_matches_ddim_scheduler(parts):
 
 def test_lcd_step_grads_and_ema(parts):
     teacher, ptype = parts["unet"], parts["scheduler"].config.prediction_type
-    student = build_student_unet(teacher)
+    student = build_student_unet(teacher, 256)
     target = copy.deepcopy(student)  # teacher and target keep requires_grad=True on purpose
     abar = parts["noise_scheduler"].alphas_cumprod
     grid = ddim_grid(abar, 50)
@@ -116,7 +116,7 @@ def test_lcd_step_grads_and_ema(parts):
 
 def test_lcm_sample_unet_matches_lcm_pipeline(parts):
     ptype = parts["scheduler"].config.prediction_type
-    student = build_student_unet(parts["unet"]).eval()
+    student = build_student_unet(parts["unet"], 256).eval()
     scheduler = LCMScheduler.from_config(parts["scheduler"].config)
     pipe = LatentConsistencyModelPipeline(
         vae=parts["vae"],

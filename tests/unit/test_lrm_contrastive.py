@@ -96,7 +96,7 @@ def test_contrastive_steps_learn_to_match_latents_and_captions():
 
     lrm = LatentRewardModel.from_clip(
         tiny_text_encoder(len(tokenizer)), tokenizer,
-        latent=LatentTowerConfig(width=32, depth=2, heads=2),
+        latent=LatentTowerConfig(4, patch_size=2, width=32, depth=2, heads=2, mlp_ratio=4.0),
         latent_scaling_factor=vae.config.scaling_factor,
     )
     trainable = set_trainable(lrm, pretrain_groups(lrm))

@@ -25,7 +25,8 @@ from trainer.config import load_trainer_config
 from trainer.expert_queue import ExpertQueue
 from trainer.loop import _carry_counters
 from trainer.lrm import LatentRewardModel, kl_preference_loss, preference_agreement
-from trainer.lrm_hook import LatentProxyReward, LRMSettings, pair_counts
+from trainer.lrm_hook import ANSWER_MARGIN_S, LatentProxyReward, build_lrm_hook, pair_counts
+from trainer.reward_config import LRMConfig
 from trainer.reward_hooks import RewardContext
 
 CAPTIONS = [
@@ -96,10 +97,10 @@ def make_hook(
     lrm = LatentRewardModel.from_pretrained(TOY_LRM_DIR)
     queue = ExpertQueue(expert, "judge", "toy", staleness, sync_timeout_s=10,
                         max_window_steps=max_window_steps)
-    settings = LRMSettings(
-        beta=1.0, batch_size=2, learning_rate=lr, final_step=final_step, drain_timeout_s=10
+    config = LRMConfig(batch_size=2, learning_rate=lr)
+    return LatentProxyReward(
+        lrm, queue, config, beta=1.0, final_step=final_step, drain_timeout_s=10
     )
-    return LatentProxyReward(lrm, queue, settings)
 
 
 def context(step: int, batch: int = 3) -> RewardContext:
@@ -290,3 +291,22 @@ def test_an_adaptive_window_that_need_not_grow_applies_the_fixed_windows_updates
     (fixed, fixed_updates, _), (adaptive, adaptive_updates, window) = results
     assert window == 4 and fixed_updates == adaptive_updates == [0.0] + [1.0] * 5
     assert all(torch.equal(fixed[k], adaptive[k]) for k in fixed)
+
+
+def test_the_trainer_waits_as_long_as_the_client_can_take():
+    """The synchronous wait and the final drain derive from the client's own worst case:
+    every attempt times out, with the backoff sleeps between them."""
+    from reward_service.client import RewardClient, worst_case_seconds
+
+    assert worst_case_seconds(30.0, 2, 0.5) == 3 * 30.0 + 0.5 + 1.0
+    assert worst_case_seconds(2.0, 0, 0.5) == 2.0
+    client = RewardClient("rewards", timeout_s=7.0, max_retries=3, retry_backoff_s=0.25)
+    assert client.worst_case_s == 4 * 7.0 + 0.25 + 0.5 + 1.0
+
+    class SlowExpert(ControlledExpert):
+        worst_case_s = 123.0
+
+    cfg = load_trainer_config(None, ["reward.beta=1", "lcd.max_steps=5"], check_paths=False)
+    hook = build_lrm_hook(cfg, torch.device("cpu"), SlowExpert())
+    assert hook.queue.sync_timeout_s == 123.0 + ANSWER_MARGIN_S
+    assert hook.drain_timeout_s == 123.0 + ANSWER_MARGIN_S and hook.final_step == 4

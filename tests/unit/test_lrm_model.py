@@ -26,7 +26,7 @@ def tiny_lrm(seed: int = 0) -> LatentRewardModel:
     tokenizer = tiny_tokenizer()
     text_model = tiny_text_encoder(len(tokenizer), seed=seed)
     torch.manual_seed(seed)
-    latent = LatentTowerConfig(patch_size=2, width=32, depth=3, heads=2)
+    latent = LatentTowerConfig(4, patch_size=2, width=32, depth=3, heads=2, mlp_ratio=4.0)
     return LatentRewardModel.from_clip(text_model, tokenizer, latent=latent).eval()
 
 
@@ -91,7 +91,8 @@ def test_from_clip_dir_copies_text_tower_and_projection(tmp_path):
     clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=24))
     clip.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
-    lrm = LatentRewardModel.from_clip_dir(tmp_path, latent=LatentTowerConfig(width=32, heads=2))
+    tower = LatentTowerConfig(4, patch_size=2, width=32, depth=4, heads=2, mlp_ratio=4.0)
+    lrm = LatentRewardModel.from_clip_dir(tmp_path, latent=tower)
     assert lrm.config.embed_dim == 24
     torch.testing.assert_close(lrm.text_projection.weight, clip.text_projection.weight)
     for key, value in clip.text_model.state_dict().items():

@@ -1,4 +1,5 @@
-"""`rglcd-pretrain-lrm --local` (no Ray: the GPU path) and `--evaluate`, tiny models."""
+"""`rglcd-pretrain-lrm scaling.local=true` (no Ray: the GPU path) and `--evaluate`, tiny
+models; its config tree (--config FILE + key=value overrides)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ ATTRIBUTES = ("size", "colour", "shape", "bg")
 
 def test_local_pretraining_and_evaluate_only(tmp_path):
     common = [
-        "--clip-dir", str(tiny_clip_dir(tmp_path / "clip")),
-        "--pipeline-dir", str(save_tiny_sd_pipeline(tmp_path / "sd")),
-        "--data-dir", str(tmp_path / "data"), "--n-train", "48", "--n-eval", "16",
+        f"data.clip_dir={tiny_clip_dir(tmp_path / 'clip')}",
+        f"data.pipeline_dir={save_tiny_sd_pipeline(tmp_path / 'sd')}",
+        f"data.data_dir={tmp_path / 'data'}", "data.n_train=48", "data.n_eval=16",
     ]
     output = tmp_path / "lrm"
+    (tmp_path / "tiny.yaml").write_text("tower: {width: 32, depth: 1, heads: 2}\n")
     report = pretrain([
-        "--local", "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--width", "32",
-        "--depth", "1", "--heads", "2", "--warmup-steps", "1", "--output", str(output), *common,
+        "--config", str(tmp_path / "tiny.yaml"), "scaling.local=true", "optim.steps=4",
+        "optim.eval_every=2", "optim.batch_size=8", "optim.warmup_steps=1",
+        f"output.dir={output}", *common,
     ])
     assert report["step"] == 4 and [h["step"] for h in report["loss_history"]] == [2, 4]
     for name in ATTRIBUTES:  # each attribute's accuracy among captions differing in it only
@@ -38,8 +41,20 @@ def test_local_pretraining_and_evaluate_only(tmp_path):
 
 def test_device_other_than_cpu_needs_local(capsys):
     with pytest.raises(SystemExit):
-        pretrain(["--device", "cuda"])
-    assert "--device cuda needs --local" in capsys.readouterr().err
+        pretrain(["scaling.device=cuda"])
+    assert "scaling.device=cuda needs scaling.local=true" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrain(["--steps", "3"])  # the flags became config keys
+    assert "settings are config keys, written key=value (e.g. optim.steps=...)" in capsys.readouterr().err
+
+
+def test_the_default_tower_is_the_toy_worlds():
+    """One source: the committed toy LRM was built with the default `tower` section."""
+    from orchestration.pretrain_lrm_config import TowerConfig
+    from rglcd.toy.paths import TOY_LRM_DIR
+
+    saved = json.loads((TOY_LRM_DIR / "config.json").read_text())["latent"]
+    assert {k: saved[k] for k in TowerConfig.model_fields} == TowerConfig().model_dump()
 
 
 def _latent_shards(folder, shards: int = 3, rows: int = 12, scaling: float = 0.5):
@@ -71,11 +86,11 @@ def _latent_shards(folder, shards: int = 3, rows: int = 12, scaling: float = 0.5
 def test_pretraining_on_data_job_latent_shards_holds_out_the_last_shard(tmp_path):
     latents = _latent_shards(tmp_path / "latents")
     output = tmp_path / "lrm-sd"
-    common = ["--latents", str(latents), "--clip-dir", str(tiny_clip_dir(tmp_path / "clip"))]
+    common = [f"data.latents={latents}", f"data.clip_dir={tiny_clip_dir(tmp_path / 'clip')}"]
     report = pretrain([
-        "--local", "--steps", "3", "--eval-every", "3", "--batch-size", "8", "--width", "32",
-        "--depth", "1", "--heads", "2", "--patch-size", "2", "--warmup-steps", "1",
-        "--output", str(output), *common,
+        "scaling.local=true", "optim.steps=3", "optim.eval_every=3", "optim.batch_size=8",
+        "tower.width=32", "tower.depth=1", "tower.heads=2", "tower.patch_size=2",
+        "optim.warmup_steps=1", f"output.dir={output}", *common,
     ])
     assert report["heldout_num_latents"] == 12 and report["heldout_num_captions"] == 4
     assert 0.0 <= report["heldout_top1"] <= report["heldout_top5"] == 1.0  # 4 captions
@@ -88,5 +103,5 @@ def test_pretraining_on_data_job_latent_shards_holds_out_the_last_shard(tmp_path
 def test_latent_shards_need_one_to_hold_out(tmp_path, capsys):
     latents = _latent_shards(tmp_path / "latents", shards=1)
     with pytest.raises(SystemExit):
-        pretrain(["--latents", str(latents), "--clip-dir", str(tiny_clip_dir(tmp_path / "clip"))])
+        pretrain([f"data.latents={latents}", f"data.clip_dir={tiny_clip_dir(tmp_path / 'clip')}"])
     assert "holding out 1 for retrieval" in capsys.readouterr().err

@@ -225,14 +225,18 @@ def test_rayjob_runs_an_existing_recipe_with_enough_gpus(rayjob):
     ]
     # The trainer's own check before Ray Train and Serve start (trainer/placement.py).
     assert gpu_placement_problem(cfg, nodes) is None
-    assert gpu_placement_problem(cfg, [head_gpus, max(pods)]) is not None  # one pod is too few
+    assert sum(nodes) == 8  # the paper's 8 GPUs, no more
+    fewer = sorted(nodes)[:-1] + [max(nodes) - 1]
+    assert gpu_placement_problem(cfg, fewer) is not None  # one GPU less is too few
 
 
-def test_the_launcher_cluster_fits_the_lrm_recipes(cluster):
-    """At max_workers, the GPU nodes hold 8 train workers plus the reward service."""
-    gpu_nodes = cluster["available_node_types"]["gpu_worker"]["max_workers"]
-    cfg = load_trainer_config(ROOT / "configs" / "sd21v-rglcd-lrm-hps.yaml", check_paths=False)
-    assert gpu_placement_problem(cfg, [0.0] + [8.0] * gpu_nodes) is None  # p4de: 8 GPUs
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_the_launcher_cluster_holds_every_recipe(cluster, recipe):
+    """At min_workers (one p4de node, 8 GPUs), the GPU nodes hold the recipe's train workers
+    plus its reward service."""
+    gpu_nodes = cluster["available_node_types"]["gpu_worker"]["min_workers"]
+    cfg = load_trainer_config(ROOT / "configs" / recipe, check_paths=False)
+    assert gpu_placement_problem(cfg, [0.0] + [8.0] * gpu_nodes) is None
 
 
 def test_one_image_everywhere(rayjob, cluster):

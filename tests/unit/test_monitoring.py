@@ -174,3 +174,23 @@ def test_report_summarises_metrics_and_config_diff(tmp_path):
         "Skipped reward updates: not recorded"
         in write_run_report(tmp_path, config, no_skips, defaults=defaults).read_text()
     )
+
+
+def test_report_config_table_shows_changed_leaves_not_dicts(tmp_path):
+    """List items are addressed by index, as overrides name them (serve.scorers.0.kind)."""
+    from trainer.config import RGLCDConfig
+    from trainer.report import ABSENT
+
+    defaults = RGLCDConfig()
+    assert [s.kind for s in defaults.serve.scorers] == ["toy-judge", "toy-clip"]
+    config = RGLCDConfig.model_validate(
+        {"serve": {"scorers": [{"name": "toy-clip", "kind": "toy-clip"}]}, "lcd": {"max_steps": 7}}
+    )
+    diff = {key: (default, value) for key, default, value in config_diff(config, defaults)}
+    assert diff["lcd.max_steps"] == (600, 7)
+    assert diff["serve.scorers.0.kind"] == ("toy-judge", "toy-clip")
+    assert diff["serve.scorers.1.kind"] == ("toy-clip", ABSENT)
+    assert not any(isinstance(v, (dict, list)) and v for pair in diff.values() for v in pair)
+    text = write_run_report(tmp_path, config, {}, defaults=defaults).read_text()
+    assert "| `serve.scorers.0.kind` | `toy-judge` | `toy-clip` |" in text
+    assert "{'" not in text.split("## Configuration")[1]  # no dict with content in a cell

@@ -25,13 +25,14 @@ METHOD_FILES = sorted((CONFIG_DIR / "methods").glob("*.yaml"))
 
 # method file suffix -> (scorer kind, beta from paper Table 2)
 REWARDS = {
-    "hps": ("hpsv2.1", 1.0),
+    "hpsv2.1": ("hpsv2.1", 1.0),
     "imagereward": ("imagereward", 1.0),
     "pickscore": ("pickscore", 5.0),
     "clipscore": ("clipscore", 5.0),
 }
 # The direct reward runs in the train workers: ImageReward there is the core-environment kind.
 DIRECT_KINDS = {"imagereward": "imagereward-native"}
+LRM_BETA = 100.0  # RG-LCM (HPS) + LRM, paper Figs. 14-15 (docs/method.md section 3)
 
 
 def load(path: Path, overrides=()):
@@ -99,7 +100,7 @@ def check_follows_the_paper(cfg, teacher_file: Path, method: str) -> None:
     kind, beta = REWARDS[method.rsplit("-", 1)[1]]
     if variant == "direct":
         kind = DIRECT_KINDS.get(kind, kind)
-    assert cfg.reward.beta == beta  # paper Table 2
+    assert cfg.reward.beta == (LRM_BETA if variant == "lrm" else beta)  # Figs. 14-15 / Table 2
     assert cfg.reward.mode == variant
     (scorer,) = cfg.serve.scorers
     assert scorer.kind == kind and scorer.checkpoint
@@ -119,7 +120,7 @@ def test_real_recipe_follows_the_paper(recipe):
     check_follows_the_paper(cfg, CONFIG_DIR / teacher, Path(method).stem)
 
 
-@pytest.mark.parametrize("method", ["lcd", "rglcd-hps", "rglcd-lrm-pickscore"])
+@pytest.mark.parametrize("method", ["lcd", "rglcd-hpsv2.1", "rglcd-lrm-pickscore"])
 def test_a_new_teacher_file_composes_with_the_method_files(tmp_path, method):
     """A teacher written outside configs/ combines with the committed base and methods."""
     teacher = tmp_path / "my-teacher.yaml"
@@ -144,7 +145,7 @@ def test_a_new_teacher_file_composes_with_the_method_files(tmp_path, method):
 
 def test_sdxl_recipe_is_lcm_lora():
     """Paper appendix D: SDXL distilled as LCM-LoRA (rank 64, lr 1e-4 from diffusers' recipe)."""
-    cfg = load(CONFIG_DIR / "sdxl-lcm-lora.yaml")
+    cfg = load(CONFIG_DIR / "sdxl-lcd-lora.yaml")
     model = cfg.model
     assert (model.teacher, model.family, model.resolution) == (
         "stabilityai/stable-diffusion-xl-base-1.0", "sdxl", 1024
@@ -158,7 +159,7 @@ def test_sdxl_recipe_is_lcm_lora():
 
 
 def test_placeholders_fail_loudly_until_replaced(tmp_path):
-    recipe = CONFIG_DIR / "sd21v-rglcd-lrm-hps.yaml"
+    recipe = CONFIG_DIR / "sd21v-rglcd-lrm-hpsv2.1.yaml"
     with pytest.raises(ConfigError) as info:
         load_trainer_config(recipe)  # /data and /models placeholders do not exist here
     text = "\n".join(info.value.problems)
@@ -185,3 +186,31 @@ def test_beta_without_scorer_is_rejected_for_a_real_recipe():
     recipe = CONFIG_DIR / "sd15-rglcd-pickscore.yaml"
     with pytest.raises(ConfigError, match="reward.model"):
         load(recipe, ["reward.model=hpsv2.1"])  # not in this recipe's serve.scorers
+
+
+TEACHERS = ("toy", "sd15", "sd21", "sd21v", "sdxl")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_recipe_names_follow_teacher_method_expert(path):
+    """`<teacher>-<method>[-<expert>]`: the method part says what the config runs (lcd, rglcd
+    with a direct reward, rglcd-lrm; -lora for LCM-LoRA), an expert part follows a reward."""
+    cfg = load(path)
+    teacher, _, rest = path.stem.partition("-")
+    assert teacher in TEACHERS
+    method = ("rglcd" if cfg.reward.enabled else "lcd") + ("-lrm" if cfg.uses_lrm else "")
+    method += "-lora" if cfg.model.lora is not None else ""
+    assert rest == method or rest.startswith(method + "-"), (rest, method)
+    expert = rest[len(method) + 1:]
+    assert bool(expert) == cfg.reward.enabled  # an expert part exactly when a reward guides
+
+
+def test_an_old_recipe_name_is_refused_with_the_new_one():
+    from rglcd.recipe_names import RENAMED_RECIPES
+
+    for old, new in RENAMED_RECIPES.items():
+        folder = CONFIG_DIR / "methods" if old.startswith("rglcd-") else CONFIG_DIR
+        assert (folder / new).is_file() and not (folder / old).exists()
+    with pytest.raises(ConfigError, match=r"'.*configs/toy\.yaml' was renamed "
+                                          r"'.*configs/toy-rglcd-lrm-toy-judge\.yaml'"):
+        load(CONFIG_DIR / "toy.yaml")

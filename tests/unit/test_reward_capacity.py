@@ -12,16 +12,17 @@ from reward_service.latents import LatentDecoder
 from reward_service.scaling import Autoscaling, replica_options
 from reward_service.scorers.vlm_judge import VlmJudgeScorer
 from rglcd.configuration import ConfigError
+from rglcd.recipes import RECIPES_DIR
 from rglcd.tiny_models import tiny_vae
 from trainer.config import load_trainer_config
-from trainer.ray_connect import REPO_ROOT, logical_cpus_needed
+from trainer.ray_connect import logical_cpus_needed
 from trainer.reward_capacity import capacity_warnings
 from trainer.worker_decode import WorkerDecodedExpert
 
-JUDGE_RECIPE = REPO_ROOT / "configs" / "lrm-vlm-judge-sd21.yaml"
+JUDGE_RECIPE = RECIPES_DIR / "sd21-rglcd-lrm-vlm-judge.yaml"
 # The judge recipe's reward service before it scaled: one judge replica of 16 calls, one VAE.
 BEFORE = [
-    "serve.vaes={teacher: {path: /models/sd21, decode_seconds: 0.1}}",
+    "serve.vaes={teacher: {decode_seconds: 0.1}}",
     "lrm.decode_on_worker=false", "serve.scorers.0.autoscaling=null",
     "serve.scorers.0.max_batch_size=8", "serve.scorers.0.scorer_threads=1",
     "serve.scorers.0.options.max_concurrency=16",

@@ -14,6 +14,7 @@ from reward_service.config import ServeConfig
 from reward_service.limits import (
     Limits,
     check_image_batch,
+    check_json_depth,
     check_latent_request,
     check_prompts,
     decode_images,
@@ -137,3 +138,22 @@ def test_vae_decoder_bounds_latent_sides_and_stops_at_its_deadline():
         decoder.decode(torch.zeros(1, 4, side + 1, side))
     with pytest.raises(TimeoutError, match="deadline"):
         decoder.decode(torch.zeros(1, 4, 8, 8), deadline=time.time() - 1.0)
+
+
+def _nested(depth: int, inner: bytes = b"[]") -> bytes:
+    return b'{"model": "m", "prompts": ' + b"[" * depth + inner + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [40, 5000, 200_000])
+def test_deeply_nested_json_is_refused_without_recursion(depth):
+    with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+        check_json_depth(_nested(depth))
+
+
+def test_brackets_inside_strings_and_valid_requests_pass_the_depth_check():
+    check_json_depth(_nested(1, b'"' + b"[" * 1000 + b'\\"{{"'))
+    check_json_depth(b'{"latents": {"data": "x", "vae": "toy"}, "prompts": ["a [b]"]}')
+    check_json_depth(b"[" * 32 + b"]" * 32)
+    check_json_depth(b"")
+    with pytest.raises(ValueError):
+        check_json_depth(b"[" * 33 + b"]" * 33)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from trainer.config import load_trainer_config
-from trainer.ray_connect import REPO_ROOT, logical_cpus_needed, warn_if_too_few_cpus
+from trainer.ray_connect import logical_cpus_needed, warn_if_too_few_cpus
 
 
 def test_default_recipe_reserves_workers_encoder_reads_and_service():
-    default = load_trainer_config(REPO_ROOT / "configs" / "toy.yaml", [])
-    plain = load_trainer_config(REPO_ROOT / "configs" / "toy-lcd.yaml", [])
+    default = load_trainer_config("toy-rglcd-lrm-toy-judge", [])
+    plain = load_trainer_config("toy-lcd", [])
     assert logical_cpus_needed(plain) == 1 + 1 + 2  # worker, encoder actor, read tasks
     service = 0.25 + sum(s.num_cpus for s in default.serve.scorers)
     service += sum(v.num_cpus for v in default.serve.vaes.values())

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from rglcd.recipes import RECIPES_DIR
 from trainer.config import load_trainer_config
-from trainer.run import REPO_ROOT, absolute_paths
+from trainer.run import absolute_paths
 
 
 def test_relative_scorer_checkpoint_and_output_become_absolute(tmp_path: Path, monkeypatch):
     (tmp_path / "my-clip").mkdir()
     monkeypatch.chdir(tmp_path)
     cfg = load_trainer_config(
-        REPO_ROOT / "configs" / "toy-direct-clip.yaml",
+        "toy-rglcd-toy-clip",
         ["serve.scorers.1.checkpoint=my-clip", "output.dir=runs/a"],
     )
     fixed = absolute_paths(cfg)
@@ -27,7 +28,7 @@ def test_relative_scorer_checkpoint_and_output_become_absolute(tmp_path: Path, m
 @pytest.mark.parametrize("hub_id", ["openai/clip-vit-large-patch14", "yuvalkirstain/PickScore_v1"])
 def test_hub_ids_are_left_alone(hub_id: str, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_trainer_config(REPO_ROOT / "configs" / "toy-direct-clip.yaml",
+    cfg = load_trainer_config("toy-rglcd-toy-clip",
                               [f"serve.scorers.1.checkpoint={hub_id}"], check_paths=False)
     clip = next(s for s in absolute_paths(cfg).serve.scorers if s.name == "toy-clip")
     assert clip.checkpoint == hub_id
@@ -37,18 +38,18 @@ def test_direct_imagereward_runs_in_the_core_environment_and_the_package_kind_is
     from rglcd.configuration import ConfigError
     from trainer.run import validate_before_ray
 
-    recipe = REPO_ROOT / "configs" / "sd15-rglcd-imagereward.yaml"
-    cfg = load_trainer_config(recipe, [], check_paths=False)
+    cfg = load_trainer_config("sd15-rglcd-imagereward", [], check_paths=False)
     assert cfg.serve.scorer(cfg.reward.model).kind == "imagereward-native"
     with pytest.raises(ConfigError) as err:  # the placeholder teacher and data paths
         validate_before_ray(cfg)
     assert not any("own environment" in problem for problem in err.value.problems)
 
     package = load_trainer_config(
-        recipe, ["serve.scorers.0.kind=imagereward"], check_paths=False
+        "sd15-rglcd-imagereward", ["serve.scorers.0.kind=imagereward"], check_paths=False
     )
     with pytest.raises(ConfigError) as err:
         validate_before_ray(package)
     message = str(err.value)
     assert "reward.model='imagereward' (kind 'imagereward') imports only in its own" in message
     assert "kind 'imagereward-native'" in message
+    assert (RECIPES_DIR / "sd15-rglcd-lrm-imagereward.yaml").is_file()

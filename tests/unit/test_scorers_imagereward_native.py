@@ -24,9 +24,9 @@ from tests.helpers.imagereward_native import (
     blip_state_dict,
     write_checkpoint,
 )
-from tests.unit.test_task import make_batch, student_grads, tiny_teacher
+from tests.unit.test_task import DEFAULTS, make_batch, student_grads, tiny_teacher
 from trainer.reward_hooks import DirectReward
-from trainer.task import DistillationTask, LCDSettings
+from trainer.task import DistillationTask
 
 # The `image-reward` 1.5 package's state dict keys, for block / layer 0 and the unnumbered ones.
 PACKAGE_KEYS = [
@@ -128,10 +128,10 @@ def test_direct_imagereward_step_reaches_the_student(checkpoint):
     teacher = tiny_teacher()
     scorer = build_scorer(spec_for(checkpoint[1]))
     torch.manual_seed(0)
-    plain = DistillationTask(teacher, LCDSettings(), seed=0)
+    plain = DistillationTask(teacher, *DEFAULTS, seed=0)
     torch.manual_seed(0)
     rewarded = DistillationTask(
-        teacher, LCDSettings(), reward=DirectReward(scorer, teacher.vae, beta=5.0), seed=0
+        teacher, *DEFAULTS, reward=DirectReward(scorer, teacher.vae, beta=5.0), seed=0
     )
     batch = make_batch(2)
     batch.captions[:] = PROMPTS

@@ -20,13 +20,14 @@ from diffusers import (
 
 from rglcd.configuration import ConfigError
 from rglcd.tiny_models import save_tiny_sd_pipeline, save_tiny_sdxl_pipeline
+from tests.helpers.lcd_reference import lcd_loss
 from trainer.checkpointing import DataPosition, load_checkpoint, save_checkpoint
 from trainer.conditioning import encode_text, encode_uncond
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.data import LocalBatch
 from trainer.export import export_fused_lora_pipeline
 from trainer.layout import LORA_SUBDIR
-from trainer.lcd import AdaptersDisabled, lcd_loss, lora_state_dict
+from trainer.lcd import AdaptersDisabled, lora_state_dict
 from trainer.loop import Trainer, train_state
 from trainer.models import check_teacher_source
 
@@ -266,8 +267,8 @@ def test_config_and_teacher_validation(sdxl_teacher, tmp_path):
 
 
 def test_rg_lcm_lora_with_a_direct_reward_trains_only_the_adapters(sdxl_teacher, tmp_path):
-    """configs/sdxl-rglcd-lora-hps.yaml in miniature: LCM-LoRA + the direct reward (eq. 11)."""
-    recipe = load_trainer_config(CONFIGS / "sdxl-rglcd-lora-hps.yaml", [], check_paths=False)
+    """configs/sdxl-rglcd-lora-hpsv2.1.yaml in miniature: LCM-LoRA + the direct reward (eq. 11)."""
+    recipe = load_trainer_config(CONFIGS / "sdxl-rglcd-lora-hpsv2.1.yaml", [], check_paths=False)
     assert recipe.model.lora and recipe.reward.mode == "direct" and recipe.reward.beta == 1.0
     cfg = lora_config(sdxl_teacher, tmp_path / "run").model_copy(
         update={"reward": recipe.reward.model_copy(update={"model": "toy-clip"})}

@@ -12,16 +12,16 @@ from orchestration.studies import seed_study
 
 
 def test_parse_recipe_with_overrides_and_bad_ones():
-    recipe = seed_study.parse_recipe("beta5=configs/toy.yaml reward.beta=5 lcd.max_steps=10")
+    recipe = seed_study.parse_recipe("beta5=configs/toy-rglcd-lrm-toy-judge.yaml reward.beta=5 lcd.max_steps=10")
     assert recipe.name == "beta5"
-    assert recipe.config.endswith("configs/toy.yaml")
+    assert recipe.config.endswith("configs/toy-rglcd-lrm-toy-judge.yaml")
     assert recipe.overrides == ("reward.beta=5", "lcd.max_steps=10")
     with pytest.raises(ValueError, match="NAME=CONFIG"):
-        seed_study.parse_recipe("configs/toy.yaml")
+        seed_study.parse_recipe("configs/toy-rglcd-lrm-toy-judge.yaml")
     with pytest.raises(ValueError, match="no config file"):
         seed_study.parse_recipe("x=configs/missing.yaml")
     with pytest.raises(ValueError, match="may hold"):
-        seed_study.parse_recipe("a/b=configs/toy.yaml")
+        seed_study.parse_recipe("a/b=configs/toy-rglcd-lrm-toy-judge.yaml")
 
 
 def test_parse_comparison():
@@ -60,7 +60,7 @@ def test_item_scores_and_summary_by_hand(tmp_path):
     assert result["win_rate"] == pytest.approx(3.5 / 6)
     assert result["a_run_means"] == [2.0, 2.0] and result["b_run_means"] == [2.0, 1.5]
     assert result["b_runs"]["mean"] == pytest.approx(1.75)
-    recipes = {"a": seed_study.parse_recipe("a=configs/toy.yaml reward.beta=5")}
+    recipes = {"a": seed_study.parse_recipe("a=configs/toy-rglcd-lrm-toy-judge.yaml reward.beta=5")}
     text = seed_study.markdown([result], seed_study.parse_args([]), recipes)
-    assert "- `a`: `configs/toy.yaml` reward.beta=5" in text
+    assert "- `a`: `configs/toy-rglcd-lrm-toy-judge.yaml` reward.beta=5" in text
     assert "| a@2 | b@4 | 2.000 (2.000, 2.000) | 1.750 (2.000, 1.500) | 0.583 |" in text

@@ -8,13 +8,15 @@ import torch
 from reward_service.config import ScorerConfig
 from reward_service.scorers.registry import build_scorer
 from rglcd.tiny_models import tiny_sd_components
+from tests.helpers.lcd_reference import lcd_loss
 from trainer.checkpointing import DataPosition
+from trainer.config import RGLCDConfig
 from trainer.data import LocalBatch
-from trainer.lcd import lcd_loss
 from trainer.models import TeacherParts
 from trainer.reward_hooks import DirectReward
-from trainer.task import DistillationTask, LCDSettings
+from trainer.task import DistillationTask
 
+DEFAULTS = (RGLCDConfig().lcd, RGLCDConfig().model)  # the config tree's lcd and model sections
 CAPTIONS = ["a small red circle", "a large blue square", "a cross", "a green triangle"]
 
 
@@ -74,7 +76,7 @@ def snapshot(module: torch.nn.Module) -> torch.Tensor:
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_step_updates_only_student_and_target(prediction_type):
     teacher = tiny_teacher(prediction_type)
-    task = DistillationTask(teacher, LCDSettings(), seed=0)
+    task = DistillationTask(teacher, *DEFAULTS, seed=0)
     frozen = {n: snapshot(m) for n, m in [("unet", teacher.unet), ("vae", teacher.vae),
                                           ("text", teacher.text_encoder)]}
     student_before, target_before = snapshot(task.student), snapshot(task.target)
@@ -100,9 +102,9 @@ def test_step_updates_only_student_and_target(prediction_type):
 
 
 def test_step_equals_the_reference_lcd_loss():
-    """The task's numbered stages compute exactly trainer.lcd.lcd_loss for the same draws."""
+    """The task's numbered stages compute exactly the reference lcd_loss for the same draws."""
     teacher = tiny_teacher("v_prediction")
-    task = DistillationTask(teacher, LCDSettings(), seed=3)
+    task = DistillationTask(teacher, *DEFAULTS, seed=3)
     batch = make_batch()
     loss, _ = task.step(batch, step=5)
     index, w, noise = task.draw(batch.sample_keys, 5, batch.latents.shape[1:])
@@ -117,7 +119,7 @@ def test_step_equals_the_reference_lcd_loss():
 
 
 def test_draws_depend_on_sample_not_on_batch_position():
-    task = DistillationTask(tiny_teacher(), LCDSettings(), seed=1)
+    task = DistillationTask(tiny_teacher(), *DEFAULTS, seed=1)
     keys = torch.tensor([11, 22, 33, 44])
     index, w, noise = task.draw(keys, step=2, latent_shape=torch.Size([4, 8, 8]))
     index2, w2, noise2 = task.draw(keys[2:], step=2, latent_shape=torch.Size([4, 8, 8]))
@@ -132,7 +134,7 @@ def test_same_seed_gives_identical_loss():
     losses = []
     for _ in range(2):
         torch.manual_seed(123)  # the student's fresh cond_proj comes from the global RNG
-        task = DistillationTask(tiny_teacher(), LCDSettings(), seed=7)
+        task = DistillationTask(tiny_teacher(), *DEFAULTS, seed=7)
         losses.append(task.step(make_batch(), step=0)[0].item())
     assert losses[0] == losses[1]
 
@@ -140,10 +142,10 @@ def test_same_seed_gives_identical_loss():
 def test_reward_term_changes_the_gradient(toy_clip_dir):
     torch.manual_seed(0)
     teacher = tiny_teacher()
-    plain = DistillationTask(teacher, LCDSettings(), seed=0)
+    plain = DistillationTask(teacher, *DEFAULTS, seed=0)
     torch.manual_seed(0)
     rewarded = DistillationTask(
-        teacher, LCDSettings(), reward=toy_clip_reward(teacher, toy_clip_dir, beta=5.0), seed=0
+        teacher, *DEFAULTS, reward=toy_clip_reward(teacher, toy_clip_dir, beta=5.0), seed=0
     )
     batch = make_batch()
     grad_plain = student_grads(plain, batch)
@@ -159,7 +161,7 @@ def test_reward_term_changes_the_gradient(toy_clip_dir):
 def test_beta_zero_is_plain_lcd(toy_clip_dir):
     teacher = tiny_teacher()
     task = DistillationTask(
-        teacher, LCDSettings(), reward=toy_clip_reward(teacher, toy_clip_dir, beta=0.0), seed=0
+        teacher, *DEFAULTS, reward=toy_clip_reward(teacher, toy_clip_dir, beta=0.0), seed=0
     )
     assert task.reward is None
     _, metrics = task.step(make_batch(), step=0)
@@ -186,7 +188,7 @@ def test_overlapped_teacher_gives_the_same_loss_and_gradients():
     results = []
     for overlap in (False, True):
         torch.manual_seed(5)
-        task = DistillationTask(tiny_teacher(), LCDSettings(), seed=2, overlap_teacher=overlap)
+        task = DistillationTask(tiny_teacher(), *DEFAULTS, seed=2, overlap_teacher=overlap)
         loss, metrics = task.step(make_batch(), step=1)
         loss.backward()
         grads = [p.grad.clone() for p in task.trainable_parameters() if p.grad is not None]
@@ -201,7 +203,7 @@ def test_overlapped_teacher_gives_the_same_loss_and_gradients():
 def _three_steps(overlap: bool, prefetch_batches: list) -> list[torch.Tensor]:
     """Losses of three optimizer steps; `prefetch_batches[i]` is prefetched during step i."""
     torch.manual_seed(5)
-    task = DistillationTask(tiny_teacher(), LCDSettings(), seed=2, overlap_teacher=overlap)
+    task = DistillationTask(tiny_teacher(), *DEFAULTS, seed=2, overlap_teacher=overlap)
     optimizer = torch.optim.AdamW(task.trainable_parameters(), lr=1e-3)
     losses = []
     for step in range(3):
@@ -228,18 +230,17 @@ def test_teacher_prefetched_during_backward_gives_the_same_losses():
 
 
 def test_overlap_refuses_lcm_lora():
-    from trainer.lcd import LoRASettings
-
+    lora = RGLCDConfig.model_validate({"model": {"lora": {"rank": 4, "target_modules": ["to_q"]}}})
     with pytest.raises(ValueError, match="LCM-LoRA"):
         DistillationTask(
-            tiny_teacher(), LCDSettings(lora=LoRASettings(4, 4.0, ("to_q",))), overlap_teacher=True
+            tiny_teacher(), lora.lcd, lora.model, seed=0, overlap_teacher=True
         )
 
 
 def test_timestep_window_weighs_only_the_samples_inside_it(toy_clip_dir):
     teacher, batch = tiny_teacher(), make_batch()
     reward = toy_clip_reward(teacher, toy_clip_dir, beta=5.0)
-    task = DistillationTask(teacher, LCDSettings(), reward=reward, seed=0)
+    task = DistillationTask(teacher, *DEFAULTS, reward=reward, seed=0)
     index, _, _ = task.draw(batch.sample_keys, 0, batch.latents.shape[1:])
     t_start = task.grid.timesteps[index]
     assert len(set(t_start.tolist())) > 1  # the window below splits this batch
@@ -256,11 +257,11 @@ def test_timestep_window_weighs_only_the_samples_inside_it(toy_clip_dir):
 def test_timestep_window_outside_every_sample_gives_the_plain_lcd_gradient(toy_clip_dir):
     teacher, batch = tiny_teacher(), make_batch()
     torch.manual_seed(0)
-    plain = DistillationTask(teacher, LCDSettings(), seed=0)
+    plain = DistillationTask(teacher, *DEFAULTS, seed=0)
     reward = toy_clip_reward(teacher, toy_clip_dir, beta=5.0)
     reward.timestep_window = (2000, 3000)
     torch.manual_seed(0)
-    windowed = DistillationTask(teacher, LCDSettings(), reward=reward, seed=0)
+    windowed = DistillationTask(teacher, *DEFAULTS, reward=reward, seed=0)
     torch.testing.assert_close(student_grads(windowed, batch), student_grads(plain, batch))
 
 

@@ -13,30 +13,25 @@ from trainer.lcd.boundary import (
     consistency_output,
 )
 from trainer.lcd.distill import (
-    LCDOutput,
     consistency_function,
-    lcd_loss,
     noised_start,
     student_w_embedding,
 )
-from trainer.lcd.ema import EMA_MU, ema_update_
+from trainer.lcd.ema import ema_update_
 from trainer.lcd.guidance import (
-    W_EMBEDDING_DIM,
     apply_guidance,
     guidance_scale_embedding,
     sample_guidance_scale,
 )
 from trainer.lcd.lora import (
-    ATTENTION_PROJECTIONS,
     AdaptersDisabled,
-    LoRASettings,
     adapters_disabled,
     add_lora_adapters,
     has_lora_adapters,
     lora_parameters,
     lora_state_dict,
 )
-from trainer.lcd.losses import HUBER_C, LOSSES, distance_loss, l2_loss, pseudo_huber_loss
+from trainer.lcd.losses import LOSSES, distance_loss, l2_loss, pseudo_huber_loss
 from trainer.lcd.predictions import (
     PREDICTION_TYPES,
     check_prediction_type,
@@ -59,18 +54,12 @@ from trainer.lcd.student import build_student_unet
 from trainer.lcd.teacher import guided_teacher_step
 
 __all__ = [
-    "ATTENTION_PROJECTIONS",
-    "EMA_MU",
-    "HUBER_C",
     "LOSSES",
     "PREDICTION_TYPES",
     "SIGMA_DATA",
     "TIMESTEP_SCALING",
-    "W_EMBEDDING_DIM",
     "AdaptersDisabled",
     "DDIMGrid",
-    "LCDOutput",
-    "LoRASettings",
     "adapters_disabled",
     "add_lora_adapters",
     "add_noise",
@@ -91,7 +80,6 @@ __all__ = [
     "guided_teacher_step",
     "has_lora_adapters",
     "l2_loss",
-    "lcd_loss",
     "lcm_sample",
     "lcm_sample_unet",
     "lcm_timesteps",

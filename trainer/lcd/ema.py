@@ -10,11 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-EMA_MU = 0.95
-
 
 @torch.no_grad()
-def ema_update_(target: nn.Module, online: nn.Module, mu: float = EMA_MU) -> None:
+def ema_update_(target: nn.Module, online: nn.Module, mu: float) -> None:
     """In place: every target parameter <- mu * target + (1 - mu) * online; buffers copied."""
     if not 0.0 <= mu <= 1.0:
         raise ValueError(f"EMA rate mu={mu} must lie in [0, 1] (the reference value is 0.95).")

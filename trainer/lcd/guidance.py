@@ -10,13 +10,11 @@ import torch
 
 from trainer.lcd.schedule import append_dims
 
-W_EMBEDDING_DIM = 256
-
 
 def sample_guidance_scale(
     batch_size: int,
-    w_min: float = 5.0,
-    w_max: float = 15.0,
+    w_min: float,
+    w_max: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """w ~ U[w_min, w_max] per sample, (B,) float32 (paper section 4: [5, 15])."""
@@ -26,7 +24,7 @@ def sample_guidance_scale(
 
 
 def guidance_scale_embedding(
-    w: torch.Tensor, embedding_dim: int = W_EMBEDDING_DIM, dtype: torch.dtype = torch.float32
+    w: torch.Tensor, embedding_dim: int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Sinusoidal embedding of 1000 w, (B,) -> (B, embedding_dim), [sin, cos] order.
 

@@ -18,49 +18,42 @@ Where LCM-LoRA departs from full-UNet LCD (``student.py`` + ``ema.py``):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER_NAME = "default"
 
 
-@dataclass(frozen=True)
-class LoRASettings:
-    """LoRA shape: rank r, scale alpha / r, and the module names adapted."""
-
-    rank: int = 64  # LCM-LoRA SDXL
-    alpha: float = 64.0
-    target_modules: tuple[str, ...] = ATTENTION_PROJECTIONS
-
-
-def add_lora_adapters(unet: nn.Module, settings: LoRASettings) -> nn.Module:
+def add_lora_adapters(
+    unet: nn.Module, rank: int, alpha: float, target_modules: Sequence[str]
+) -> nn.Module:
     """Freeze `unet` and inject trainable LoRA adapters in place; returns `unet` in train mode.
+
+    rank r, scale alpha / r, on the modules named (suffixes) in `target_modules`.
 
     lora_B starts at zero (peft's default init), so the student starts equal to the teacher.
     Adapter weights are float32 whatever the base dtype (mixed precision autocasts them).
     """
     from peft import LoraConfig
 
-    if settings.rank < 1 or settings.alpha <= 0:
-        raise ValueError(f"LoRA rank ({settings.rank}) must be >= 1 and alpha > 0.")
+    if rank < 1 or alpha <= 0:
+        raise ValueError(f"LoRA rank ({rank}) must be >= 1 and alpha > 0.")
     config = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        target_modules=list(settings.target_modules),
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(target_modules),
     )
     unet.requires_grad_(False)
     try:
         unet.add_adapter(config, adapter_name=ADAPTER_NAME)
     except ValueError as err:
         raise ValueError(
-            f"model.lora.target_modules={list(settings.target_modules)} does not fit the "
-            f"teacher UNet ({err}); name its Linear/Conv layers, e.g. "
-            f"{list(ATTENTION_PROJECTIONS)}."
+            f"model.lora.target_modules={list(target_modules)} does not fit the "
+            f"teacher UNet ({err}); name its Linear/Conv layers, e.g. the attention "
+            "projections (model.lora.target_modules' default)."
         ) from err
     for param in lora_parameters(unet):
         param.data = param.data.float()

@@ -6,10 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-HUBER_C = 1e-3
 
-
-def pseudo_huber_loss(pred: torch.Tensor, target: torch.Tensor, c: float = HUBER_C) -> torch.Tensor:
+def pseudo_huber_loss(pred: torch.Tensor, target: torch.Tensor, c: float) -> torch.Tensor:
     """mean(sqrt((pred - target)^2 + c^2) - c), computed in float32 (or float64 inputs)."""
     if c <= 0:
         raise ValueError(f"huber c={c} must be positive (the reference value is 1e-3).")
@@ -30,9 +28,9 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {"huber": pseudo_huber_loss, "l
 
 
 def distance_loss(
-    pred: torch.Tensor, target: torch.Tensor, loss_type: str = "huber", huber_c: float = HUBER_C
+    pred: torch.Tensor, target: torch.Tensor, loss_type: str, huber_c: float
 ) -> torch.Tensor:
-    """The LCD distance selected by name: "huber" (pseudo-Huber, default) or "l2"."""
+    """The LCD distance selected by name: "huber" (pseudo-Huber, eq. 8) or "l2"."""
     if loss_type == "huber":
         return pseudo_huber_loss(pred, target, huber_c)
     if loss_type in LOSSES:

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from trainer.lcd.guidance import W_EMBEDDING_DIM
-
 if TYPE_CHECKING:  # diffusers is imported where a UNet is built (a slow import)
     from diffusers import UNet2DConditionModel
 
@@ -25,7 +23,7 @@ NEW_KEYS = {"time_embedding.cond_proj.weight"}
 
 def build_student_unet(
     teacher_unet: UNet2DConditionModel,
-    time_cond_proj_dim: int = W_EMBEDDING_DIM,
+    time_cond_proj_dim: int,
     dtype: torch.dtype = torch.float32,
 ) -> UNet2DConditionModel:
     """A trainable copy of `teacher_unet` taking a (B, time_cond_proj_dim) w-embedding.
@@ -57,7 +55,8 @@ def build_student_unet(
             f"student/teacher weights do not line up: missing {sorted(missing)}, "
             f"unexpected {sorted(unexpected)}"
         )
-    student.to(teacher_unet.device)
+    if student.device != teacher_unet.device:
+        student.to(teacher_unet.device)
     if dtype != student.dtype:
         student.to(dtype=dtype)
     return student.train().requires_grad_(True)

@@ -28,11 +28,11 @@ from trainer.lrm.losses import (
     preference_agreement,
     retrieval_accuracy,
 )
-from trainer.lrm.model import LatentRewardModel, LatentTowerConfig, LRMConfig
+from trainer.lrm.model import LatentRewardModel, LatentTowerConfig, LRMArchitecture
 
 __all__ = [
     "PAIRS",
-    "LRMConfig",
+    "LRMArchitecture",
     "LatentRewardModel",
     "LatentTowerConfig",
     "attribute_accuracy",

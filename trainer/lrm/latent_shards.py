@@ -26,8 +26,8 @@ def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise ValueError(
-            f"{folder} has no {MANIFEST}: point --latents at the --output folder of "
-            "orchestration/commands/data_job.py"
+            f"{folder} has no {MANIFEST}: point data.latents at the output folder of "
+            "rglcd-data-job (orchestration/commands/data_job.py)"
         )
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if not manifest.get("shards") or manifest.get("latent_shape") is None:
@@ -41,8 +41,8 @@ def split_shards(folder: str | Path, heldout: int) -> tuple[list[Path], list[Pat
     if heldout < 1 or len(files) <= heldout:
         raise ValueError(
             f"{folder} has {len(files)} latent shard(s); holding out {heldout} for retrieval "
-            "needs more: write smaller shards (rglcd-data-job --rows-per-shard) or lower "
-            "--heldout-shards"
+            "needs more: write smaller shards (rglcd-data-job rows_per_shard=...) or lower "
+            "data.heldout_shards"
         )
     return files[:-heldout], files[-heldout:]
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -55,14 +55,16 @@ LOGIT_SCALE_MAX = math.log(100.0)
 
 @dataclass
 class LatentTowerConfig:
-    """Shape of the latent ViT (defaults sized for the toy world's 4x8x8 latents)."""
+    """Shape of the latent ViT, as saved in an LRM's config.json. No defaults: a new LRM takes
+    them from `rglcd-pretrain-lrm`'s `tower` section (orchestration/pretrain_lrm_config.py),
+    a saved one from its file."""
 
-    latent_channels: int = 4
-    patch_size: int = 2
-    width: int = 128
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
+    latent_channels: int
+    patch_size: int
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float
 
     def __post_init__(self) -> None:
         if self.width % 4 or self.width % self.heads:
@@ -75,12 +77,12 @@ class LatentTowerConfig:
 
 
 @dataclass
-class LRMConfig:
+class LRMArchitecture:
     """Everything needed to rebuild an LRM; saved as ``config.json`` beside the weights."""
 
     text: dict  # CLIPTextConfig.to_dict()
     embed_dim: int
-    latent: LatentTowerConfig = field(default_factory=LatentTowerConfig)
+    latent: LatentTowerConfig
     logit_scale_init: float = LOGIT_SCALE_INIT
     latent_scaling_factor: float | None = None
 
@@ -88,9 +90,9 @@ class LRMConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> LRMConfig:
+    def from_dict(cls, data: dict) -> LRMArchitecture:
         data = dict(data)
-        data["latent"] = LatentTowerConfig(**data.get("latent", {}))
+        data["latent"] = LatentTowerConfig(**data["latent"])
         return cls(**data)
 
 
@@ -185,7 +187,7 @@ class LatentTower(nn.Module):
 class LatentRewardModel(nn.Module):
     """CLIP-style LRM: ``reward(latents, prompts) -> (N,)`` cosine in [-1, 1] (module doc)."""
 
-    def __init__(self, config: LRMConfig, tokenizer=None):
+    def __init__(self, config: LRMArchitecture, tokenizer=None):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
@@ -202,7 +204,8 @@ class LatentRewardModel(nn.Module):
         cls,
         text_model: CLIPTextModel,
         tokenizer=None,
-        latent: LatentTowerConfig | None = None,
+        *,
+        latent: LatentTowerConfig,
         text_projection: nn.Linear | None = None,
         latent_scaling_factor: float | None = None,
     ) -> LatentRewardModel:
@@ -211,10 +214,10 @@ class LatentRewardModel(nn.Module):
             embed_dim = text_projection.out_features
         else:
             embed_dim = text_model.config.projection_dim or text_model.config.hidden_size
-        config = LRMConfig(
+        config = LRMArchitecture(
             text=json.loads(text_model.config.to_json_string()),  # JSON-normalised, as saved
             embed_dim=embed_dim,
-            latent=latent or LatentTowerConfig(),
+            latent=latent,
             latent_scaling_factor=latent_scaling_factor,
         )
         model = cls(config, tokenizer=tokenizer)
@@ -260,7 +263,7 @@ class LatentRewardModel(nn.Module):
                 f"{directory} is not a saved LRM (needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
                 "create one with rglcd-pretrain-lrm or save_pretrained()."
             )
-        config = LRMConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        config = LRMArchitecture.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
         tokenizer = None
         if (directory / TOKENIZER_DIR).is_dir():
             tokenizer = AutoTokenizer.from_pretrained(

@@ -19,6 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from orchestration.studies.human.create import create_study, load_study
+from orchestration.studies.human.design import parse_pair
+from orchestration.studies.human.report import write_report
+from orchestration.studies.human.storage import DB_FILE, AnswerStore
+from rglcd.toy.paths import TOY_PIPELINE_DIR
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="rglcd-study",
@@ -48,10 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _create(args: argparse.Namespace) -> None:
-    from orchestration.studies.human.create import create_study
-    from orchestration.studies.human.design import parse_pair
-    from rglcd.toy.paths import TOY_PIPELINE_DIR
-
     lrm = None if args.lrm is None else (Path(args.lrm), args.lrm_vae or str(TOY_PIPELINE_DIR))
     path = create_study(
         Path(args.eval_dir), Path(args.out), [parse_pair(p) for p in args.pairs],
@@ -64,7 +66,7 @@ def _create(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from orchestration.studies.human.app import make_app
+    from orchestration.studies.human.app import make_app  # deferred: loads fastapi
 
     app = make_app(args.study_dir)  # ValueError before the server starts
     print(f"study page: http://{args.host}:{args.port}/?rater=RATER_ID", flush=True)
@@ -72,10 +74,6 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from orchestration.studies.human.create import load_study
-    from orchestration.studies.human.report import write_report
-    from orchestration.studies.human.storage import DB_FILE, AnswerStore
-
     study_dir = Path(args.study_dir)
     study = load_study(study_dir)
     answers = AnswerStore(study_dir / DB_FILE).all_answers() if (

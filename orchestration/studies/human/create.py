@@ -122,7 +122,7 @@ def create_study(eval_dir: Path, out: Path, pairs: list[tuple[str, str]], raters
     rng = np.random.default_rng(seed)
     items = plan_items(eval_dir, pairs, per_pair, attention, rng)
     if lrm is not None:
-        from orchestration.studies.human.lrm_scores import add_lrm_scores
+        from orchestration.studies.human.lrm_scores import add_lrm_scores  # deferred: loads torch
 
         add_lrm_scores(items, *lrm)
     trained = _trained_on(eval_dir)

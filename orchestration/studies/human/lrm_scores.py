@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.data import load_image
+from trainer.models import load_vae
+
 
 @torch.no_grad()
 def add_lrm_scores(items: list[dict], lrm_dir: Path, vae_source: str, name: str = "lrm") -> None:
@@ -21,9 +24,7 @@ def add_lrm_scores(items: list[dict], lrm_dir: Path, vae_source: str, name: str 
 
     Items must still hold their `sources` (image paths), as `create.plan_items` returns them.
     """
-    from trainer.data import load_image
-    from trainer.lrm.model import LatentRewardModel
-    from trainer.models import load_vae
+    from trainer.lrm.model import LatentRewardModel  # deferred: loads transformers
 
     lrm = LatentRewardModel.from_pretrained(lrm_dir)
     vae = load_vae(vae_source).requires_grad_(False).eval()

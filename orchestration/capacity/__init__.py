@@ -1,0 +1,1 @@
+"""Capacity plan: memory, FLOPs and step time of a recipe's training step per GPU (rglcd-plan)."""
