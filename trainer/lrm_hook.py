@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reward_service.latents import LatentDecoder
 from trainer.expert_queue import ExpertAnswer, ExpertQueue, LatentExpert
 from trainer.lrm import (
     PAIRS,
@@ -54,6 +55,7 @@ from trainer.lrm import (
 from trainer.monitoring import SKIPPED_REWARD_UPDATES
 from trainer.reward_config import LRMConfig
 from trainer.reward_hooks import RewardContext, RewardHook
+from trainer.worker_decode import WorkerDecodedExpert
 
 logger = logging.getLogger(__name__)
 
@@ -294,9 +296,6 @@ def build_lrm_hook(
 
 
 def worker_decoded(cfg, expert: LatentExpert, vae) -> LatentExpert:
-    from reward_service.latents import LatentDecoder
-    from trainer.worker_decode import WorkerDecodedExpert
-
     if vae is None:
         raise ValueError("lrm.decode_on_worker needs the teacher's VAE on the worker")
     chunk = cfg.reward.decode_chunk_size or 3 * cfg.lrm.batch_size

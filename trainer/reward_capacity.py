@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from reward_service.scorers.registry import scorer_class
+
 if TYPE_CHECKING:
     from trainer.config import RGLCDConfig
 
@@ -32,8 +34,6 @@ def expert_images_per_step(cfg: RGLCDConfig) -> int:
 
 def scorer_images_per_step(cfg: RGLCDConfig) -> float | None:
     """Images the expert's replicas score in `lrm.step_seconds` (None without the figures)."""
-    from reward_service.scorers.registry import scorer_class
-
     spec = cfg.serve.scorer(cfg.lrm.expert)
     if spec.call_seconds is None:
         return None

@@ -30,10 +30,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import ray
 import torch
+from ray import serve
 
+from orchestration.local_head import free_port
+from reward_service.app import build_app, scorer_deployment_name
+from reward_service.client import RewardClient, wait_for_app
+from reward_service.config import VaeConfig
+from reward_service.latents import LatentDecoder
 from reward_service.scorers.vlm_judge import PQ_RULES, VlmJudgeScorer
 from rglcd.recipes import RECIPES_DIR
+from rglcd.toy.paths import TOY_PIPELINE_DIR
+from trainer.config import load_trainer_config
+from trainer.expert_queue import ExpertQueue
+from trainer.ray_connect import connect_ray
+from trainer.reward_capacity import capacity_warnings
+from trainer.worker_decode import WorkerDecodedExpert
 
 RECIPE = RECIPES_DIR / "sd21-rglcd-lrm-vlm-judge.yaml"
 BEFORE = [  # the recipe's reward service before replicas scaled and workers decoded
@@ -81,8 +94,6 @@ class WorkerTally:
 
 def arm_config(overrides: list[str], time_scale: float):
     """The recipe on this machine: toy VAE as the teacher's, no GPUs, judge URL unused."""
-    from rglcd.toy.paths import TOY_PIPELINE_DIR
-    from trainer.config import load_trainer_config
 
     cfg = load_trainer_config(RECIPE, [
         "serve.scorers.0.num_cpus=0.1", "serve.scorers.0.max_replicas_per_node=null",
@@ -96,11 +107,6 @@ def arm_config(overrides: list[str], time_scale: float):
 
 
 def deploy(cfg, app_name: str) -> None:
-    from ray import serve
-
-    from reward_service.app import build_app
-    from reward_service.client import wait_for_app
-
     serve_cfg = cfg.serve.model_copy(deep=True, update={"app_name": app_name})
     factory = LatencyJudgeFactory(cfg.serve.scorer(cfg.lrm.expert).call_seconds)
     serve.run(build_app(serve_cfg, scorer_factory=factory), name=app_name,
@@ -109,9 +115,6 @@ def deploy(cfg, app_name: str) -> None:
 
 
 def worker_expert(cfg, app_name: str, decoder):
-    from reward_service.client import RewardClient
-    from trainer.worker_decode import WorkerDecodedExpert
-
     client = RewardClient(app_name, timeout_s=cfg.lrm.request_timeout_s)
     return WorkerDecodedExpert(client, decoder) if cfg.lrm.decode_on_worker else client
 
@@ -119,8 +122,6 @@ def worker_expert(cfg, app_name: str, decoder):
 def run_worker(cfg, expert, rank: int, steps: int, start: float, shape, tally: WorkerTally):
     """One train worker's expert traffic: submit each step, collect what arrived, then keep
     collecting (no new requests) until every request is answered or left the window."""
-    from trainer.expert_queue import ExpertQueue
-
     lrm = cfg.lrm
     vae = "" if lrm.decode_on_worker else cfg.expert_vae_name
     queue = ExpertQueue(expert, lrm.expert, vae, lrm.max_staleness_steps,
@@ -154,8 +155,6 @@ def summary(tallies: list[WorkerTally], first_step: int) -> dict:
 
 
 def run_arm(label: str, cfg, steps: int, workers: int, decoder, warmup: int) -> dict:
-    from trainer.reward_capacity import capacity_warnings
-
     app_name = f"bench-load-{label}"
     deploy(cfg, app_name)
     side = decoder.max_latent_side // 2  # the VAE's trained size (max_size_factor 2)
@@ -171,8 +170,6 @@ def run_arm(label: str, cfg, steps: int, workers: int, decoder, warmup: int) -> 
         thread.start()
     for thread in threads:
         thread.join()
-    from ray import serve
-
     replicas = judge_replicas(app_name, cfg)
     serve.delete(app_name)
     return {
@@ -184,10 +181,6 @@ def run_arm(label: str, cfg, steps: int, workers: int, decoder, warmup: int) -> 
 
 
 def judge_replicas(app_name: str, cfg) -> int:
-    from ray import serve
-
-    from reward_service.app import scorer_deployment_name
-
     status = serve.status().applications[app_name].deployments
     deployment = status[scorer_deployment_name(cfg.lrm.expert)]
     return sum(deployment.replica_states.values())
@@ -207,15 +200,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    import ray
-    from ray import serve
-
-    from orchestration.local_head import free_port
-    from reward_service.config import VaeConfig
-    from reward_service.latents import LatentDecoder
-    from rglcd.toy.paths import TOY_PIPELINE_DIR
-    from trainer.ray_connect import connect_ray
-
     args = parse_args(argv)
     torch.set_num_threads(1)
     configs = {label: arm_config(ARMS[label], args.time_scale) for label in args.arms}

@@ -13,10 +13,10 @@ added tokens, from `processor` (a local folder) or the local Hugging Face cache.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from reward_service.config import ScorerConfig
 from reward_service.scorers.base import Scorer, check_batch, register_scorer
 from reward_service.scorers.imagereward_blip import (
     ImageRewardModel,
@@ -26,6 +26,9 @@ from reward_service.scorers.imagereward_blip import (
 )
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 from reward_service.scorers.similarity import freeze, resolve_device
+
+if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
+    from reward_service.config import ScorerConfig
 
 DEFAULT_TOKENIZER = "bert-base-uncased"
 
