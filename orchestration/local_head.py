@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from orchestration.paths import REPO_ROOT
+
 RAY_CLI = str(Path(sys.executable).parent / "ray")
 # `.gitignore` already keeps these out of the uploaded working_dir; the excludes repeat it for
 # RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 (the package limit is the gRPC message size, 512 MiB).
@@ -167,3 +169,19 @@ def submit_job(
         if proc.returncode == 0 or not not_ready or time.monotonic() > deadline:
             return proc
         time.sleep(2.0)
+
+
+def run_job(name: str, entrypoint: list[str], url: str, env_vars: dict, log_dir: Path) -> float:
+    """`ray job submit --working-dir <checkout> -- entrypoint` to the cluster at `url`, as
+    docs/cluster.md runs each stage; the job's output goes to <log_dir>/<name>.log. Returns its
+    seconds; raises with the output's tail when the job fails."""
+    start = time.perf_counter()
+    proc = submit_job(url, REPO_ROOT, entrypoint, cwd=REPO_ROOT, env_vars=env_vars)
+    output = proc.stdout + proc.stderr
+    (log_dir / f"{name}.log").write_text(output)
+    seconds = time.perf_counter() - start
+    print(f"job {name}: exit {proc.returncode} after {seconds:.0f} s", file=sys.stderr, flush=True)
+    if proc.returncode != 0:
+        tail = "\n".join(output.splitlines()[-40:])
+        raise RuntimeError(f"job {name} failed (exit {proc.returncode}): {' '.join(entrypoint)}\n{tail}")
+    return seconds

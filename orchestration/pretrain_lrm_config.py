@@ -60,7 +60,9 @@ class PretrainDataConfig(StrictModel):
         None, description="rglcd-data-job output folder: train on its latent shards."
     )
     heldout_shards: int = Field(1, ge=1, description="With latents: the last N shards.")
-    max_rows: int | None = Field(None, ge=1, description="With latents: rows per worker.")
+    max_rows: int | None = Field(
+        None, ge=1, description="With latents: training rows read (all workers)."
+    )
     clip_dir: str = Field(str(TOY_MINICLIP_DIR), description="CLIPModel folder (text tower).")
     pipeline_dir: str = Field(str(TOY_PIPELINE_DIR), description="Toy data: the teacher (VAE).")
     vae_dir: str | None = Field(None, description="AutoencoderKL folder (default: pipeline's).")

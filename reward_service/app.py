@@ -62,7 +62,7 @@ from reward_service.scorers.registry import describe_scorer
 from rglcd import codecs
 from rglcd.codecs import PayloadTooLargeError
 from rglcd.configuration import load_config
-from rglcd.toy.paths import TOY_PIPELINE_DIR
+from rglcd.toy.paths import TOY_PIPELINE
 
 INGRESS_NAME = "ingress"
 
@@ -342,7 +342,7 @@ def build_app(
             **replica_options(spec),
             max_ongoing_requests=spec.max_ongoing_requests,
             max_queued_requests=spec.max_queued_requests,
-            ray_actor_options={"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus},
+            ray_actor_options=spec.actor_options(spec.num_cpus, spec.num_gpus),
         ).bind(spec.model_dump())
         for name, spec in config.vaes.items()
     }
@@ -354,7 +354,7 @@ def build_app(
 def _scorer_app(
     spec, scorer_factory: ScorerFactory | None, limits: dict
 ) -> serve.Application:
-    actor_options: dict[str, Any] = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+    actor_options: dict[str, Any] = spec.actor_options(spec.num_cpus, spec.num_gpus)
     if scorer_factory is None:
         runtime_env = describe_scorer(spec).runtime_env  # the scorer's isolated environment
         if runtime_env is not None:
@@ -367,9 +367,6 @@ def _scorer_app(
         health_check_period_s=spec.health_check_period_s,
         ray_actor_options=actor_options,
     ).bind(spec.model_dump(), scorer_factory, limits)
-
-
-TOY_PIPELINE = str(TOY_PIPELINE_DIR)
 
 
 class TeacherSource(BaseModel):

@@ -14,16 +14,49 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from reward_service.scaling import Replicas
 from reward_service.scorers.registry import scorer_classes  # the scorer classes declare kinds
 from rglcd.config_base import StrictModel
-from rglcd.toy.paths import TOY_MINICLIP_DIR
+from rglcd.toy.paths import TOY_MINICLIP
 
 
-class ScorerConfig(Replicas):
-    """One scorer deployment. `checkpoint` is a local path or hub id (loaded offline)."""
+class Placement(Replicas):
+    """Which nodes a deployment's replicas may run on (docs/cluster.md, Placement).
+
+    By default Ray places a replica on any node with room for its num_cpus / num_gpus, often a
+    training node. `resources` asks for custom resources as well (a node started with
+    `ray start --resources='{"reward_node": 1}'` offers them; give each replica a fraction so
+    several fit); `label_selector` asks for node labels (`ray start --labels=...`, or the
+    KubeRay group's labels), e.g. {"ray.io/node-group": "reward-gpu"}.
+    """
+
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom resources each replica needs."
+    )
+    label_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels a replica's node must carry."
+    )
+
+    def actor_options(self, num_cpus: float, num_gpus: float) -> dict[str, Any]:
+        """Serve's ray_actor_options for one replica of this deployment."""
+        options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        if self.label_selector:
+            options["label_selector"] = dict(self.label_selector)
+        return options
+
+
+class ScorerConfig(Placement):
+    """One scorer deployment. `checkpoint` is a local path, URI or hub id (loaded offline)."""
 
     name: str = Field(description="Name used in requests (`model` field of POST /score).")
     kind: str = Field(description="Implementation: a kind registered in reward_service.scorers.")
-    checkpoint: str | None = Field(None, description="Local path or hub id of the weights.")
-    processor: str | None = Field(None, description="Processor/tokenizer path or hub id.")
+    checkpoint: str | None = Field(
+        None,
+        description="Path, s3:// / gs:// URI (copied once per node into its cache), pkg:// "
+        "location or hub id of the weights.",
+    )
+    processor: str | None = Field(
+        None, description="Processor/tokenizer path, URI or hub id (as checkpoint)."
+    )
     device: str = "auto"
     max_batch_size: int | None = Field(
         None, ge=1, validate_default=True,
@@ -83,7 +116,7 @@ class ScorerConfig(Replicas):
         return self.max_ongoing_requests or max(2, self.scorer_threads) * self.max_batch_size
 
 
-class VaeConfig(Replicas):
+class VaeConfig(Placement):
     """A VAE the service may use to decode latent requests."""
 
     path: str | None = Field(
@@ -121,7 +154,7 @@ class VaeConfig(Replicas):
 def _default_scorers() -> list[ScorerConfig]:
     return [
         ScorerConfig(name="toy-judge", kind="toy-judge"),
-        ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=str(TOY_MINICLIP_DIR)),
+        ScorerConfig(name="toy-clip", kind="toy-clip", checkpoint=TOY_MINICLIP),
     ]
 
 

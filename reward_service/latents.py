@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from reward_service.config import VaeConfig
+from rglcd import storage
 from rglcd.codecs import check_latents
 
 if TYPE_CHECKING:  # diffusers costs ~10 s of CPU to import: only the VAE replica pays it
@@ -55,8 +56,10 @@ class LatentDecoder:
 
         kwargs = {"subfolder": spec.subfolder} if spec.subfolder else {}
         try:
-            vae = AutoencoderKL.from_pretrained(spec.path, **kwargs)
-        except (OSError, ValueError) as err:
+            # A path, pkg:// location, or s3:// / gs:// folder copied once per node.
+            path = storage.local_copy(spec.path) if storage.scheme(spec.path) else spec.path
+            vae = AutoencoderKL.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as err:  # FileNotFoundError of a missing URI included
             where = f"{spec.path}/{spec.subfolder}" if spec.subfolder else spec.path
             raise ValueError(f"could not load the VAE from {where!r}: {err}") from err
         vae = vae.to(_resolve_device(spec.device))

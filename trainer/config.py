@@ -29,15 +29,16 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from reward_service.config import ServeConfig
+from rglcd import storage
 from rglcd.config_base import StrictModel
 from rglcd.configuration import ConfigError, load_config
-from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
+from rglcd.toy.paths import TOY_LRM, TOY_PIPELINE
 from trainer.config_checks import cross_field_problems
 from trainer.family import FAMILIES, model_family
 from trainer.reward_config import LRMConfig, RewardConfig
 
 TOY_DATA_SUBDIR = "toy-data"
-_TOY_ARTIFACTS = (str(TOY_PIPELINE_DIR), str(TOY_LRM_DIR))
+_TOY_ARTIFACTS = (TOY_PIPELINE, TOY_LRM)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 # LCM-LoRA's adapted modules: the UNet's attention projections (trainer/lcd/lora.py)
 LORA_ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -76,9 +77,11 @@ class ModelConfig(StrictModel):
     """The teacher LDM the student is initialised from and distilled from."""
 
     teacher: str = Field(
-        str(TOY_PIPELINE_DIR),
-        description="Diffusers pipeline folder or hub id (org/name, loaded offline). Default: "
-        "the committed toy pipeline. Write relative local paths as ./path (see is_local_path).",
+        TOY_PIPELINE,
+        description="Diffusers pipeline folder, s3:// / gs:// URI (copied once per node into "
+        "the local cache) or hub id (org/name, loaded offline). Default: the committed toy "
+        "pipeline, pkg://rglcd.toy/artifacts/pipeline. Write relative local paths as ./path "
+        "(see is_local_path); they are read relative to each node's working directory.",
     )
     revision: str | None = Field(None, description="Hub revision of the teacher.")
     family: str = Field(
@@ -212,7 +215,17 @@ class ScalingConfig(StrictModel):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float | None = Field(None, ge=0, description="None = 1 if use_gpu else 0.")
-    max_failures: int = Field(0, ge=-1, description="Worker-group restarts; -1 = unlimited.")
+    max_failures: int = Field(
+        0,
+        ge=-1,
+        description="Worker-group restarts from the last checkpoint after a worker or node "
+        "fails; -1 = unlimited. 0 for the toy world; real-scale recipes set 3.",
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom resources each train worker needs besides CPUs/GPUs, to pin workers "
+        "to nodes started with them (e.g. {train_node: 1}; docs/cluster.md, Placement).",
+    )
     torch_threads: int = Field(
         0,
         ge=0,
@@ -243,7 +256,13 @@ class ScalingConfig(StrictModel):
 class OutputConfig(StrictModel):
     """Where checkpoints, samples and logs go, and how often."""
 
-    root_dir: str = "outputs"
+    root_dir: str = Field(
+        "outputs",
+        description="Where runs are stored: a local or NFS path, or an s3:// / gs:// URI "
+        "(checkpoints, metrics, samples, report, exported pipeline, toy data). A relative "
+        "path is relative to the driver's working directory; on a cluster whose nodes share "
+        "no disk it must be a URI (docs/cluster.md, Storage).",
+    )
     dir: str | None = Field(None, description="None = <root_dir>/<run_name> (see output_dir).")
     checkpoint_every: int = Field(100, ge=0, description="Steps; 0 = only the final one.")
     keep_checkpoints: int = Field(2, ge=1)
@@ -266,8 +285,9 @@ class RGLCDConfig(StrictModel):
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @property
-    def output_dir(self) -> Path:
-        return Path(self.output.dir or Path(self.output.root_dir) / self.run_name)
+    def output_dir(self) -> str:
+        """The run's storage location (a path or URI; rglcd/storage.py opens it)."""
+        return self.output.dir or storage.join(self.output.root_dir, self.run_name)
 
     @property
     def uses_toy_data(self) -> bool:
@@ -275,7 +295,7 @@ class RGLCDConfig(StrictModel):
 
     @property
     def train_data_path(self) -> str:
-        return self.data.train_path or str(Path(self.output.root_dir) / TOY_DATA_SUBDIR)
+        return self.data.train_path or storage.join(self.output.root_dir, TOY_DATA_SUBDIR)
 
     @property
     def per_worker_batch_size(self) -> int:
@@ -315,7 +335,8 @@ class RGLCDConfig(StrictModel):
         return self
 
     def missing_paths(self) -> list[str]:
-        """Local paths this run reads that do not exist (hub ids are not checked)."""
+        """Local paths this run reads that do not exist (hub ids and object-store URIs are not
+        checked here: validate_before_ray in trainer/run.py opens those)."""
         checks = [("model.teacher", self.model.teacher), ("model.vae", self.model.vae)]
         if self.uses_lrm:
             checks.append(("lrm.checkpoint", self.lrm.checkpoint))
@@ -323,7 +344,9 @@ class RGLCDConfig(StrictModel):
             checks.append(("data.train_path", self.data.train_path))
         problems = []
         for key, value in checks:
-            if value is None or "://" in value or _exists(value, glob=key == "data.train_path"):
+            if value is None or not storage.is_local(value):
+                continue
+            if _exists(value, glob=key == "data.train_path"):
                 continue
             if key != "data.train_path" and not is_local_path(value):
                 continue
@@ -342,16 +365,19 @@ def is_local_path(value: str) -> bool:
     on disk, or is not of the hub form `name` / `org/name`. So a missing relative folder like
     `outputs/teacher` reads as a hub id: write it as `./outputs/teacher` to get it checked.
     """
+    if storage.scheme(value):
+        return storage.is_local(value)  # file:// and pkg:// are local; s3:// and gs:// are not
     if value.startswith(("/", "~", "./", "../")) or value in (".", "..") or "\\" in value:
         return True
     return os.path.exists(value) or not _HUB_ID.fullmatch(value)
 
 
 def _exists(value: str, glob: bool) -> bool:
-    path = Path(value).expanduser()
+    """Whether a local location exists (read on this node; a glob must match a file)."""
     if glob and any(ch in value for ch in "*?["):
-        return any(Path(path.anchor or ".").glob(str(path.relative_to(path.anchor or "."))))
-    return path.exists()
+        folder, pattern = os.path.split(storage.local_path(value))
+        return bool(storage.list_files(folder, pattern))
+    return storage.exists(value)
 
 
 def load_trainer_config(

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from rglcd import storage
 from rglcd.codecs import decode_latents
 from rglcd.ray_parquet import read_parquet
 from trainer.checkpointing import DataPosition
@@ -150,16 +151,32 @@ def decode_latent_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def parquet_files(source: str | Path) -> list[str]:
-    """The Parquet files of a folder (sorted) or a single file; ValueError if there are none."""
-    path = Path(source).expanduser()
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    files = [f for f in files if f.is_file()]
+    """The Parquet files (locations, sorted) of a folder, a glob in a folder, or one file, local
+    or in object storage; ValueError if there are none."""
+    source = str(source)
+    folder, pattern = source, "*.parquet"
+    if any(ch in storage.basename(source) for ch in "*?["):
+        folder, pattern = source[: -len(storage.basename(source)) - 1], storage.basename(source)
+    try:
+        if storage.is_file(source):
+            return [source]
+        files = storage.list_files(folder, pattern)
+    except OSError as err:
+        raise ValueError(f"data.train_path={source!r} cannot be listed: {err}") from err
     if not files:
         raise ValueError(
-            f"data.path={str(source)!r} holds no Parquet shards; point it at a folder of "
+            f"data.train_path={source!r} holds no Parquet shards; point it at a folder of "
             "*.parquet files with (image, caption) or (latent, caption) columns."
         )
-    return [str(f) for f in files]
+    return files
+
+
+def parquet_columns(location: str) -> list[str]:
+    """The column names of one Parquet file (local or in object storage; footer only)."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = storage.parse(location)
+    return pq.read_schema(path, filesystem=filesystem).names
 
 
 def build_train_dataset(
@@ -179,14 +196,17 @@ def build_train_dataset(
     `columns` are the shards' (image, latent, caption) column names; `vae` is the teacher
     folder (or a VAE folder) whose encoder the `EncodeImages` actors load.
     """
-    import pyarrow.parquet as pq
     from ray.data import ActorPoolStrategy
 
     image, latent, caption = columns
-    fmt = shard_format(pq.read_schema(files[0]).names, image, latent, caption, fmt)
+    fmt = shard_format(parquet_columns(files[0]), image, latent, caption, fmt)
     source = image if fmt == "images" else latent
     canonical = IMAGE_COLUMN if fmt == "images" else LATENT_COLUMN
-    dataset = read_parquet(files, columns=[source, caption])  # V1: rglcd/ray_parquet.py
+    # One filesystem for all shards (they share a folder): an s3:// endpoint from the AWS
+    # environment reaches Ray Data's read tasks on every node (rglcd/storage.py).
+    filesystem = storage.parse(files[0])[0]
+    paths = [storage.parse(f)[1] for f in files]
+    dataset = read_parquet(paths, columns=[source, caption], filesystem=filesystem)  # V1
     renames = {k: v for k, v in {source: canonical, caption: CAPTION_COLUMN}.items() if k != v}
     if renames:
         dataset = dataset.rename_columns(renames)

@@ -11,9 +11,13 @@ Environment variables (read in the worker, at every step):
   RGLCD_FAIL_AT_STEP  step index at which to die, before that step's batch is drawn.
   RGLCD_FAIL_MARKER   file created just before dying; while it exists the hook does nothing,
                       so the restarted worker group runs through (required with the above).
+                      A local path or an object-store URI (seen by every node).
   RGLCD_FAIL_RANK     the rank that dies (default 0).
   RGLCD_FAIL_MODE     "exit" (default): ``os._exit(1)``, the process vanishes like an OOM
-                      kill; "raise": a ``RuntimeError`` (an ordinary crash with a traceback).
+                      kill; "raise": a ``RuntimeError`` (an ordinary crash with a traceback);
+                      "pause": the worker stops there (for RGLCD_FAIL_PAUSE_S seconds, or for
+                      good), so that a test can take its node or the store away at a known
+                      step (the failure cases of the cluster rehearsal).
 
 The driver forwards these variables to the Ray Train workers (``worker_env``), so setting
 them where ``trainer/run.py`` or a test starts the run is enough.
@@ -22,14 +26,17 @@ them where ``trainer/run.py`` or a test starts the run is enough.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import time
+
+from rglcd import storage
 
 FAIL_AT_STEP = "RGLCD_FAIL_AT_STEP"
 FAIL_MARKER = "RGLCD_FAIL_MARKER"
 FAIL_RANK = "RGLCD_FAIL_RANK"
 FAIL_MODE = "RGLCD_FAIL_MODE"
-FAULT_VARIABLES = (FAIL_AT_STEP, FAIL_MARKER, FAIL_RANK, FAIL_MODE)
-MODES = ("exit", "raise")
+FAIL_PAUSE_S = "RGLCD_FAIL_PAUSE_S"
+FAULT_VARIABLES = (FAIL_AT_STEP, FAIL_MARKER, FAIL_RANK, FAIL_MODE, FAIL_PAUSE_S)
+MODES = ("exit", "raise", "pause")
 
 
 class InjectedFault(RuntimeError):
@@ -42,7 +49,7 @@ def worker_env() -> dict:
     return {"env_vars": env_vars} if env_vars else {}
 
 
-def _settings() -> tuple[int, Path, int, str] | None:
+def _settings() -> tuple[int, str, int, str] | None:
     at_step = os.environ.get(FAIL_AT_STEP)
     if not at_step:
         return None
@@ -55,7 +62,7 @@ def _settings() -> tuple[int, Path, int, str] | None:
         )
     if mode not in MODES:
         raise ValueError(f"{FAIL_MODE}={mode!r} is not one of {MODES}.")
-    return int(at_step), Path(marker), int(os.environ.get(FAIL_RANK, "0")), mode
+    return int(at_step), marker, int(os.environ.get(FAIL_RANK, "0")), mode
 
 
 def maybe_fail(step: int, rank: int) -> None:
@@ -64,10 +71,15 @@ def maybe_fail(step: int, rank: int) -> None:
     if settings is None:
         return
     at_step, marker, at_rank, mode = settings
-    if step != at_step or rank != at_rank or marker.exists():
+    if step != at_step or rank != at_rank or storage.exists(marker):
         return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"injected failure at step {step} on rank {rank} (pid {os.getpid()})\n")
+    storage.write_text(marker, f"injected failure at step {step} on rank {rank} "
+                       f"(pid {os.getpid()})\n")
+    if mode == "pause":
+        deadline = time.monotonic() + float(os.environ.get(FAIL_PAUSE_S, "inf"))
+        while time.monotonic() < deadline:  # no limit: until the node is taken away
+            time.sleep(0.5)
+        return
     if mode == "raise":
         raise InjectedFault(f"injected failure at step {step} on rank {rank}")
     os._exit(1)  # no cleanup, no exception: the worker process is simply gone

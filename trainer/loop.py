@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from reward_service.scorers.registry import build_scorer
+from rglcd import storage
 from trainer.checkpointing import (
     TrainState,
     checkpoint_name,
@@ -154,7 +155,7 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.task)
         self.scaler = torch.amp.GradScaler(enabled=cfg.model.mixed_precision == "fp16")
         self.state = train_state(cfg, self.task, self.optimizer)
-        self.output_dir = cfg.output_dir
+        self.output_dir = cfg.output_dir  # a path or URI: written through rglcd/storage.py
 
     def resume(self, checkpoint_dir: Path | None, verified: bool = False) -> None:
         """Load a checkpoint (verified here unless `verified`; a corrupt one raises)."""
@@ -201,18 +202,20 @@ class Trainer:
             return None
         return save_checkpoint(directory / checkpoint_name(self.state.step), self.state)
 
-    def write_samples(self, step: int) -> Path | None:
+    def write_samples(self, step: int) -> str | None:
         """Rank 0: PNG grid of 1/2/4-step samples of the EMA target (LCM-LoRA: the student)."""
         if self.rank != 0 or not self.cfg.data.validation_prompts:
             return None
 
-        path = self.output_dir / SAMPLES_SUBDIR / f"step_{step:06d}.png"
-        return write_validation_grid(
-            self.task.target_net, self.task.teacher, self.cfg.data.validation_prompts, path,
-            seed=self.cfg.seed,
-        )
+        location = storage.join(self.output_dir, SAMPLES_SUBDIR, f"step_{step:06d}.png")
+        with storage.staged_file(location) as path:
+            write_validation_grid(
+                self.task.target_net, self.task.teacher, self.cfg.data.validation_prompts, path,
+                seed=self.cfg.seed,
+            )
+        return location
 
-    def export(self) -> Path:
+    def export(self) -> str:
         """Rank 0: the target UNet + teacher parts + LCMScheduler as a pipeline folder; LCM-LoRA:
         the adapters (<output_dir>/lora) and, with model.lora.export_fused, a fused pipeline."""
         from trainer.export import export_pipeline  # deferred: loads diffusers
@@ -226,13 +229,16 @@ class Trainer:
             "tokenizer": teacher.tokenizer,
             "scheduler": teacher.scheduler,
         }
-        return export_pipeline(
-            self.task.target, parts, self.output_dir / PIPELINE_SUBDIR,
-            original_inference_steps=self.cfg.lcd.num_ddim_timesteps,
-        )
+        location = storage.join(self.output_dir, PIPELINE_SUBDIR)
+        with storage.staged_dir(location) as folder:
+            export_pipeline(
+                self.task.target, parts, folder,
+                original_inference_steps=self.cfg.lcd.num_ddim_timesteps,
+            )
+        return location
 
 
-    def export_lora(self) -> Path:
+    def export_lora(self) -> str:
         """Adapters in diffusers' LoRA format; optionally the fused teacher pipeline too."""
         from trainer.export import (  # deferred: loads diffusers
             export_fused_lora_pipeline,
@@ -240,17 +246,18 @@ class Trainer:
         )
 
         model = self.cfg.model
-        adapters = export_lora_adapters(
-            self.task.student, self.output_dir / LORA_SUBDIR, model.family
-        )
-        if model.lora.export_fused:
-            folder = teacher_folder(model.teacher, model.revision, model.family)
-            export_fused_lora_pipeline(
-                adapters, folder, self.output_dir / PIPELINE_SUBDIR, model.family,
-                original_inference_steps=self.cfg.lcd.num_ddim_timesteps,
-                vae=self.task.teacher.vae if model.vae else None,
-            )
-        return adapters
+        location = storage.join(self.output_dir, LORA_SUBDIR)
+        with storage.staged_dir(location) as folder:
+            adapters = export_lora_adapters(self.task.student, folder, model.family)
+            if model.lora.export_fused:
+                teacher = teacher_folder(model.teacher, model.revision, model.family)
+                with storage.staged_dir(storage.join(self.output_dir, PIPELINE_SUBDIR)) as fused:
+                    export_fused_lora_pipeline(
+                        adapters, teacher, fused, model.family,
+                        original_inference_steps=self.cfg.lcd.num_ddim_timesteps,
+                        vae=self.task.teacher.vae if model.vae else None,
+                    )
+        return location
 
 
 def _due(step: int, every: int, last: bool) -> bool:

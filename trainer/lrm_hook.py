@@ -42,6 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 from reward_service.latents import LatentDecoder
+from rglcd import storage
 from trainer.expert_queue import ExpertAnswer, ExpertQueue, LatentExpert
 from trainer.lrm import (
     PAIRS,
@@ -278,7 +279,8 @@ def build_lrm_hook(
     if cfg.lrm.decode_on_worker:
         expert = worker_decoded(cfg, expert, vae)
     lrm_cfg = cfg.lrm
-    lrm = LatentRewardModel.from_pretrained(lrm_cfg.checkpoint).to(device)
+    # A path, pkg:// location or s3:// / gs:// folder, copied once per node into its cache.
+    lrm = LatentRewardModel.from_pretrained(storage.local_copy(lrm_cfg.checkpoint)).to(device)
     # The longest synchronous wait: the client's own worst case (every attempt timing out,
     # with its backoff), plus the trip of its missing result back to this thread.
     sync_timeout = expert.worst_case_s + ANSWER_MARGIN_S

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rglcd import storage
 from trainer.family import TEACHER_SUBFOLDERS, family_of_unet, model_family
 from trainer.lcd.predictions import check_prediction_type
 
@@ -60,7 +61,17 @@ class TeacherParts:
 
 
 def _local_folder(source: str) -> Path | None:
-    path = Path(source).expanduser()
+    """A folder on this node for `source`: itself when local (pkg:// found in this node's
+    package), a node-local cached copy of an s3:// / gs:// folder; None for a hub id."""
+    if not storage.is_local(source):
+        try:
+            return Path(storage.local_copy(source))  # one download per node (file-locked)
+        except (FileNotFoundError, OSError) as err:
+            raise ValueError(
+                f"model folder {source!r} could not be read ({err}); check the URI and the "
+                "storage credentials (docs/cluster.md, Storage)"
+            ) from err
+    path = Path(storage.local_path(source))
     return path if path.exists() else None
 
 
@@ -137,13 +148,37 @@ def teacher_folder(source: str, revision: str | None = None, family: str = "sd")
 def check_teacher_source(source: str, revision: str | None = None, family: str = "sd") -> str:
     """Driver-side validation (no model loading): family and the scheduler's prediction type.
 
-    Reads only the UNet's and the scheduler's JSON configs, so it costs milliseconds.
+    Reads only the UNet's and the scheduler's JSON configs, so it costs milliseconds; a
+    teacher in object storage is read in place (the workers download it, not the driver).
     """
-    folder = teacher_folder(source, revision, family)
-    config = _json_config(folder / "scheduler" / "scheduler_config.json")
+    if not storage.is_local(source):
+        config = _remote_teacher_config(source, family)
+    else:
+        folder = teacher_folder(source, revision, family)
+        config = _json_config(folder / "scheduler" / "scheduler_config.json")
     prediction_type = config.get("prediction_type", "epsilon")
     check_prediction_type(prediction_type)
     return prediction_type
+
+
+def _remote_teacher_config(source: str, family: str) -> dict:
+    """teacher_folder's checks on a folder in object storage; returns its scheduler config."""
+
+    def read(*parts: str) -> dict:
+        try:
+            return json.loads(storage.read_text(storage.join(source, *parts)))
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"model.teacher={source!r}: cannot read {'/'.join(parts)} ({err}); point it at "
+                "a diffusers pipeline folder and check the storage credentials"
+            ) from err
+
+    check_family(read("unet", "config.json"), family, source)
+    missing = [n for n in model_family(family).subfolders if not storage.is_dir(
+        storage.join(source, n))]
+    if missing:
+        raise ValueError(f"model.teacher={source!r} lacks the subfolders {missing}")
+    return read("scheduler", "scheduler_config.json")
 
 
 def load_vae(source: str, revision: str | None = None) -> AutoencoderKL:

@@ -9,8 +9,8 @@ so a rerun from a checkpoint leaves no duplicate steps.
 
 The driver cannot see per-step results while ``TorchTrainer.fit()`` runs (Ray Train V2 keeps
 only metrics reported with a checkpoint), so ``MetricsFollower`` tails ``metrics.jsonl`` and
-feeds a tqdm ``ProgressLine``; this works when the output directory is visible to the driver
-(one machine, or shared storage).
+feeds a tqdm ``ProgressLine``; the output directory is a local path, shared storage or an
+object-store URI the driver can read.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from tqdm import tqdm
+
+from rglcd import storage
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +54,12 @@ def _is_number(value: Any) -> bool:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """All complete, valid lines of a metrics file (a torn last line from a crash is skipped)."""
-    path = Path(path)
-    if not path.is_file():
+    """All complete, valid lines of a metrics file, local or in object storage (a torn last
+    line from a crash is skipped)."""
+    if not storage.is_file(str(path)):
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in storage.read_text(str(path)).splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -120,6 +123,8 @@ class MetricsLogger:
 
     `start_step` is the first step this run will log (the resumed checkpoint's step, or 0);
     existing lines at or after it are dropped before appending. Other ranks log nothing.
+    `output_dir` may be an object-store URI: the file is then kept in a local temporary
+    folder (continuing a resumed run's copy) and uploaded after every logged line.
     """
 
     def __init__(
@@ -131,12 +136,20 @@ class MetricsLogger:
         counter_keys: Iterable[str] = COUNTER_KEYS,
         publish_to_ray: bool = True,
     ) -> None:
-        self.path = Path(output_dir) / METRICS_FILE
+        self.location = storage.join(str(output_dir), METRICS_FILE)
         self.active = rank == 0
         self._handle: TextIO | None = None
         self._ray: _RayPublisher | None = None
+        self._staging: tempfile.TemporaryDirectory | None = None
         if not self.active:
             return
+        if storage.is_local(self.location):
+            self.path = Path(storage.local_path(self.location))
+        else:
+            self._staging = tempfile.TemporaryDirectory(prefix="rglcd-metrics-")
+            self.path = Path(self._staging.name) / METRICS_FILE
+            if storage.is_file(self.location):
+                self.path.write_bytes(storage.read_bytes(self.location))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         truncate_metrics(self.path, start_step)
         self._handle = self.path.open("a", encoding="utf-8")
@@ -155,6 +168,8 @@ class MetricsLogger:
         row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
         self._handle.write(json.dumps(row) + "\n")
         self._handle.flush()
+        if self._staging is not None:
+            storage.upload_file(self.path, self.location)
         if self._ray is not None:
             self._ray.publish(row)
 
@@ -162,6 +177,10 @@ class MetricsLogger:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        if self._staging is not None:
+            storage.upload_file(self.path, self.location)
+            self._staging.cleanup()
+            self._staging = None
 
     def __enter__(self) -> MetricsLogger:
         return self
@@ -215,6 +234,8 @@ class ProgressLine:
 class MetricsFollower(threading.Thread):
     """Tail a ``metrics.jsonl`` in the background and feed each new line to a ``ProgressLine``.
 
+    The file may be in object storage (re-read whole at each poll: it is small).
+
     Use around the blocking ``trainer.fit()``::
 
         follower = MetricsFollower(output_dir / METRICS_FILE, ProgressLine(total_steps))
@@ -227,7 +248,7 @@ class MetricsFollower(threading.Thread):
 
     def __init__(self, path: str | Path, progress: ProgressLine, poll_s: float = 1.0) -> None:
         super().__init__(name="metrics-follower", daemon=True)
-        self.path = Path(path)
+        self.location = str(path)
         self.progress = progress
         self.poll_s = poll_s
         self._stop_event = threading.Event()
@@ -236,14 +257,14 @@ class MetricsFollower(threading.Thread):
 
     def poll(self) -> int:
         """Read lines appended since the last poll; return how many metrics rows were fed."""
-        if not self.path.is_file():
+        try:
+            data = storage.read_bytes(self.location) if storage.is_file(self.location) else b""
+        except OSError:  # the store is unreachable for a moment: try again at the next poll
             return 0
-        if self.path.stat().st_size < self._offset:  # rewritten by a resume: start over
+        if len(data) < self._offset:  # rewritten by a resume: start over
             self._offset, self._partial = 0, ""
-        with self.path.open("r", encoding="utf-8") as handle:
-            handle.seek(self._offset)
-            chunk = handle.read()
-            self._offset = handle.tell()
+        chunk = data[self._offset:].decode("utf-8", errors="replace")
+        self._offset = len(data)
         lines = (self._partial + chunk).split("\n")
         self._partial = lines.pop()  # an unfinished last line waits for the next poll
         fed = 0

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rglcd import storage
 from trainer.monitoring import COUNTER_KEYS, METRICS_FILE, SKIPPED_REWARD_UPDATES, read_metrics
 
 REPORT_FILE = "report.md"
@@ -63,7 +64,9 @@ def summarize_metrics(
 
 def summarize_metrics_file(output_dir: str | Path, last_n: int = 10) -> dict:
     """``summarize_metrics`` of ``<output_dir>/metrics.jsonl``."""
-    return summarize_metrics(read_metrics(Path(output_dir) / METRICS_FILE), last_n=last_n)
+    return summarize_metrics(
+        read_metrics(storage.join(str(output_dir), METRICS_FILE)), last_n=last_n
+    )
 
 
 def _dump(config: Any) -> dict:
@@ -185,15 +188,15 @@ def write_run_report(
     metrics_summary: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     defaults: Any = None,
-) -> Path:
-    """Write ``<output_dir>/report.md``; return its path.
+) -> str:
+    """Write ``<output_dir>/report.md`` (a path or URI); return its location.
 
     `metrics_summary` defaults to ``summarize_metrics_file(output_dir)``. `extra` holds
     anything else worth a line, e.g. ``{"pipeline": path, "checkpoints": path, "sample
     grids": [paths], "wall time (s)": 512.3}``; sequences become bullet lists.
     `defaults` is the default config (a pydantic config's class defaults if omitted).
     """
-    output_dir = Path(output_dir)
+    output_dir = str(output_dir)
     summary = metrics_summary if metrics_summary is not None else summarize_metrics_file(output_dir)
     lines = ["# RG-LCD run report", "", f"Output directory: `{output_dir}`", ""]
     lines += _config_section(config, defaults)
@@ -206,7 +209,6 @@ def write_run_report(
             else:
                 lines.append(f"- {key}: {_fmt(str(value) if isinstance(value, Path) else value)}")
         lines.append("")
-    path = output_dir / REPORT_FILE
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    location = storage.join(output_dir, REPORT_FILE)
+    storage.write_text(location, "\n".join(lines))
+    return location

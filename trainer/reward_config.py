@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rglcd.config_base import StrictModel
-from rglcd.toy.paths import TOY_LRM_DIR
+from rglcd.toy.paths import TOY_LRM
 
 
 class RewardConfig(StrictModel):
@@ -66,7 +66,9 @@ class RewardConfig(StrictModel):
 class LRMConfig(StrictModel):
     """Latent proxy reward model and its online finetuning (section 4.2, Algorithm 4)."""
 
-    checkpoint: str = Field(str(TOY_LRM_DIR), description="Pretrained LRM folder.")
+    checkpoint: str = Field(
+        TOY_LRM, description="Pretrained LRM folder: a path, s3:// / gs:// URI or pkg:// location."
+    )
     expert: str = Field("toy-judge", description="Expert scorer in serve.scorers (any kind).")
     expert_vae: str | None = Field(
         None,

@@ -12,49 +12,42 @@ serves; with a config it runs the same code on real checkpoints and GPUs.
 The first form (also `rglcd-train`) starts a local Ray instance, dashboard included
 (http://127.0.0.1:8265 or the next free port, printed at start), unless RAY_ADDRESS names a
 cluster; the second runs on the cluster that `ray start --head` (with its dashboard) started.
-Outputs land in `<output.root_dir>/<run_name>` (relative paths resolve against the job's
-working directory, so with `ray job submit` pass an absolute output.root_dir); rerunning with
-the same run name resumes from its last checkpoint. Everything that can be checked is checked
+Outputs land in `<output.root_dir>/<run_name>`, a local or NFS path or an s3:// / gs:// URI
+(docs/cluster.md, Storage): checkpoints (Ray Train's storage), metrics, samples, report and the
+exported pipeline, all written there; the driver prints where. A relative path is relative to
+the driver's working directory, so on a cluster whose nodes share no disk give a URI. Model
+folders (model.teacher, lrm.checkpoint, scorer checkpoints) are opened on the node that loads
+them: `pkg://` locations in that node's copy of the package, URIs copied once per node into its
+cache. Rerunning with the same run name resumes from its last checkpoint. Everything that can be checked is checked
 before Ray starts: a bad config fails in a second with a message naming the key to change. The
 console shows one progress line; the workers' and the reward service's logs (Serve access
 logs, library warnings) stay in Ray's log files, which the dashboard's Logs page shows.
 
-Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code:
-  * Toy defaults (600 steps, batch 16, lr 1e-4) instead of 10k steps, batch 256/40, lr 1e-6
-    on SD2.1: the toy UNet is ~200x smaller and the run must fit ~10 minutes of CPU.
-  * Each sample's noise, solver index and guidance scale are drawn from (seed, step, content
-    hash of the sample), so a run's numbers do not depend on the number of workers and a
-    resumed run repeats the uninterrupted one exactly; the paper draws from one global RNG.
-  * The unconditional embedding is the text encoder's output for "" (as SD trains it), not
-    zeros; the EMA runs target <- mu target + (1 - mu) online (Algorithm 3, not eq. 6's text).
-  * Every worker reads the same ordered data stream and keeps its slice of each global batch
-    (deterministic sharding) instead of Ray Data's dynamic streaming split.
-  * With the LRM, the expert's scores arrive asynchronously: the LRM update for step t runs
-    when they arrive (at most lrm.max_staleness_steps later), not within step t as in
-    Algorithm 4; late or missing scores skip that update and are counted, never filled in
-    (trainer/lrm_hook.py).
-  * Optional, off by default: `reward.timestep_window=[low, high]` applies the reward term
-    only to samples whose t_{n+k} lies in the window (eq. 11 weighs every sample).
+Deliberate departures from the paper (RG-LCD, Li et al.) and its reference code: the complete
+list is docs/method.md §9 (among them: eq. 12's KL taken as KL(Q || P) as the reference code
+does, fixed tau_L = tau_E = 0.01, toy learning rates of 1e-4 for the student and the LRM,
+beta 3 for the LRM, 600 steps of 16, asynchronous expert scores, seeded per-sample noise).
 """
 
 from __future__ import annotations
 
 import argparse
+import posixpath
 import sys
 import time
-from pathlib import Path
 
 # `python trainer/run.py` puts trainer/ first on sys.path: the imports below resolve through
 # the installed package (`make env`; Ray's working_dir puts the job's copy on PYTHONPATH),
 # and no module in trainer/ takes a top-level package's name (tests/unit/test_entry_points.py).
 from reward_service.scorers.registry import describe_scorer
+from rglcd import storage
 from rglcd.configuration import ConfigError
 from rglcd.recipes import DEFAULT_RECIPE
 from trainer.checkpointing import verify_checkpoint
-from trainer.config import RGLCDConfig, is_local_path, load_trainer_config
+from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.config_checks import isolated_direct_reward_problem
 from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
-from trainer.data import build_train_dataset, parquet_files, shard_format
+from trainer.data import build_train_dataset, parquet_columns, parquet_files, shard_format
 from trainer.faults import worker_env
 from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
 from trainer.loop import optimizer_class
@@ -82,29 +75,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def absolute_paths(cfg: RGLCDConfig) -> RGLCDConfig:
-    """Local paths made absolute, so workers with another working directory find them."""
-    updates = {"output": {"root_dir": str(Path(cfg.output.root_dir).expanduser().resolve())}}
-    if cfg.output.dir:
-        updates["output"]["dir"] = str(Path(cfg.output.dir).expanduser().resolve())
-    if cfg.data.train_path:
-        updates["data"] = {"train_path": str(Path(cfg.data.train_path).expanduser().resolve())}
-    data = cfg.model_dump()
-    for section, values in updates.items():
-        data[section].update(values)
-    _absolute(data["model"], ("teacher", "vae"))
-    _absolute(data["lrm"], ("checkpoint",))
-    for scorer in data["serve"]["scorers"]:
-        _absolute(scorer, ("checkpoint", "processor"))
-    return RGLCDConfig.model_validate(data)
+def run_storage(cfg: RGLCDConfig) -> str:
+    """The run's storage as this driver sees it (a relative path made absolute here, where
+    Ray Train's storage is set up); printed so a user knows where the outputs go."""
+    location = cfg.output_dir
+    return storage.local_path(location) if storage.is_local(location) else location
 
 
-def _absolute(section: dict, keys: tuple[str, ...]) -> None:
-    """Make each of `keys` absolute where it names an existing local path (not a hub id)."""
-    for key in keys:
-        value = section.get(key)
-        if value and is_local_path(value) and Path(value).expanduser().exists():
-            section[key] = str(Path(value).expanduser().resolve())
+def warn_if_storage_is_node_local(cfg: RGLCDConfig) -> None:
+    """On a cluster of several nodes a local output path must be a shared disk: say so."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and storage.is_local(cfg.output_dir):
+        print(
+            f"warning: output.root_dir={cfg.output.root_dir!r} is a local path on a cluster of "
+            f"{len(nodes)} nodes; unless every node mounts it (NFS), set output.root_dir to an "
+            "s3:// or gs:// URI (docs/cluster.md, Storage).",
+            file=sys.stderr,
+        )
 
 
 def validate_before_ray(cfg: RGLCDConfig) -> None:
@@ -146,12 +135,10 @@ def validate_before_ray(cfg: RGLCDConfig) -> None:
 
 
 def _data_problems(cfg: RGLCDConfig) -> list[str]:
-    import pyarrow.parquet as pq
-
     data = cfg.data
     try:
         files = parquet_files(cfg.train_data_path)
-        columns = pq.read_schema(files[0]).names
+        columns = parquet_columns(files[0])
         names = (data.image_column, data.latent_column, data.caption_column)
         shard_format(columns, *names, data.format)
     except (ValueError, OSError) as err:
@@ -160,7 +147,8 @@ def _data_problems(cfg: RGLCDConfig) -> list[str]:
 
 
 def prepare_toy_data(cfg: RGLCDConfig) -> None:
-    """The toy default: render the training scenes into Parquet shards if they are missing."""
+    """The toy default: render the training scenes into Parquet shards in the run's storage
+    (<output.root_dir>/toy-data) if they are missing."""
     if cfg.uses_toy_data:
         from rglcd.toy.data import ensure_toy_dataset  # deferred: loads pyarrow
 
@@ -224,7 +212,9 @@ def build_trainer(cfg: RGLCDConfig):
         encoder_actors=encoder_actors(cfg),
         revision=None if cfg.model.vae else cfg.model.revision,
     )
-    output_dir = cfg.output_dir
+    # Ray Train's storage is the run's: (filesystem, path) from rglcd/storage.py, so an s3://
+    # endpoint from the AWS environment (an S3-compatible store) reaches Ray Train too.
+    filesystem, run_path = storage.parse(cfg.output_dir)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.model_dump(mode="json")},
@@ -232,11 +222,14 @@ def build_trainer(cfg: RGLCDConfig):
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
-            resources_per_worker={"CPU": scaling.cpus_per_worker, "GPU": gpus},
+            resources_per_worker={
+                "CPU": scaling.cpus_per_worker, "GPU": gpus, **scaling.resources
+            },
         ),
         run_config=RunConfig(
-            storage_path=str(output_dir.parent),
-            name=output_dir.name,
+            storage_path=posixpath.dirname(run_path),
+            storage_filesystem=filesystem,
+            name=posixpath.basename(run_path),
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.output.keep_checkpoints),
             worker_runtime_env=worker_env(),  # trainer/faults.py's test variables
@@ -251,7 +244,8 @@ def build_trainer(cfg: RGLCDConfig):
 
 def fit(cfg: RGLCDConfig):
     """Run the TorchTrainer with a progress line fed from metrics.jsonl; return its Result."""
-    follower = MetricsFollower(cfg.output_dir / METRICS_FILE, ProgressLine(cfg.lcd.max_steps))
+    location = storage.join(cfg.output_dir, METRICS_FILE)
+    follower = MetricsFollower(location, ProgressLine(cfg.lcd.max_steps))
     follower.start()
     try:
         return build_trainer(cfg).fit()
@@ -259,15 +253,18 @@ def fit(cfg: RGLCDConfig):
         follower.stop()
 
 
-def write_report(cfg: RGLCDConfig, seconds: float) -> Path:
-    output_dir = cfg.output_dir
-    grids = sorted(str(p) for p in (output_dir / SAMPLES_SUBDIR).glob("*.png"))
-    rows = read_metrics(output_dir / METRICS_FILE) if (output_dir / METRICS_FILE).exists() else []
-    curves = plot_curves(rows, output_dir / CURVES_FILE)
+def write_report(cfg: RGLCDConfig, seconds: float) -> str:
+    output_dir = run_storage(cfg)
+    grids = storage.list_files(storage.join(output_dir, SAMPLES_SUBDIR), "*.png")
+    rows = read_metrics(storage.join(output_dir, METRICS_FILE))
+    with storage.staged_file(storage.join(output_dir, CURVES_FILE)) as path:
+        curves = plot_curves(rows, path) and storage.join(output_dir, CURVES_FILE)
     lora = cfg.model.lora
+    pipeline = storage.join(output_dir, PIPELINE_SUBDIR)
+    adapters = storage.join(output_dir, LORA_SUBDIR)
     extra = {
-        "pipeline": output_dir / PIPELINE_SUBDIR if not lora or lora.export_fused else "none",
-        "lora adapters": output_dir / LORA_SUBDIR if lora else "none (full-UNet student)",
+        "pipeline": pipeline if not lora or lora.export_fused else "none",
+        "lora adapters": adapters if lora else "none (full-UNet student)",
         "checkpoints": output_dir,
         "sample grids": grids,
         "training curves": curves or "no metrics logged",
@@ -281,17 +278,19 @@ def write_report(cfg: RGLCDConfig, seconds: float) -> Path:
     return write_run_report(output_dir, cfg, extra=extra)
 
 
-def check_resume_checkpoint(cfg: RGLCDConfig) -> Path | None:
+def check_resume_checkpoint(cfg: RGLCDConfig) -> str | None:
     """Verify the checkpoint a rerun of this run name resumes from, on the driver.
 
     Ray Train resumes from the newest ``checkpoint_<time>`` folder of the run's directory;
     a corrupt or partial one raises CheckpointError here, before Ray starts (each worker
-    verifies again when it loads). Returns the verified folder, or None for a fresh run.
+    verifies again when it loads). In object storage it is not downloaded here: each worker
+    verifies its downloaded copy. Returns the newest checkpoint's location, or None.
     """
-    found = sorted(p for p in cfg.output_dir.glob("checkpoint_*") if p.is_dir())
+    found = storage.list_dirs(cfg.output_dir, "checkpoint_*")
     if not found:
         return None
-    verify_checkpoint(found[-1])
+    if storage.is_local(found[-1]):
+        verify_checkpoint(storage.local_path(found[-1]))
     return found[-1]
 
 
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args = parse_args(argv)
     try:
-        cfg = absolute_paths(load_trainer_config(args.config, args.overrides))
+        cfg = load_trainer_config(args.config, args.overrides)
         validate_before_ray(cfg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -311,8 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:  # CheckpointError: say so before any Ray work starts
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(f"Run storage: {run_storage(cfg)}", flush=True)
     prepare_toy_data(cfg)
     connect_ray(cfg)
+    warn_if_storage_is_node_local(cfg)
     try:
         check_gpu_placement(cfg)
         ensure_reward_service(cfg)
@@ -323,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     report = write_report(cfg, time.perf_counter() - start)
     print(f"RG-LCD run finished in {time.perf_counter() - start:.0f} s.")
     exported = "lora/" if cfg.model.lora else "pipeline/"
-    print(f"Outputs: {cfg.output_dir} ({exported}, report: {report.name})")
+    print(f"Outputs: {run_storage(cfg)} ({exported}, report: {storage.basename(report)})")
     return 0
 
 

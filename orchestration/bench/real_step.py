@@ -145,7 +145,6 @@ def build_real(cfg: RGLCDConfig, precision: Precision) -> Built:
     from diffusers import DDPMScheduler
     from transformers import AutoTokenizer
 
-
     parts = build_parts(recipe_archs(cfg), precision.frozen)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     teacher = TeacherParts(
@@ -174,7 +173,6 @@ class MadeUpExpert:
         self._request = (step, triplets, captions)
 
     def collect(self, step):
-
         at, triplets, captions = self._request
         n = len(captions)
         return [ExpertAnswer(at, triplets, captions, torch.randn(n, 3),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from rglcd import storage
 from trainer.config import RGLCDConfig
 from trainer.lrm.model import LatentRewardModel, LRMArchitecture
 
@@ -53,11 +54,16 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def _local_folder(location: str) -> Path | None:
+    """The folder of a local location (pkg:// found in this package); None for a URI."""
+    return Path(storage.local_path(location)) if storage.is_local(location) else None
+
+
 def teacher_archs(cfg: RGLCDConfig) -> tuple[str, Path]:
     """(name, folder) of the teacher's configs: a committed set, or a local pipeline folder."""
     teacher = cfg.model.teacher
-    local = Path(teacher).expanduser()
-    if (local / "unet" / "config.json").exists():
+    local = _local_folder(teacher)
+    if local is not None and (local / "unet" / "config.json").exists():
         return local.name, local
     if teacher in TEACHER_ARCHS:
         name = TEACHER_ARCHS[teacher]
@@ -81,8 +87,10 @@ def lrm_config(cfg: RGLCDConfig) -> dict | None:
     """The LRM's config: the checkpoint's own when it exists locally, else the SD-sized one."""
     if not cfg.uses_lrm:
         return None
-    local = Path(cfg.lrm.checkpoint).expanduser() / "config.json"
-    return _read(local) if local.exists() else _read(ARCH_ROOT / "lrm" / "config.json")
+    folder = _local_folder(cfg.lrm.checkpoint)
+    if folder is not None and (folder / "config.json").exists():
+        return _read(folder / "config.json")
+    return _read(ARCH_ROOT / "lrm" / "config.json")
 
 
 def expert_config(kind: str) -> dict | None:
@@ -148,7 +156,6 @@ def build_parts(archs: ArchConfigs, frozen_dtype: torch.dtype = torch.float32) -
     with default_dtype(frozen_dtype):
         parts = _build(archs)
     if archs.lrm is not None:
-
         parts.lrm = LatentRewardModel(LRMArchitecture.from_dict(archs.lrm)).requires_grad_(False).eval()
     return parts
 

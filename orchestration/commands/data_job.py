@@ -111,16 +111,19 @@ def read_samples(cfg: DataJobConfig):
     """A Ray Dataset of raw samples: key, image (bytes), caption (str or None)."""
     import ray.data
 
+    filesystem, path = resolve_uri(cfg.input)  # one filesystem object: the S3 endpoint travels
     if cfg.input_format() == "webdataset":
         dataset = ray.data.read_webdataset(
-            cfg.input,
+            path,
+            filesystem=filesystem,
             decoder=None,  # keep raw bytes: a broken image must be skipped, not crash the read
             suffixes=["jpg", "jpeg", "png", "webp", "txt", "json"],
             file_extensions=["tar"],
         )
         return dataset.map_batches(_from_webdataset, batch_format="pandas")
     dataset = read_parquet(  # V1 datasource: rglcd/ray_parquet.py
-        cfg.input, columns=[cfg.image_column, cfg.caption_column], include_paths=True
+        path, columns=[cfg.image_column, cfg.caption_column], include_paths=True,
+        filesystem=filesystem,
     )
     return dataset.map_batches(
         _from_parquet,

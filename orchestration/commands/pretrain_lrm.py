@@ -28,8 +28,10 @@ among captions that differ in it only: "heldout_all_shape_accuracy" etc.), and s
 (fp16 safetensors + config + tokenizer + ``pretrain_metrics.json``) as the checkpoint, which
 is copied to ``--output`` at the end.
 
-With ``data.latents`` each worker reads its share of the training shards and rank 0 reports
-retrieval on the held-out shard ("heldout_*" metrics); configs/lrm/sd-latents.yaml sizes the
+With ``data.latents`` (a local folder or an s3:// / gs:// URI) the training shards stream: Ray
+Data splits them between the workers (a local run reads them batch by batch), so memory does
+not grow with the number of rows (``python -m orchestration.bench.stream_memory lrm``); rank 0
+reports retrieval on the held-out shard ("heldout_*" metrics); configs/lrm/sd-latents.yaml sizes the
 latent tower for SD latents (patch 4, width 512, 12 blocks, 8 heads: the reference code's
 ViT). The output folder is what the SD recipes' ``lrm.checkpoint`` loads.
 
@@ -52,6 +54,7 @@ import torch
 
 from orchestration.paths import REPO_ROOT
 from orchestration.pretrain_lrm_config import LRMPretrainConfig
+from rglcd import storage
 from rglcd.config_cli import config_from_args, config_parser, parse_config_args
 from rglcd.paths import PACKAGES_ROOT
 from rglcd.toy.data import ensure_toy_dataset, read_toy_images
@@ -63,7 +66,16 @@ from trainer.lrm import (
     pretrain_groups,
     set_trainable,
 )
-from trainer.lrm.latent_shards import latent_split, read_manifest, split_shards
+from trainer.lrm.latent_shards import (
+    batch_split,
+    latent_dataset,
+    latent_split,
+    local_batches,
+    peak_rss_mb,
+    ray_batches,
+    read_manifest,
+    split_shards,
+)
 from trainer.lrm.pretrain import (
     cache_caption_embeddings,
     contrastive_step,
@@ -150,32 +162,50 @@ def _heldout_latents(config: dict, tokenizer) -> dict:
     return {"heldout": latent_split(heldout, tokenizer)}
 
 
-def _toy_data(config: dict, rank: int, world: int, device: torch.device):
-    """(model, this rank's training split, rank 0's eval splits): toy images VAE-encoded here."""
+def _toy_data(config: dict, rank: int, world: int, device: torch.device, stream=None):
+    """(model, this rank's batches, rank 0's eval splits): toy images VAE-encoded here.
+
+    The toy split is small: it is held, and each step draws a random batch of it.
+    """
     vae = _load_vae(config).to(device)
     model = _build_model(config, vae.config.latent_channels, vae.config.scaling_factor)
     model = model.to(device)
     train = _load_split(config, "train", vae, model.tokenizer, rank, world)
     eval_data = _load_eval_splits(config, vae, model.tokenizer) if rank == 0 else {}
-    return model, train, eval_data
+    if config["text_blocks"] == 0:
+        cache_caption_embeddings(model, train)  # locked text tower: embed captions once
+    generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
+
+    def batches():
+        while True:
+            yield train, torch.randint(len(train), (config["batch_size"],), generator=generator)
+
+    return model, batches(), eval_data
 
 
-def _latent_data(config: dict, rank: int, world: int, device: torch.device):
-    """(model, this rank's training split, rank 0's held-out split) from data_job's shards."""
+def _latent_data(config: dict, rank: int, world: int, device: torch.device, stream=None):
+    """(model, this rank's streamed batches, rank 0's held-out split) from data_job's shards.
+
+    `stream` yields (latents, captions) batches (Ray Train: this worker's share of the Ray
+    Dataset); None reads the training shards here (a local run).
+    """
     manifest = read_manifest(config["latents"])
     train_files, _ = split_shards(config["latents"], config["heldout_shards"])
-    mine = train_files[rank::world]
-    if not mine:
-        raise ValueError(
-            f"{len(train_files)} training shard(s) for {world} workers: rank {rank} has none; "
-            "use fewer scaling.num_workers or write more, smaller shards (rglcd-data-job "
-            "rows_per_shard)"
-        )
     channels, scaling = manifest["latent_shape"][0], manifest["scaling_factor"]
     model = _build_model(config, channels, scaling).to(device)
-    train = latent_split(mine, model.tokenizer, config["max_rows"])
     eval_data = _heldout_latents(config, model.tokenizer) if rank == 0 else {}
-    return model, train, eval_data
+    if stream is None:
+        stream = local_batches(train_files, config["batch_size"], config["seed"] + rank,
+                               config["max_rows"])
+
+    def batches():
+        for latents, captions in stream:
+            data = batch_split(latents, captions, model.tokenizer)
+            if config["text_blocks"] == 0:
+                cache_caption_embeddings(model, data)  # locked text tower: no gradient there
+            yield data, torch.arange(len(data))
+
+    return model, batches(), eval_data
 
 
 def _load_vae(config: dict):
@@ -237,31 +267,36 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     if config["use_gpu"]:
         config = {**config, "device": str(ray.train.torch.get_device())}
+    stream = None
+    if config["latents"]:  # this worker's share of the streamed training shards
+        stream = ray_batches(ray.train.get_dataset_shard("train"), config["batch_size"],
+                             config["seed"] + ctx.get_world_rank())
     train_lrm(config, ctx.get_world_rank(), ctx.get_world_size(),
-              ray.train.torch.prepare_model, publish)  # DDP when world > 1
+              ray.train.torch.prepare_model, publish, stream)  # DDP when world > 1
 
 
-def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> None:
-    """Encode this rank's shard, train contrastively; rank 0 evaluates and publishes the LRM."""
+def train_lrm(config: dict, rank: int, world: int, prepare_model, publish, stream=None) -> None:
+    """Load this rank's data, train contrastively; rank 0 evaluates and publishes the LRM.
+
+    `stream`: (latents, captions) batches of the latent shards, when Ray Data reads them.
+    """
     device = torch.device(config["device"])
     load = _latent_data if config["latents"] else _toy_data
-    model, train, eval_data = load(config, rank, world, device)
-    if config["text_blocks"] == 0:
-        cache_caption_embeddings(model, train)  # locked text tower: embed captions once
+    model, batches, eval_data = load(config, rank, world, device, stream)
     wrapped = prepare_model(model)
     optimizer = build_optimizer(model, lr=config["lr"], weight_decay=config["weight_decay"])
-    generator = torch.Generator().manual_seed(config["seed"] + 1000 * rank)
     minutes = config["max_minutes"]
     history, window, start = [], [], time.monotonic()
     deadline = start + 60 * minutes if minutes else None
     for step in range(1, config["steps"] + 1):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step - 1, config["steps"], config["lr"], config["warmup_steps"])
-        batch = torch.randint(len(train), (config["batch_size"],), generator=generator)
-        window.append(contrastive_step(wrapped, optimizer, train, batch)["loss"])
+        data, batch = next(batches)
+        window.append(contrastive_step(wrapped, optimizer, data, batch)["loss"])
         last = step == config["steps"] or _out_of_time(deadline, world)
         if last or step % config["eval_every"] == 0:
-            history.append({"step": step, "loss": sum(window) / len(window)})
+            history.append({"step": step, "loss": sum(window) / len(window),
+                            "peak_rss_mb": round(peak_rss_mb(), 1)})
             window = []
             _report(model, eval_data if rank == 0 else None, history, config, start, publish)
         if last:
@@ -270,20 +305,25 @@ def train_lrm(config: dict, rank: int, world: int, prepare_model, publish) -> No
 
 def run_local(config: dict) -> dict:
     """`train_lrm` in this process on its device (no Ray; e.g. one GPU), LRM to output.dir."""
-    output = Path(config["output"])
-
     def publish(metrics: dict, folder: str | None) -> None:
         if folder is not None:
-            if output.exists():
-                shutil.rmtree(output)
-            shutil.copytree(folder, output)
+            _save_lrm(folder, config["output"])
         print(json.dumps({k: v for k, v in metrics.items() if not k.endswith("num_latents")}),
               flush=True)
 
     if config["latents"] is None:
         _ensure_data(config)
     train_lrm(config, 0, 1, lambda model: model, publish)
-    return json.loads((output / METRICS_FILE).read_text(encoding="utf-8"))
+    return json.loads(storage.read_text(storage.join(config["output"], METRICS_FILE)))
+
+
+def _save_lrm(folder: str, output: str) -> None:
+    """The LRM folder to `output` (a local path or an object-store URI), replacing it."""
+    storage.remove(output)
+    if storage.is_local(output):
+        shutil.copytree(folder, storage.local_path(output))
+    else:
+        storage.upload_dir(folder, output)
 
 
 def _ensure_data(config: dict, splits=("train", *EVAL_SPLITS)) -> None:
@@ -303,25 +343,36 @@ def run(config: dict) -> dict:
     if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one
         ray.init(include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"PYTHONPATH": str(PACKAGES_ROOT)}})
+    datasets = {}
+    if config["latents"] is not None:  # streamed: Ray Train splits it between the workers
+        train_files, _ = split_shards(config["latents"], config["heldout_shards"])
+        datasets["train"] = latent_dataset(train_files, config["seed"], config["max_rows"])
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
+        datasets=datasets,
         scaling_config=ScalingConfig(num_workers=config["num_workers"],
                                      use_gpu=config["use_gpu"]),
         run_config=RunConfig(
-            storage_path=config["storage_path"],
+            **_ray_storage(config["storage_path"]),
             name=config["name"] or time.strftime("lrm-pretrain-%Y%m%d-%H%M%S"),
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"LRM pretraining produced no checkpoint: {result.error}")
-    output = Path(config["output"])
-    if output.exists():
-        shutil.rmtree(output)
     with result.checkpoint.as_directory() as checkpoint_dir:
-        shutil.copytree(checkpoint_dir, output)
-    return json.loads((output / METRICS_FILE).read_text(encoding="utf-8"))
+        _save_lrm(checkpoint_dir, config["output"])
+    return json.loads(storage.read_text(storage.join(config["output"], METRICS_FILE)))
+
+
+def _ray_storage(location: str) -> dict:
+    """RunConfig's storage arguments: a local folder, or an object store given its filesystem
+    (so an S3-compatible endpoint from the AWS environment is used by every worker)."""
+    if storage.is_local(location):
+        return {"storage_path": storage.local_path(location)}
+    fs, path = storage.parse(location)
+    return {"storage_path": path, "storage_filesystem": fs}
 
 
 def pretrain(argv: list[str] | None = None) -> dict:

@@ -1,6 +1,7 @@
 """Rehearse the real path end to end on CPU, with tiny models of the real classes.
 
     rglcd-rehearse --workdir outputs/rehearsal
+    rglcd-rehearse --workdir outputs/rehearsal --nodes 3 [--failures]   # as root
     rglcd-rehearse --workdir outputs/rehearsal \\
         --imagereward-python <venv>/bin/python     # also ImageReward as the LRM expert
 
@@ -29,6 +30,13 @@ file, the judge server (orchestration/rehearsal/judge_server.py) and, with --ima
 ImageReward's real architecture with random weights as ImageReward.pt plus an offline
 `bert-base-uncased` tokenizer, and one image scored there by the package's `score()` and
 by this project's ImageRewardScorer, which must agree (orchestration/rehearsal/imagereward_check.py).
+With `--nodes 3` the cluster is a head and two worker nodes that share no disk, each worker
+node in a mount namespace of its own (orchestration/cluster_rehearsal/), and an S3-compatible
+store on loopback (moto's server): the stand-ins are uploaded there and every stage reads and
+writes `s3://` locations only; the two training workers run one per worker node, the reward
+service on the head. A probe job checks first that a file one node writes is invisible to
+the other. `--failures` then runs the failure cases on the same cluster
+(orchestration/cluster_rehearsal/failures.py).
 Each trainer run deploys its expert as a Serve app of its own name and route. Every stage's
 output is checked (LRM folder loads, the trainer applied LRM updates from the expert's scores, the
 export loads in DiffusionPipeline, the evaluation wrote its table); a JSON summary with each
@@ -49,8 +57,9 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
-from orchestration.local_head import free_port, private_head, submit_job
-from orchestration.paths import REPO_ROOT
+from orchestration.cluster_rehearsal import failures, rehearsal
+from orchestration.local_head import free_port, private_head, run_job
+from rglcd import storage
 from rglcd.paths import PACKAGES_ROOT
 from rglcd.toy.scenes import render, sample_scenes
 
@@ -81,20 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--imagereward-python", type=Path, default=None,
                         help="python of an environment with ImageReward's pins (stage 4)")
     parser.add_argument("--steps", type=int, default=3, help="trainer steps per run")
+    parser.add_argument("--nodes", type=int, choices=(1, 3), default=1,
+                        help="3: a head and two worker nodes without a shared disk (needs root)")
+    parser.add_argument("--failures", action="store_true",
+                        help="with --nodes 3: also the node-loss and store-outage cases")
+    parser.add_argument("--toy-steps", type=int, default=0,
+                        help="with --nodes 3: also the default toy recipe for this many steps "
+                        "(600: as `python trainer/run.py`), driver and workers on other nodes")
     return parser.parse_args(argv)
-
-
-def run_job(name: str, entrypoint: list[str], head: str, env_vars: dict, log_dir: Path) -> float:
-    """`ray job submit --working-dir . -- entrypoint` to the rehearsal's head, as docs/cluster.md
-    runs each stage; the job's output goes to <log_dir>/<name>.log."""
-    start = time.perf_counter()
-    proc = submit_job(head, REPO_ROOT, entrypoint, cwd=REPO_ROOT, env_vars=env_vars)
-    output = proc.stdout + proc.stderr
-    (log_dir / f"{name}.log").write_text(output)
-    if proc.returncode != 0:
-        tail = "\n".join(output.splitlines()[-40:])
-        raise RuntimeError(f"job {name} failed (exit {proc.returncode}): {' '.join(entrypoint)}\n{tail}")
-    return time.perf_counter() - start
 
 
 def write_webdataset(folder: Path, n: int, per_tar: int = 16) -> None:
@@ -151,6 +154,8 @@ def build_inputs(work: Path, imagereward_python: Path | None) -> tuple[dict, dic
         folder = models / "ImageReward"
         check = check_imagereward_env(folder, imagereward_python)
         paths["imagereward"], paths["hf_home"] = folder / "ImageReward.pt", folder / "hf"
+        paths["imagereward_dir"] = folder
+        paths["imagereward_med_config"] = folder / "med_config.json"
     return {k: str(v) for k, v in paths.items()}, check
 
 
@@ -202,36 +207,44 @@ def trainer_overrides(paths: dict, run_name: str, steps: int, out: Path) -> list
     ]
 
 
-def check_training(run_dir: Path, job_log: Path) -> dict:
+def read_metrics(run_dir: str) -> list[dict]:
+    text = storage.read_text(storage.join(run_dir, "metrics.jsonl"))
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def check_training(run_dir: str, job_log: Path) -> dict:
     """LRM updates came from the expert's scores; checkpoint, samples and report are there;
-    the export loads in DiffusionPipeline; the job's own output came back to the submitter."""
+    the export loads in DiffusionPipeline; the job's own output came back to the submitter.
+    `run_dir` is a local path or an object-store URI."""
     from diffusers import DiffusionPipeline
 
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir)
+    files = [f[len(run_dir) + 1:] for f in storage.list_files(run_dir, recursive=True)]
     updates = sum(r.get("lrm_updates", 0) for r in rows)
     if updates < 1:
-        raise RuntimeError(f"{run_dir.name}: no LRM update from the expert's scores: {rows[-1]}")
+        raise RuntimeError(f"{run_dir}: no LRM update from the expert's scores: {rows[-1]}")
     missing = [what for what, found in (
         ("a positive loss at every step", all(r["loss"] > 0 for r in rows)),
         ("the step timings", TIMINGS <= rows[0].keys()),
-        ("report.md", (run_dir / "report.md").is_file()),
-        ("a sample grid", any((run_dir / "samples").glob("*.png"))),
-        ("a checkpoint", any(run_dir.glob("checkpoint_*/manifest.json"))),
+        ("report.md", "report.md" in files),
+        ("a sample grid", any(f.startswith("samples/") and f.endswith(".png") for f in files)),
+        ("a checkpoint", any(f.startswith("checkpoint_") and f.endswith("/manifest.json")
+                             for f in files)),
         ("the job's 'Outputs:' line", f"Outputs: {run_dir}" in job_log.read_text()),
     ) if not found]
     if missing:
-        raise RuntimeError(f"{run_dir.name}: missing {', '.join(missing)}")
-    pipe = DiffusionPipeline.from_pretrained(run_dir / "pipeline")
+        raise RuntimeError(f"{run_dir}: missing {', '.join(missing)}")
+    pipe = DiffusionPipeline.from_pretrained(storage.local_copy(storage.join(run_dir, "pipeline")))
     return {"lrm_updates": updates, "pipeline": type(pipe).__name__,
             "steps": [r["step"] for r in rows],
             "lrm_expert_agreement": [r["lrm_expert_agreement"] for r in rows
                                      if "lrm_expert_agreement" in r]}
 
 
-def eval_overrides(paths: dict, runs: dict, out: Path) -> list[str]:
+def eval_overrides(paths: dict, runs: dict, out: str) -> list[str]:
     models = [f"{{name: teacher, kind: teacher, path: {paths['sd']}, steps: [4], "
               "sampler: ddim, guidance_scale: 7.5}"]
-    models += [f"{{name: {name}, kind: lcm, path: {run}/pipeline, steps: [2, 4]}}"
+    models += [f"{{name: {name}, kind: lcm, path: {storage.join(run, 'pipeline')}, steps: [2, 4]}}"
                for name, run in runs.items()]
     scorers = [
         f"{{name: hpsv2.1, kind: hpsv2.1, checkpoint: {paths['hps']}, num_cpus: 0.25, "
@@ -253,7 +266,7 @@ def eval_overrides(paths: dict, runs: dict, out: Path) -> list[str]:
 
 
 def rehearse(args: argparse.Namespace) -> dict:
-    """Build the stand-ins, start one head node and submit each stage to it as a Ray job."""
+    """Build the stand-ins, start the cluster and submit each stage to it as a Ray job."""
     work = args.workdir.resolve()
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -267,37 +280,91 @@ def rehearse(args: argparse.Namespace) -> dict:
     if imagereward_env is not None:
         checks["imagereward_env"] = imagereward_env
     seconds["inputs"] = time.perf_counter() - start
-    with private_head(num_cpus=8) as head:
-        seconds["head"] = time.perf_counter() - start - seconds["inputs"]
-        stages = run_stages(paths, work, args.steps, head, job_env, logs)
-    seconds |= stages["seconds"]
-    checks |= stages["checks"]
+    if args.nodes == 1:
+        with private_head(num_cpus=8) as head:
+            seconds["cluster"] = time.perf_counter() - start - seconds["inputs"]
+            stages = run_stages(paths, str(work), args.steps, head, job_env, logs, [])
+    else:
+        stages = rehearse_on_three_nodes(args, paths, job_env, logs)
+    seconds |= stages.pop("seconds")
+    checks |= stages
     seconds["total"] = time.perf_counter() - start
     return {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "checks": checks}
 
 
-def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: Path) -> dict:
+def rehearse_on_three_nodes(args: argparse.Namespace, paths: dict, env: dict, logs: Path) -> dict:
+    """The stages (and with --failures the failure cases) on a head and two worker nodes that
+    share no disk, with every location in the loopback object store."""
+    start = time.perf_counter()
+    with rehearsal.three_nodes() as (store, cluster):
+        os.environ.update(store.env)  # the submitter's own checks read the store too
+        seconds = {"cluster": time.perf_counter() - start}
+        env = env | store.env
+        if "hf_home" in paths:  # the offline tokenizer is part of each node's image
+            env["HF_HOME"] = rehearsal.node_image_copy(paths["hf_home"])
+        paths = rehearsal.upload_inputs(store, paths)
+        checks = {"isolation": rehearsal.check_isolation(cluster, store, env)}
+        seconds["isolation"] = time.perf_counter() - start - seconds["cluster"]
+        stages = run_stages(paths, store.uri(), args.steps, cluster.url, env, logs,
+                            rehearsal.TRAINER_PLACEMENT + rehearsal.SERVICE_ON_HEAD)
+        seconds |= stages.pop("seconds")
+        checks |= stages
+        mark = time.perf_counter()
+        checks["local_output_refused"] = failures.local_output_refused(cluster, paths, env, logs)
+        seconds["negative_control"] = time.perf_counter() - mark
+        if args.failures:
+            found = failures.run_all(store, cluster, paths, env, logs)
+            seconds |= found.pop("seconds")
+            checks["failures"] = found
+        if args.toy_steps:
+            checks["toy_default"] = rehearsal.toy_default(store, cluster, env, logs,
+                                                          args.toy_steps)
+            seconds["toy_default"] = checks["toy_default"].pop("seconds")
+    return checks | {"seconds": seconds}
+
+
+def run_stages(paths: dict, root: str, steps: int, head: str, env: dict, logs: Path,
+               placement: list[str]) -> dict:
+    """The five stages as Ray jobs; every output under `root` (a folder or an object-store
+    URI); `placement`: trainer overrides that say where its workers run."""
     seconds, checks = {}, {}
-    paths["latents"], paths["lrm"] = str(work / "data" / "latents"), str(work / "models" / "lrm")
+    paths["latents"] = storage.join(root, "data", "latents")
+    paths["lrm"] = storage.join(root, "models", "lrm")
     seconds["data_job"] = run_job("1-data_job", [
         "python", "-m", "orchestration.commands.data_job", f"input={paths['wds']}",
         f"output={paths['latents']}", f"teacher={paths['sd']}", f"resolution={RESOLUTION}",
         "rows_per_shard=8", "batch_size=8", "encoders=1", "min_size=32", "overwrite=true",
     ], head, env, logs)
-    checks["data_job"] = json.loads((Path(paths["latents"]) / "manifest.json").read_text())[
-        "num_written"]
+    checks["data_job"] = json.loads(storage.read_text(storage.join(
+        paths["latents"], "manifest.json")))["num_written"]
     seconds["pretrain_lrm"] = run_job("2-pretrain_lrm", [
         "python", "-m", "orchestration.commands.pretrain_lrm", f"data.latents={paths['latents']}",
-        f"data.clip_dir={paths['clip']}", f"output.dir={paths['lrm']}", "optim.steps=4",
+        f"data.clip_dir={paths.get('clip_dir_for_pretraining', paths['clip'])}",
+        f"output.dir={paths['lrm']}", "optim.steps=4",
         "optim.eval_every=4", "optim.batch_size=8", "tower.patch_size=2", "tower.width=32",
         "tower.depth=1", "tower.heads=2", "optim.warmup_steps=1", "scaling.num_workers=1",
-        f"output.storage_path={work / 'ray_results'}"], head, env, logs)
+        f"output.storage_path={storage.join(root, 'ray_results')}"], head, env, logs)
     from trainer.lrm import LatentRewardModel  # deferred: loads torch, transformers
 
-    LatentRewardModel.from_pretrained(paths["lrm"])
-    metrics = json.loads((Path(paths["lrm"]) / "pretrain_metrics.json").read_text())
+    LatentRewardModel.from_pretrained(storage.local_copy(paths["lrm"]))
+    metrics = json.loads(storage.read_text(storage.join(paths["lrm"], "pretrain_metrics.json")))
     checks["pretrain_lrm"] = {k: metrics[k] for k in ("heldout_top1", "heldout_top5")}
-    out, runs = work / "runs", {}
+    out = storage.join(root, "runs")
+    runs = train_both(paths, out, steps, head, env, logs, placement, seconds, checks)
+    eval_dir = storage.join(root, "eval")
+    seconds["evaluate"] = run_job("5-evaluate", [
+        "python", "-m", "orchestration.commands.evaluate", "--config", "configs/eval/sd15.yaml",
+        *eval_overrides(paths, runs, eval_dir)], head, env, logs)
+    results = json.loads(storage.read_text(storage.join(eval_dir, "results.json")))
+    checks["evaluate"] = {"rows": [r["label"] for r in results["rows"]],
+                          "scorers": results["scorers"]}
+    return checks | {"seconds": seconds}
+
+
+def train_both(paths: dict, out: str, steps: int, head: str, env: dict, logs: Path,
+               placement: list[str], seconds: dict, checks: dict) -> dict:
+    """Stages 3 and 4: RG-LCD + LRM with the VLM judge, then with ImageReward, as experts."""
+    runs = {}
     with judge_server() as url:
         recipes = [("vlm-judge", "configs/sd21-rglcd-lrm-vlm-judge.yaml",
                     [f"serve.scorers.0.options.base_url={url}", "serve.scorers.0.options.model=judge"])]
@@ -305,25 +372,20 @@ def run_stages(paths: dict, work: Path, steps: int, head: str, env: dict, logs: 
             recipes.append(("imagereward", "configs/sd15-rglcd-lrm-imagereward.yaml",
                             [f"serve.scorers.0.checkpoint={paths['imagereward']}",
                              f"serve.scorers.0.num_cpus={IMAGEREWARD_CPUS}",
-                             f"serve.scorers.0.options.med_config={Path(paths['imagereward']).with_name('med_config.json')}"]))
+                             f"serve.scorers.0.options.med_config={paths['imagereward_med_config']}"]))
         for expert, recipe, extra in recipes:
             name = f"rg-lcm-{expert}-lrm"
             # Each run deploys its expert as its own Serve app: a job's app outlives the job on
             # a shared cluster, so one name (or route) would find the other expert's app running.
-            overrides = trainer_overrides(paths, name, steps, out) + extra + [
+            overrides = trainer_overrides(paths, name, steps, out) + extra + placement + [
                 f"serve.app_name=rewards-{expert}", f"serve.route_prefix=/rewards-{expert}"]
             seconds[f"train_{expert}"] = run_job(
                 f"3-train-{expert}", ["python", "trainer/run.py", "--config", recipe, *overrides],
                 head, env, logs)
-            checks[f"train_{expert}"] = check_training(out / name, logs / f"3-train-{expert}.log")
-            runs[name] = str(out / name)
-    seconds["evaluate"] = run_job("5-evaluate", [
-        "python", "-m", "orchestration.commands.evaluate", "--config", "configs/eval/sd15.yaml",
-        *eval_overrides(paths, runs, work / "eval")], head, env, logs)
-    results = json.loads((work / "eval" / "results.json").read_text())
-    checks["evaluate"] = {"rows": [r["label"] for r in results["rows"]],
-                          "scorers": results["scorers"]}
-    return {"seconds": seconds, "checks": checks}
+            run_dir = storage.join(out, name)
+            checks[f"train_{expert}"] = check_training(run_dir, logs / f"3-train-{expert}.log")
+            runs[name] = run_dir
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rglcd import storage
 from rglcd.codecs import encode_latents
 from trainer.data import mix_seed
 
@@ -26,12 +27,14 @@ COMPUTE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16"
 
 
 def load_vae(teacher: str, subfolder: str | None = "vae", revision: str | None = None):
-    """The teacher's AutoencoderKL from a local folder or a hub id in the local cache (offline)."""
+    """The teacher's AutoencoderKL from a local folder, a pkg:// location, an s3:// / gs://
+    folder (copied once per node into its cache) or a hub id in the local cache (offline)."""
     from diffusers import AutoencoderKL
 
     try:
+        folder = storage.local_copy(teacher) if storage.scheme(teacher) else teacher
         return AutoencoderKL.from_pretrained(
-            teacher, subfolder=subfolder or None, revision=revision, local_files_only=True
+            folder, subfolder=subfolder or None, revision=revision, local_files_only=True
         )
     except (OSError, ValueError) as err:
         where = f"{teacher}/{subfolder}" if subfolder else teacher

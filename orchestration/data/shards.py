@@ -17,7 +17,6 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from orchestration.data.samples import SKIP_REASONS
+from rglcd import storage
 
 MANIFEST_NAME = "manifest.json"
 SHARD_SCHEMA = pa.schema(
@@ -39,10 +39,10 @@ SHARD_SCHEMA = pa.schema(
 
 
 def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) of a local path or a URI such as s3://bucket/dir (pyarrow fs)."""
-    if "://" not in uri:
-        uri = str(Path(uri).expanduser().resolve())
-    filesystem, path = pafs.FileSystem.from_uri(uri)
+    """(filesystem, path) of a local path or a URI such as s3://bucket/dir (rglcd/storage.py:
+    an S3 endpoint from the AWS environment; a relative path is read on the node that opens
+    it, whose working directory is the job's)."""
+    filesystem, path = storage.parse(uri)
     return filesystem, path.rstrip("/")
 
 

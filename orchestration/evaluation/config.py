@@ -19,15 +19,27 @@ from rglcd.toy.paths import TOY_MINICLIP_DIR
 TEACHER_SAMPLERS = ("ddim", "dpmsolver++")
 DEFAULT_TEACHER_GUIDANCE = 7.5  # SD's usual CFG scale (Imagen form)
 DEFAULT_LCM_GUIDANCE = 8.5  # LatentConsistencyModelPipeline default: w = 7.5 (docs/method.md §4)
+DEFAULT_LCM_LORA_GUIDANCE = 1.0  # an LCM-LoRA has no w-embedding: 1 = no CFG, 1 UNet call/step
 
 
 class ModelSpec(StrictModel):
     """One model to evaluate; each of its `steps` becomes one table row `name@steps`."""
 
     name: str = Field(description="Row name in the table, e.g. 'teacher' or 'rg-lcm-hps'.")
-    path: str = Field(description="A diffusers pipeline folder (loaded offline).")
-    kind: Literal["teacher", "lcm"] = Field(
-        description="teacher: SD pipeline sampled with CFG; lcm: exported LCM pipeline."
+    path: str = Field(
+        description="A diffusers pipeline folder (loaded offline; a local path or an "
+        "object-store URI, copied once per node)."
+    )
+    kind: Literal["teacher", "lcm", "lcm-lora"] = Field(
+        description="teacher: SD/SDXL pipeline sampled with CFG; lcm: exported LCM pipeline "
+        "(guidance-embedding UNet); lcm-lora: an LCM-LoRA, either fused into `path` "
+        "(trainer/export.py export_fused_lora_pipeline) or given as `adapters` on the teacher "
+        "folder `path`, sampled with the LCM scheduler (no guidance embedding)."
+    )
+    adapters: str | None = Field(
+        None,
+        description="kind lcm-lora: the LoRA adapter folder a LoRA run exports "
+        "(<run>/lora, pytorch_lora_weights.safetensors), loaded onto `path` and fused.",
     )
     steps: list[int] = Field(default_factory=lambda: [4], min_length=1)
     sampler: Literal["ddim", "dpmsolver++"] = Field(
@@ -47,6 +59,11 @@ class ModelSpec(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
+        if self.adapters is not None and self.kind != "lcm-lora":
+            raise ValueError(
+                f"model {self.name!r}: adapters are LoRA weights of an LCM-LoRA; set "
+                "kind=lcm-lora (path = the teacher pipeline they were trained on)"
+            )
         bad = [s for s in self.steps if s < 1]
         if bad:
             raise ValueError(f"model {self.name!r}: steps {bad} must be >= 1")
@@ -58,11 +75,12 @@ class ModelSpec(StrictModel):
     def guidance(self) -> float:
         if self.guidance_scale is not None:
             return self.guidance_scale
-        return DEFAULT_TEACHER_GUIDANCE if self.kind == "teacher" else DEFAULT_LCM_GUIDANCE
+        return {"teacher": DEFAULT_TEACHER_GUIDANCE, "lcm": DEFAULT_LCM_GUIDANCE,
+                "lcm-lora": DEFAULT_LCM_LORA_GUIDANCE}[self.kind]
 
     def unet_calls(self, steps: int) -> int:
-        """UNet evaluations per image: CFG doubles the teacher's (cond + uncond)."""
-        return 2 * steps if self.kind == "teacher" and self.guidance > 1 else steps
+        """UNet evaluations per image: real CFG (teacher, LCM-LoRA above 1) doubles them."""
+        return 2 * steps if self.kind != "lcm" and self.guidance > 1 else steps
 
 
 def _default_scorers() -> list[ScorerConfig]:
@@ -122,10 +140,11 @@ class ReferenceConfig(StrictModel):
 
 
 class FidConfig(StrictModel):
-    """FID in the mini-CLIP feature space (toy) or Inception space (real data, user weights)."""
+    """FID features: a seeded random conv net (toy; trained by nobody, used by no reward),
+    the mini CLIP (which the toy-clip recipes optimise) or Inception (real data, user weights)."""
 
     enabled: bool = True
-    features: Literal["miniclip", "inception"] = "miniclip"
+    features: Literal["random-conv", "miniclip", "inception"] = "random-conv"
     miniclip_dir: str = str(TOY_MINICLIP_DIR)
     inception_weights: str | None = Field(
         None, description="Local FID Inception weights (pt_inception-2015-12-05-6726825d.pth)."
@@ -140,23 +159,28 @@ class HfNoiseConfig(StrictModel):
 
 
 class GenerationConfig(StrictModel):
-    """Image generation as Ray tasks: one task per (row, seed, chunk of `batch_size` prompts)."""
+    """Image generation on `num_workers` Ray actors, in chunks of `batch_size` items."""
 
     batch_size: int = Field(16, ge=1)
-    num_cpus_per_task: float = Field(1.0, gt=0)
-    num_gpus_per_task: float = Field(0.0, ge=0)
+    num_workers: int = Field(
+        1, ge=1, description="Generation actors; each loads every pipeline once (one per GPU)."
+    )
+    num_cpus_per_task: float = Field(1.0, gt=0, description="CPUs each actor holds.")
+    num_gpus_per_task: float = Field(0.0, ge=0, description="GPUs each actor holds.")
     torch_threads: int = Field(1, ge=1)
 
 
 class EvalOutputConfig(StrictModel):
-    dir: str = "outputs/eval"
+    dir: str = Field("outputs/eval", description="A local folder or an object-store URI.")
     grid_prompts: int = Field(8, ge=1, description="Prompts (grid rows) per PNG grid.")
     grid_scale: int = Field(4, ge=1, description="Nearest-neighbour upscaling of grid tiles.")
     save_images: bool = Field(
         True,
-        description="Also save every image as images/<row>/<group>/<item>.png (what "
+        description="Save every image, as it is made, to images/<row>/seed<s>/<group>/"
+        "<idx:05d>.<image_format> (the HPSv2 benchmark's layout under each seed folder; what "
         "`rglcd-study create` builds a human study from).",
     )
+    image_format: Literal["jpg", "png"] = Field("jpg", description="jpg: the HPSv2 protocol's.")
 
 
 class EvalConfig(StrictModel):

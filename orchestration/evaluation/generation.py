@@ -8,13 +8,18 @@ and columns of the grids differ only by the model. An LCM pipeline's re-noising 
 - teacher (``StableDiffusionPipeline`` folder): DDIM or DPM-Solver++ (2nd order multistep) at
   K steps with classifier-free guidance scale g (2 UNet calls per step);
 - LCM (``LatentConsistencyModelPipeline`` folder, e.g. from trainer/export.py): 1-8 steps,
-  ``guidance_scale`` = w + 1 fed as the UNet's guidance embedding, 1 UNet call per step.
+  ``guidance_scale`` = w + 1 fed as the UNet's guidance embedding, 1 UNet call per step;
+- LCM-LoRA (an SD/SDXL pipeline with the adapters fused in, or the teacher plus its adapter
+  folder): the LCM scheduler at 1-8 steps, ``guidance_scale`` 1 (no CFG) by default.
+
+No pipeline keeps a safety checker: teacher and students run the same components.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +31,7 @@ from diffusers import (
 )
 
 from orchestration.evaluation.config import ModelSpec
+from rglcd import storage
 
 _CACHE: OrderedDict[tuple[str, str, str], DiffusionPipeline] = OrderedDict()
 _CACHE_SIZE = 3  # pipelines kept per process (a Ray worker serves many tasks)
@@ -36,23 +42,54 @@ def sample_seed(seed: int, prompt_index: int) -> int:
     return (seed * 1_000_003 + prompt_index) % (2**63 - 1)
 
 
+def _same_components(folder: str) -> dict:
+    """from_pretrained arguments that leave out an SD pipeline's safety checker: teachers and
+    students are compared with the same components (the exported LCMs have none)."""
+    index = json.loads(Path(folder, "model_index.json").read_text(encoding="utf-8"))
+    if "safety_checker" not in index:
+        return {}
+    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+
+
 def load_pipeline(spec: ModelSpec, device: str = "cpu") -> DiffusionPipeline:
     """Load `spec.path` offline and set the sampler it is evaluated with (cached per process)."""
-    key = (spec.path, spec.kind if spec.kind == "lcm" else spec.sampler, device)
+    key = (spec.path, spec.adapters, spec.sampler if spec.kind == "teacher" else spec.kind, device)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     # Weights keep their stored dtype unless told; fp16 (the committed toy teacher) cannot
     # run on a CPU, so CPU evaluation loads float32.
     dtype = torch.float32 if device == "cpu" else None
-    pipe = DiffusionPipeline.from_pretrained(spec.path, local_files_only=True, dtype=dtype)
+    folder = storage.local_copy(spec.path)  # a URI: one download per node
+    pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype,
+                                             **_same_components(folder))
+    if spec.adapters is not None:  # diffusers' own path, as trainer/export.py fuses them
+        pipe.load_lora_weights(storage.local_copy(spec.adapters))
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+    _set_scheduler(pipe, spec)
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(device)
+    _CACHE[key] = pipe
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return pipe
+
+
+def _set_scheduler(pipe: DiffusionPipeline, spec: ModelSpec) -> None:
     config = pipe.scheduler.config
-    if spec.kind == "lcm":
-        if getattr(pipe.unet.config, "time_cond_proj_dim", None) is None:
-            raise ValueError(
-                f"model {spec.name!r} ({spec.path}) has no guidance-embedding UNet "
-                "(time_cond_proj_dim is None); use kind=teacher for a plain SD pipeline"
-            )
+    embedding = getattr(pipe.unet.config, "time_cond_proj_dim", None)
+    if spec.kind == "lcm" and embedding is None:
+        raise ValueError(
+            f"model {spec.name!r} ({spec.path}) has no guidance-embedding UNet "
+            "(time_cond_proj_dim is None); use kind=lcm-lora for a fused LCM-LoRA pipeline "
+            "or kind=teacher for a plain SD pipeline"
+        )
+    if spec.kind == "lcm-lora" and embedding is not None:
+        raise ValueError(
+            f"model {spec.name!r} ({spec.path}) has a guidance-embedding UNet: use kind=lcm"
+        )
+    if spec.kind != "teacher":
         if not isinstance(pipe.scheduler, LCMScheduler):
             pipe.scheduler = LCMScheduler.from_config(config)
     elif spec.sampler == "ddim":
@@ -61,12 +98,6 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu") -> DiffusionPipeline:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(
             config, algorithm_type="dpmsolver++", solver_order=2
         )
-    pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(device)
-    _CACHE[key] = pipe
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return pipe
 
 
 def latent_shape(pipe: DiffusionPipeline) -> tuple[int, int, int]:
@@ -123,13 +154,3 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def to_float(images: np.ndarray) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
-
-
-def timed_generate(
-    spec: ModelSpec, steps: int, prompts: list[str], seeds: list[int], device: str = "cpu"
-) -> tuple[np.ndarray, float]:
-    """Load (or reuse) the pipeline and generate; returns images and sampling seconds."""
-    pipe = load_pipeline(spec, device)
-    start = time.perf_counter()
-    images = generate(pipe, spec, steps, prompts, seeds)
-    return images, time.perf_counter() - start

@@ -1,16 +1,21 @@
-"""Image-set metrics: FID against reference images, and the high-frequency-noise ratio.
+"""Image-set metrics, accumulated chunk by chunk: FID against reference images, HF-noise ratio.
 
-FID (Heusel et al.) is torchmetrics' ``FrechetInceptionDistance`` (no hand-written matrix
-square root) with one of two feature extractors:
+FID (Heusel et al.) compares Gaussians fitted to image features. Nothing holds the images:
+each chunk's features are folded into running sums (`FeatureMoments`: count, sum, sum of
+outer products, in float64, as torchmetrics' ``FrechetInceptionDistance`` keeps them), and
+the distance is torchmetrics' ``_compute_fid`` of the means and covariances (no hand-written
+matrix square root). The feature network:
 
+- ``random-conv`` (toy world, the default): 32 features of a conv net with frozen random
+  weights from a fixed seed (``rglcd.toy.quality.RandomConvFeatures``); no recipe optimises
+  it and no reward uses it (the toy-clip recipes optimise the mini CLIP, which flatters them).
 - ``miniclip`` (toy world): the miniature CLIP's 64-d image embeddings
   (``rglcd.toy.miniclip.MiniClipFeatures``). Numbers are only comparable within this space.
-- ``inception`` (real data): the standard 2048-d pool3 features of the FID Inception network.
-  It needs the ``torch-fidelity`` package and the weights file
+- ``inception`` (real data): the standard 2048-d pool3 features of the FID Inception network
+  (``torch-fidelity``'s, through torchmetrics), loaded from the weights file
   ``pt_inception-2015-12-05-6726825d.pth`` on local disk (``fid.inception_weights``); nothing
-  is downloaded. Neither is available on this project's CI machines, so that path is untested
-  here. With few images (say < 2048) Inception FID is biased upwards: compare models only at
-  equal image counts.
+  is downloaded. With few images (say < 2048) Inception FID is biased upwards: compare models
+  only at equal image counts.
 
 HF-noise ratio (the over-optimisation symptom of docs/method.md §3): the share of an image's
 spectral energy above a radial frequency cut-off (``rglcd.toy.metrics.high_frequency_fraction``),
@@ -21,103 +26,156 @@ the reference resolution first so the frequencies match.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
 
 from orchestration.evaluation.config import FidConfig, ReferenceConfig
 from orchestration.evaluation.generation import to_float
+from rglcd import storage
 from rglcd.toy.metrics import high_frequency_fraction
 from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
+from rglcd.toy.quality import RandomConvFeatures
 from rglcd.toy.scenes import render, sample_scenes
-
-__all__ = ["FidScorer", "hf_noise_ratio", "high_frequency_fraction", "load_reference_images"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def load_reference_images(cfg: ReferenceConfig) -> np.ndarray:
-    """(N, H, W, 3) uint8 reference images: rendered toy scenes or files of a folder."""
-    if cfg.source is None:
-        raise ValueError("reference.source is null; set it to 'toy:<split>' or an image folder")
-    if cfg.source.startswith("toy:"):
-        scenes = sample_scenes(cfg.source.removeprefix("toy:"), cfg.num_images, seed=cfg.seed)
-        return np.stack([render(scene) for scene in scenes])
-    folder = Path(cfg.source)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+@dataclass
+class FeatureMoments:
+    """Running count, sum (D,) and sum of outer products (D, D) of features, float64."""
+
+    count: int = 0
+    total: torch.Tensor | None = None
+    outer: torch.Tensor | None = None
+
+    def add(self, features: torch.Tensor) -> None:
+        """Fold in (N, D) features."""
+        x = features.double().reshape(len(features), -1)
+        if self.total is None:
+            self.total, self.outer = torch.zeros(x.shape[1], dtype=torch.float64), \
+                torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+        self.count += len(x)
+        self.total += x.sum(dim=0)
+        self.outer += x.T @ x
+
+    def mean_cov(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (D,) and unbiased covariance (D, D), as torchmetrics computes them."""
+        if self.count < 2:
+            raise ValueError(f"FID needs at least 2 images per set, got {self.count}")
+        mean = self.total / self.count
+        cov = (self.outer - self.count * torch.outer(mean, mean)) / (self.count - 1)
+        return mean, cov
+
+
+def frechet_distance(generated: FeatureMoments, reference: FeatureMoments) -> float:
+    mu_ref, sigma_ref = reference.mean_cov()
+    mu_gen, sigma_gen = generated.mean_cov()
+    return float(_compute_fid(mu_ref, sigma_ref, mu_gen, sigma_gen))
+
+
+def feature_network(cfg: FidConfig):
+    """uint8 (N, H, W, 3) images -> (N, D) float features, for `cfg.features`."""
+    if cfg.features == "random-conv":
+        random_conv = RandomConvFeatures()
+        return lambda images: random_conv(to_float(images))
+    if cfg.features == "miniclip":
+        network = MiniClipFeatures(load_miniclip(storage.local_copy(cfg.miniclip_dir))[0])
+        return lambda images: network(to_float(images))
+    weights = cfg.inception_weights
+    if weights is None or not storage.is_file(weights):
+        raise ValueError(
+            f"fid.features=inception needs fid.inception_weights, a local copy of "
+            f"pt_inception-2015-12-05-6726825d.pth (got {weights!r}); or use fid.features=miniclip"
+        )
+    if not storage.is_local(weights):
+        weights = _local_file(weights)
+    network = FrechetInceptionDistance(
+        feature=2048, feature_extractor_weights_path=weights
+    ).inception  # torch-fidelity's Inception: uint8 (N, 3, H, W), resized to 299 inside
+    return lambda images: network(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+
+
+def _local_file(location: str) -> str:
+    """A node-local cached copy of a remote weights file (its folder is cached once)."""
+    folder = location.rsplit("/", 1)[0]
+    return storage.join(storage.local_copy(folder), storage.basename(location))
+
+
+def num_features(cfg: FidConfig) -> int:
+    if cfg.features == "inception":
+        return 2048
+    if cfg.features == "random-conv":
+        return RandomConvFeatures().num_features
+    from transformers import CLIPConfig
+
+    return CLIPConfig.from_pretrained(storage.local_copy(cfg.miniclip_dir)).projection_dim
+
+
+def reference_files(cfg: ReferenceConfig) -> list[str]:
+    """The reference folder's image files (at most `num_images`), sorted by name."""
+    files = [f for f in storage.list_files(cfg.source, recursive=True)
+             if f.lower().endswith(IMAGE_SUFFIXES)][: cfg.num_images]
     if len(files) < 2:
         raise ValueError(
             f"reference.source={cfg.source!r} holds {len(files)} image(s); FID needs at least 2 "
             f"({', '.join(IMAGE_SUFFIXES)} files) or use 'toy:<split>'"
         )
-    files = files[: cfg.num_images]
-    first = Image.open(files[0]).convert("RGB")
-    images = [first] + [Image.open(p).convert("RGB") for p in files[1:]]
-    # A common size so the set stacks; the feature extractors resize again anyway.
-    images = [im if im.size == first.size else im.resize(first.size, Image.BICUBIC) for im in images]
-    return np.stack([np.asarray(im, dtype=np.uint8) for im in images])
+    return files
 
 
-def _feature_extractor(cfg: FidConfig) -> FrechetInceptionDistance:
-    if cfg.features == "miniclip":
-        model, _ = load_miniclip(cfg.miniclip_dir)
-        return FrechetInceptionDistance(
-            feature=MiniClipFeatures(model), normalize=True, reset_real_features=False
-        )
-    weights = cfg.inception_weights
-    if weights is None or not Path(weights).is_file():
-        raise ValueError(
-            f"fid.features=inception needs fid.inception_weights, a local copy of "
-            f"pt_inception-2015-12-05-6726825d.pth (got {weights!r}); or use fid.features=miniclip"
-        )
-    try:
-        import torch_fidelity  # noqa: F401
-    except ImportError:
-        raise ValueError(
-            "fid.features=inception needs the torch-fidelity package (pip install torch-fidelity)"
-        ) from None
-    return FrechetInceptionDistance(
-        feature=2048, normalize=True, reset_real_features=False,
-        feature_extractor_weights_path=weights,
-    )
+def reference_chunks(cfg: ReferenceConfig, chunk: int) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of the reference set, `chunk` images each."""
+    if cfg.source is None:
+        raise ValueError("reference.source is null; set it to 'toy:<split>' or an image folder")
+    total = cfg.num_images if cfg.source.startswith("toy:") else len(reference_files(cfg))
+    return [(i, min(i + chunk, total)) for i in range(0, total, chunk)]
 
 
-class FidScorer:
-    """FID of image sets against one reference set (reference features computed once)."""
+def read_reference(cfg: ReferenceConfig, start: int, stop: int,
+                   size: tuple[int, int] | None = None) -> np.ndarray:
+    """Reference images [start, stop) as (n, H, W, 3) uint8: rendered toy scenes or files,
+    resized to `size` (W, H) when given (a folder's images may differ in size)."""
+    if cfg.source.startswith("toy:"):
+        scenes = sample_scenes(cfg.source.removeprefix("toy:"), stop, seed=cfg.seed)[start:stop]
+        images = [Image.fromarray(render(scene)) for scene in scenes]
+    else:
+        images = []
+        for file in reference_files(cfg)[start:stop]:
+            with storage.open_input(file) as stream:
+                images.append(Image.open(stream).convert("RGB"))
+    size = size or images[0].size
+    return np.stack([np.asarray(im if im.size == size else im.resize(size, Image.BICUBIC))
+                     for im in images])
 
-    def __init__(self, cfg: FidConfig, reference: np.ndarray, batch_size: int = 64) -> None:
-        if len(reference) < 2:
-            raise ValueError("FID needs at least 2 reference images")
-        self.metric = _feature_extractor(cfg)
-        self.num_features = int(self.metric.real_features_sum.numel())
-        self.batch_size = batch_size
-        self._add(reference, real=True)
 
-    def _add(self, images: np.ndarray, real: bool) -> None:
-        for start in range(0, len(images), self.batch_size):
-            self.metric.update(to_float(images[start : start + self.batch_size]), real=real)
+def reference_size(cfg: ReferenceConfig) -> tuple[int, int]:
+    """(W, H) of the first reference image: the resolution both sets are compared at."""
+    return Image.fromarray(read_reference(cfg, 0, 1)[0]).size
 
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> float:
-        """FID of (N, H, W, 3) uint8 `images` (N >= 2) against the reference."""
-        if len(images) < 2:
-            raise ValueError(f"FID needs at least 2 generated images, got {len(images)}")
-        self.metric.reset()  # keeps the reference features (reset_real_features=False)
-        self._add(images, real=False)
-        return float(self.metric.compute())
+
+def hf_fractions(images: np.ndarray, size: tuple[int, int], cutoff: float) -> torch.Tensor:
+    """(N,) high-frequency share of uint8 `images`, resized to `size` (W, H) first."""
+    x = to_float(images)
+    if tuple(x.shape[-2:]) != (size[1], size[0]):
+        x = F.interpolate(x, size=(size[1], size[0]), mode="bilinear", antialias=True)
+    return high_frequency_fraction(x, cutoff)
 
 
 def hf_noise_ratio(images: np.ndarray, reference: np.ndarray, cutoff: float = 0.25) -> float:
     """Mean HF fraction of uint8 `images` over that of uint8 `reference` (module docstring)."""
-    ref = to_float(reference)
-    gen = to_float(images)
-    if gen.shape[-2:] != ref.shape[-2:]:
-        gen = F.interpolate(gen, size=ref.shape[-2:], mode="bilinear", antialias=True)
-    ref_fraction = high_frequency_fraction(ref, cutoff).mean()
+    size = (reference.shape[2], reference.shape[1])
+    ref_fraction = hf_fractions(reference, size, cutoff).mean()
     if ref_fraction <= 0:
         raise ValueError("the reference images have no energy above the cut-off; lower it")
-    return float(high_frequency_fraction(gen, cutoff).mean() / ref_fraction)
+    return float(hf_fractions(images, size, cutoff).mean() / ref_fraction)
+
+
+def chunked(images: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(images), size):
+        yield images[start : start + size]

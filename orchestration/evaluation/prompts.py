@@ -3,17 +3,25 @@
 - plain text: one prompt a line (blank lines and lines starting with '#' skipped), group "all";
 - JSON: ``{"anime": [...], "photo": [...]}`` as the HPSv2 benchmark groups its prompts by style
   (the benchmark's files are not shipped: a user supplies them), one group per key;
+- ``hpsv2:<dir>``: the HPSv2 benchmark's test prompts as its repository ships them, one JSON
+  list per style (``<dir>/anime.json``, ``concept-art.json``, ``paintings.json``,
+  ``photo.json``; 800 prompts each), groups = the four styles in that order: the paper's
+  Table 1 protocol (one image per prompt, HPSv2.1 averaged per style);
 - ``toy:<split>``: the distinct captions of that toy split (``heldout`` = compositions never
   seen in training), in a fixed order, group = the split name.
+
+Files may be local paths or object-store URIs (rglcd/storage.py).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
+from rglcd import storage
 from rglcd.toy.scenes import SPLITS, sample_scenes
+
+HPSV2_STYLES = ("anime", "concept-art", "paintings", "photo")
 
 
 @dataclass(frozen=True)
@@ -47,11 +55,28 @@ def _toy_prompts(split: str, limit: int | None) -> PromptSet:
     return PromptSet(captions, [split] * len(captions))
 
 
-def _json_prompts(path: Path, limit: int | None) -> PromptSet:
+def _hpsv2_prompts(folder: str, limit: int | None) -> PromptSet:
+    styles = {}
+    for style in HPSV2_STYLES:
+        file = storage.join(folder, f"{style}.json")
+        if not storage.is_file(file):
+            raise ValueError(
+                f"prompts='hpsv2:{folder}' has no {style}.json; point it at a folder holding the "
+                f"HPSv2 benchmark's {', '.join(s + '.json' for s in HPSV2_STYLES)}"
+            )
+        styles[style] = json.loads(storage.read_text(file))
+    return _json_data(styles, f"hpsv2:{folder}", limit)
+
+
+def _json_prompts(path: str, limit: int | None) -> PromptSet:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(storage.read_text(path))
     except json.JSONDecodeError as err:
         raise ValueError(f"prompt file {path} is not valid JSON: {err}") from None
+    return _json_data(data, path, limit)
+
+
+def _json_data(data, path: str, limit: int | None) -> PromptSet:
     if isinstance(data, list):
         data = {"all": data}
     if not isinstance(data, dict) or not all(
@@ -73,17 +98,18 @@ def load_prompts(source: str, limit: int | None = None) -> PromptSet:
     """Prompts from `source` (see module docstring); `limit` caps each group."""
     if source.startswith("toy:"):
         prompts = _toy_prompts(source.removeprefix("toy:"), limit)
+    elif source.startswith("hpsv2:"):
+        prompts = _hpsv2_prompts(source.removeprefix("hpsv2:"), limit)
     else:
-        path = Path(source)
-        if not path.is_file():
+        if not storage.is_file(source):
             raise ValueError(
                 f"prompt file {source!r} does not exist; pass a text file (one prompt a line), "
-                "a JSON {group: [prompts]} or 'toy:<split>'"
+                "a JSON {group: [prompts]}, 'hpsv2:<dir>' or 'toy:<split>'"
             )
-        if path.suffix.lower() == ".json":
-            prompts = _json_prompts(path, limit)
+        if source.lower().endswith(".json"):
+            prompts = _json_prompts(source, limit)
         else:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            lines = [line.strip() for line in storage.read_text(source).splitlines()]
             chosen = _cap([x for x in lines if x and not x.startswith("#")], limit)
             prompts = PromptSet(chosen, ["all"] * len(chosen))
     if not prompts.prompts:

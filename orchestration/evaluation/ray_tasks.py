@@ -1,7 +1,10 @@
-"""The Ray shell of the evaluation: generation as Ray tasks, and the scorer app's lifetime.
+"""The Ray shell of the evaluation: generation actors, and the scorer app's lifetime.
 
-Generation: one task per (table row, seed, chunk of prompts); a worker process keeps the last
-few pipelines it loaded (generation.load_pipeline), so tasks of one model reuse them.
+Generation: `generation.num_workers` actors (EvalWorker, worker.py), each holding its GPU
+(or CPUs) for the whole evaluation, so a pipeline is loaded once per actor, not once per
+chunk as GPU tasks would (their default max_calls is 1). Chunks go out one per idle actor
+and come back in completion order (`ray.util.ActorPool`), so the driver holds at most one
+finished chunk per actor however many images the evaluation makes.
 Scoring service: when the evaluation scores through handles and the Serve app
 `scoring.app_name` is not running, `scorer_service` deploys the configured scorers as that app
 (handles only, no VAEs) and deletes it afterwards; an app that was already running is used as
@@ -13,52 +16,33 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import numpy as np
 import ray
-import torch
+from ray.util import ActorPool
 
-from orchestration.evaluation.config import EvalConfig, ModelSpec, ScoringConfig, row_label
-from orchestration.evaluation.generation import sample_seed, timed_generate
+from orchestration.evaluation.config import EvalConfig, ScoringConfig
+from orchestration.evaluation.worker import Chunk, EvalWorker
 from reward_service.config import ServeConfig
 
 
-@ray.remote
-def _generate_chunk(
-    spec: dict, steps: int, prompts: list[str], seeds: list[int], device: str, threads: int
-) -> tuple[np.ndarray, float]:
-    torch.set_num_threads(threads)  # oversubscribed CPUs slow down badly with more threads
-    return timed_generate(ModelSpec.model_validate(spec), steps, prompts, seeds, device)
-
-
-def generate_all(
-    cfg: EvalConfig, prompts: list[str]
-) -> dict[str, tuple[np.ndarray, float]]:
-    """Images of every row: label -> ((S*P, H, W, 3) uint8, seconds per image).
-
-    Item k = s*P + p is prompt p with seed cfg.seeds[s], from the same initial noise in every
-    row (generation.sample_seed).
-    """
+def stream_chunks(
+    cfg: EvalConfig, jobs: list[tuple], reference_size: tuple[int, int] | None
+) -> Iterator[Chunk]:
+    """Run `jobs` on the actors: ("generate", spec, steps, row, items) or ("reference",
+    start, stop); yield each Chunk as it is done."""
     gen = cfg.generation
-    task = _generate_chunk.options(num_cpus=gen.num_cpus_per_task, num_gpus=gen.num_gpus_per_task)
     device = "cuda" if gen.num_gpus_per_task > 0 else "cpu"
-    item_prompts = [p for _ in cfg.seeds for p in prompts]
-    item_seeds = [sample_seed(seed, i) for seed in cfg.seeds for i in range(len(prompts))]
-    refs: dict[str, list] = {}
-    for spec, steps in cfg.rows():
-        spec_data = spec.model_dump()
-        refs[row_label(spec.name, steps)] = [
-            task.remote(
-                spec_data, steps, item_prompts[i : i + gen.batch_size],
-                item_seeds[i : i + gen.batch_size], device, gen.torch_threads,
-            )
-            for i in range(0, len(item_prompts), gen.batch_size)
-        ]
-    out = {}
-    for label, chunk_refs in refs.items():
-        chunks = ray.get(chunk_refs)
-        images = np.concatenate([images for images, _ in chunks])
-        out[label] = (images, sum(seconds for _, seconds in chunks) / len(images))
-    return out
+    actor = ray.remote(EvalWorker).options(
+        num_cpus=gen.num_cpus_per_task, num_gpus=gen.num_gpus_per_task
+    )
+    config = cfg.model_dump(mode="json")
+    actors = [actor.remote(config, reference_size, device, gen.torch_threads)
+              for _ in range(gen.num_workers)]
+    try:
+        pool = ActorPool(actors)
+        yield from pool.map_unordered(lambda a, job: getattr(a, job[0]).remote(*job[1:]), jobs)
+    finally:
+        for handle in actors:
+            ray.kill(handle)
 
 
 def _app_running(app_name: str) -> bool:

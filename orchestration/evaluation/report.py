@@ -69,6 +69,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def _row_name(row: RowResult) -> str:
     if row.kind == "teacher":
         return f"{row.model} ({row.sampler}, CFG {row.guidance_scale:g})"
+    if row.kind == "lcm-lora":
+        return f"{row.model} (LCM-LoRA, CFG {row.guidance_scale:g})"
     return f"{row.model} (LCM, w+1 = {row.guidance_scale:g})"
 
 
@@ -89,12 +91,16 @@ def markdown_table(results: EvalResults) -> str:
 
 
 def group_table(results: EvalResults, scorer: str) -> str:
-    """Mean `scorer` score per prompt group (HPSv2 styles): rows = model x steps."""
-    head = ["Model", "Steps", *results.groups]
+    """Mean `scorer` score per prompt group (HPSv2 styles) and their average (the HPSv2
+    benchmark's summary figure): rows = model x steps."""
+    head = ["Model", "Steps", *results.groups, "mean of groups"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results.rows:
         groups = row.scores[scorer]["groups"]
-        cells = [row.model, str(row.steps), *(_fmt(groups.get(g)) for g in results.groups)]
+        means = [groups.get(g) for g in results.groups]
+        finite = [m for m in means if m is not None and math.isfinite(m)]
+        average = sum(finite) / len(finite) if len(finite) == len(means) else None
+        cells = [row.model, str(row.steps), *(_fmt(m) for m in means), _fmt(average)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -236,8 +242,10 @@ def write_item_scores(
     item_prompts: list[str],
     item_groups: list[str],
     item_seeds: list[int],
+    images: dict[str, list[str]] | None = None,
 ) -> None:
-    """scores.jsonl: one line per (row, item) with its prompt, group, seed and every score."""
+    """scores.jsonl: one line per (row, item) with its prompt, group, seed, every score and,
+    when saved, its image (path relative to the evaluation's folder)."""
     with path.open("w", encoding="utf-8") as f:
         for label, by_scorer in scores.items():
             for k, prompt in enumerate(item_prompts):
@@ -246,4 +254,6 @@ def write_item_scores(
                     "seed": item_seeds[k],
                     "scores": {name: float(v[k]) for name, v in by_scorer.items()},
                 }
+                if images is not None:
+                    line["image"] = images[label][k]
                 f.write(json.dumps(_finite_json(line), allow_nan=False) + "\n")

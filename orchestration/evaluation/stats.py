@@ -157,6 +157,48 @@ def cross_seed_outcomes(scores_a: np.ndarray, scores_b: np.ndarray) -> np.ndarra
     return np.where(np.isfinite(x) & np.isfinite(y), _outcomes(x, y), np.nan)
 
 
+def cross_seed_bootstrap(outcomes: np.ndarray, samples: int = 2000, seed: int = 0) -> np.ndarray:
+    """(samples,) win rates of (S_A, S_B, N) `outcomes` with runs of each side and items
+    resampled (NaN for a resample of only missing items)."""
+    runs_a, runs_b, items = outcomes.shape
+    rng = np.random.default_rng(seed)
+    finite = np.isfinite(outcomes)
+    filled = np.where(finite, outcomes, 0.0)
+    rates = np.full(samples, np.nan)
+    for k in range(samples):
+        pick = np.ix_(rng.integers(0, runs_a, runs_a), rng.integers(0, runs_b, runs_b),
+                      rng.integers(0, items, items))
+        count = finite[pick].sum()
+        if count:  # a resample of only missing items has no rate; it is left out
+            rates[k] = filled[pick].sum() / count
+    return rates
+
+
+def bootstrap_p_value(rates: np.ndarray, null: float = 0.5) -> float:
+    """Two-sided p-value of `null` from bootstrap `rates`, by inverting the percentile
+    interval: the smallest alpha whose (1 - alpha) interval leaves `null` out."""
+    rates = rates[np.isfinite(rates)]
+    if rates.size == 0:
+        raise ValueError("bootstrap_p_value needs at least one finite resampled rate")
+    tail = min((rates <= null).mean(), (rates >= null).mean())
+    return float(min(1.0, max(2 * tail, 1 / rates.size)))
+
+
+def holm_adjust(p_values: list[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values: reject H_i at family-wise level alpha iff
+    adjusted_i <= alpha. Sorted ascending p_(1..m): adjusted_(k) = max_{j<=k} min(1,
+    (m - j + 1) p_(j)). Controls the family-wise error rate under any dependence."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or ((p < 0) | (p > 1) | ~np.isfinite(p)).any():
+        raise ValueError(f"p-values must be a flat list of numbers in [0, 1], got {p_values!r}")
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted
+
+
 def cross_seed_win_rate(
     scores_a: np.ndarray,
     scores_b: np.ndarray,
@@ -171,16 +213,7 @@ def cross_seed_win_rate(
         raise ValueError("no item has a score on both sides of any pairing of runs")
     normal_quantile(confidence)  # validates confidence
     runs_a, runs_b, items = outcomes.shape
-    rng = np.random.default_rng(seed)
-    finite = np.isfinite(outcomes)
-    filled = np.where(finite, outcomes, 0.0)
-    rates = np.full(samples, np.nan)
-    for k in range(samples):
-        pick = np.ix_(rng.integers(0, runs_a, runs_a), rng.integers(0, runs_b, runs_b),
-                      rng.integers(0, items, items))
-        count = finite[pick].sum()
-        if count:  # a resample of only missing items has no rate; it is left out
-            rates[k] = filled[pick].sum() / count
+    rates = cross_seed_bootstrap(outcomes, samples, seed)
     alpha = 1 - confidence
     low, high = np.nanquantile(rates, [alpha / 2, 1 - alpha / 2])
     per_pairing = np.nanmean(outcomes, axis=2)
@@ -194,6 +227,7 @@ def cross_seed_win_rate(
         "runs_b": runs_b,
         "items": items,
         "confidence": confidence,
+        "p_value": bootstrap_p_value(rates),  # of "win rate = 0.5", same resamples
     }
 
 

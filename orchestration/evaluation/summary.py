@@ -1,14 +1,15 @@
 """From generated images and per-item scores to the figures of the table (no Ray, no I/O).
 
-Items are laid out as in ray_tasks.generate_all: item k = s*P + p is prompt p with seed s.
+Items are laid out as in items.py: item k = s*P + p is prompt p with seed s.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from orchestration.evaluation.accumulate import RowAccumulator
 from orchestration.evaluation.config import EvalConfig, row_label
-from orchestration.evaluation.image_metrics import FidScorer, hf_noise_ratio
+from orchestration.evaluation.image_metrics import frechet_distance
 from orchestration.evaluation.prompts import PromptSet
 from orchestration.evaluation.report import RowResult
 from orchestration.evaluation.stats import nan_summary, win_rate
@@ -29,35 +30,36 @@ def score_summary(values: np.ndarray, item_groups: list[str]) -> dict:
 def summarise_rows(
     cfg: EvalConfig,
     prompt_set: PromptSet,
-    images: dict[str, tuple[np.ndarray, float]],
-    scores: Scores,
-    fid: FidScorer | None = None,
-    reference: np.ndarray | None = None,
+    rows: dict[str, RowAccumulator],
+    reference: RowAccumulator | None = None,
 ) -> list[RowResult]:
-    """One RowResult per (model, steps): mean scores (overall and per group), FID, HF ratio."""
+    """One RowResult per (model, steps): mean scores (overall and per group), FID, HF ratio.
+
+    `reference` holds the reference set's feature moments and HF fractions, when it was read.
+    """
     item_groups = prompt_set.groups * len(cfg.seeds)
-    rows = []
+    out = []
     for spec, steps in cfg.rows():
         label = row_label(spec.name, steps)
-        row_images, seconds = images[label]
+        acc = rows[label]
         row = RowResult(
             label=label,
             model=spec.name,
             kind=spec.kind,
-            sampler="lcm" if spec.kind == "lcm" else spec.sampler,
+            sampler="lcm" if spec.kind != "teacher" else spec.sampler,
             steps=steps,
             unet_calls=spec.unet_calls(steps),
             guidance_scale=spec.guidance,
-            seconds_per_image=seconds,
+            seconds_per_image=acc.seconds / max(acc.done, 1),
             trained_on=list(spec.trained_on),
         )
-        row.scores = {name: score_summary(v, item_groups) for name, v in scores[label].items()}
-        if fid is not None:
-            row.fid = fid(row_images)
-        if reference is not None and cfg.hf_noise.enabled:
-            row.hf_noise_ratio = hf_noise_ratio(row_images, reference, cfg.hf_noise.cutoff)
-        rows.append(row)
-    return rows
+        row.scores = {name: score_summary(v, item_groups) for name, v in acc.scores.items()}
+        if reference is not None and reference.moments.count and acc.moments.count:
+            row.fid = frechet_distance(acc.moments, reference.moments)
+        if reference is not None and reference.hf_mean and acc.hf_mean is not None:
+            row.hf_noise_ratio = acc.hf_mean / reference.hf_mean
+        out.append(row)
+    return out
 
 
 def compute_win_rates(cfg: EvalConfig, scores: Scores) -> tuple[list[dict], list[str]]:

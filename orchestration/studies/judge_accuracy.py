@@ -2,7 +2,7 @@
 
     python -m orchestration.studies.judge_accuracy outputs/eval-teacher-heldout [--out FILE.md]
 
-For each row of the evaluation (images/<row>/<group>/<item>.png, prompts from scores.jsonl):
+For each row of the evaluation (its saved images and prompts, from scores.jsonl):
 the share of samples whose colour, shape, size and background each judge reads as the
 caption says. The toy judge is the expert the default recipe trains on; the held-out judge
 (rglcd/toy/heldout_judge.py) shares none of its rules, so a gain seen by both is not an

@@ -60,7 +60,7 @@ def load_split(settings: BuildSettings, split: str) -> tuple[torch.Tensor, list[
          "heldout": settings.n_heldout}[split]
     paths = ensure_toy_dataset(settings.data_dir, split, n, settings.seed)
     cache = settings.data_dir / f"{split}.decoded.npz"  # PNG decoding dominates otherwise
-    if cache.exists() and cache.stat().st_mtime >= max(p.stat().st_mtime for p in paths):
+    if cache.exists() and cache.stat().st_mtime >= max(Path(p).stat().st_mtime for p in paths):
         with np.load(cache) as stored:
             images, captions = stored["images"], stored["captions"].tolist()
     else:

@@ -83,8 +83,9 @@ class HpsScorer(EmbeddingSimilarityScorer):
         """From options.model_config's vision_cfg when that json is local."""
         if not spec.options.get("model_config"):
             return cls.input_size
-        path = Path(spec.options["model_config"])
-        config = local_json(path.parent, path.name) or {}
+        location = str(spec.options["model_config"])  # a path or URI, read in place
+        folder, name = location.rsplit("/", 1) if "/" in location else (".", location)
+        config = local_json(folder, name) or {}
         return int(config.get("vision_cfg", {}).get("image_size", cls.input_size))
 
     def __init__(self, name: str, model: torch.nn.Module, tokenizer, device: str = "auto") -> None:

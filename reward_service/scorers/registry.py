@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import reward_service.scorers as _package
 from reward_service.scorers.base import SCORER_CLASSES, Scorer
+from rglcd import storage
 
 if TYPE_CHECKING:  # annotations only: the config validates kinds through this registry
     from reward_service.config import ScorerConfig
@@ -83,6 +84,30 @@ def describe_scorer(spec: ScorerConfig) -> ScorerInfo:
     )
 
 
+# Spec fields and options that name files or folders a scorer loads.
+LOCATION_FIELDS = ("checkpoint", "processor")
+LOCATION_OPTIONS = ("med_config", "model_config")
+
+
+def localized(spec: ScorerConfig) -> ScorerConfig:
+    """`spec` with every location it loads made a path on this node: pkg:// found in this
+    node's package, s3:// / gs:// copied once per node into its cache (rglcd/storage.py).
+    Plain paths and hub ids stay as written."""
+    updates: dict[str, Any] = {}
+    for name in LOCATION_FIELDS:
+        value = getattr(spec, name)
+        if value and storage.scheme(value):
+            updates[name] = storage.local_copy(value)
+    options = {
+        key: storage.local_copy(value)
+        if key in LOCATION_OPTIONS and isinstance(value, str) and storage.scheme(value) else value
+        for key, value in spec.options.items()
+    }
+    if options != spec.options:
+        updates["options"] = options
+    return spec.model_copy(update=updates) if updates else spec
+
+
 def build_scorer(spec: ScorerConfig) -> Scorer:
     """Load the scorer a config entry describes (ValueError on a config a user must fix)."""
-    return scorer_class(spec).from_spec(spec)
+    return scorer_class(spec).from_spec(localized(spec))

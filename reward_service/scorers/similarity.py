@@ -17,15 +17,23 @@ import torch
 
 from reward_service.scorers.base import Scorer, check_batch
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
+from rglcd import storage
 
 TEXT_CACHE_SIZE = 4096  # prompts kept per scorer; bounded so a long-lived service stays small
 
 
 def local_json(folder: str | Path | None, filename: str) -> dict | None:
-    """A small json from a local model folder, or None (never touches the network)."""
-    if folder is None or not (Path(folder) / filename).is_file():
+    """A small json from a model folder (a path, pkg:// location or object-store URI), or None
+    for a hub id or a missing file (never touches the hub)."""
+    if folder is None:
         return None
-    return json.loads((Path(folder) / filename).read_text(encoding="utf-8"))
+    location = storage.join(str(folder), filename)
+    try:
+        if not storage.is_file(location):
+            return None
+        return json.loads(storage.read_text(location))
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_device(device: str) -> torch.device:

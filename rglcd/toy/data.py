@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from rglcd import storage
 from rglcd.toy.scenes import render, sample_scenes
 
 ROWS_PER_SHARD = 10_000
@@ -42,43 +43,46 @@ def _scene_table(scenes: list) -> pa.Table:
     return pa.table(columns)
 
 
-def write_toy_dataset(directory: str | Path, split: str, n: int, seed: int = 0) -> list[Path]:
-    """Render `n` scenes of `split` and write them as Parquet shards into `directory`."""
+def write_toy_dataset(directory: str | Path, split: str, n: int, seed: int = 0) -> list[str]:
+    """Render `n` scenes of `split` and write them as Parquet shards into `directory` (a path
+    or an object-store URI); returns the shards' locations. The marker is written last."""
     if n <= 0:
         raise ValueError(f"n={n} must be a positive number of images.")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob(f"{split}-*.parquet"):
-        old.unlink()
+    directory = str(directory)
+    for old in storage.list_files(directory, f"{split}-*.parquet"):
+        storage.remove(old)
     scenes = sample_scenes(split, n, seed)
     paths = []
     for index, start in enumerate(range(0, n, ROWS_PER_SHARD)):
-        path = directory / f"{split}-{index:05d}.parquet"
-        pq.write_table(_scene_table(scenes[start : start + ROWS_PER_SHARD]), path)
+        path = storage.join(directory, f"{split}-{index:05d}.parquet")
+        with storage.open_output(path) as stream:
+            pq.write_table(_scene_table(scenes[start : start + ROWS_PER_SHARD]), stream)
         paths.append(path)
-    marker = {"split": split, "n": n, "seed": seed, "shards": [p.name for p in paths]}
-    (directory / f"{split}.done.json").write_text(json.dumps(marker), encoding="utf-8")
+    names = [storage.basename(p) for p in paths]
+    marker = {"split": split, "n": n, "seed": seed, "shards": names}
+    storage.write_text(storage.join(directory, f"{split}.done.json"), json.dumps(marker))
     return paths
 
 
-def ensure_toy_dataset(directory: str | Path, split: str, n: int, seed: int = 0) -> list[Path]:
-    """Shards of `split` in `directory`, generated only if missing or made with other (n, seed).
+def ensure_toy_dataset(directory: str | Path, split: str, n: int, seed: int = 0) -> list[str]:
+    """Shards of `split` in `directory` (a path or URI), generated only if missing or made
+    with other (n, seed).
 
     Deterministic: the same (split, n, seed) always yields byte-identical images and captions.
     40k images take about half a minute on one core.
     """
-    directory = Path(directory)
-    marker_path = directory / f"{split}.done.json"
-    if marker_path.exists():
-        marker = json.loads(marker_path.read_text(encoding="utf-8"))
-        paths = [directory / name for name in marker["shards"]]
-        if marker["n"] == n and marker["seed"] == seed and all(p.exists() for p in paths):
+    directory = str(directory)
+    marker_path = storage.join(directory, f"{split}.done.json")
+    if storage.is_file(marker_path):
+        marker = json.loads(storage.read_text(marker_path))
+        paths = [storage.join(directory, name) for name in marker["shards"]]
+        if marker["n"] == n and marker["seed"] == seed and all(map(storage.is_file, paths)):
             return paths
     return write_toy_dataset(directory, split, n, seed)
 
 
-def shard_paths(directory: str | Path, split: str) -> list[Path]:
-    paths = sorted(Path(directory).glob(f"{split}-*.parquet"))
+def shard_paths(directory: str | Path, split: str) -> list[str]:
+    paths = storage.list_files(str(directory), f"{split}-*.parquet")
     if not paths:
         raise ValueError(
             f"no '{split}-*.parquet' shards in {directory}; create them with "
@@ -89,7 +93,11 @@ def shard_paths(directory: str | Path, split: str) -> list[Path]:
 
 def read_toy_table(directory: str | Path, split: str) -> pa.Table:
     """All shards of `split` as one Arrow table (columns as in the module docstring)."""
-    return pa.concat_tables([pq.read_table(p) for p in shard_paths(directory, split)])
+    tables = []
+    for location in shard_paths(directory, split):
+        filesystem, path = storage.parse(location)
+        tables.append(pq.read_table(path, filesystem=filesystem))
+    return pa.concat_tables(tables)
 
 
 def read_toy_images(directory: str | Path, split: str) -> tuple[np.ndarray, list[str]]:

@@ -18,3 +18,10 @@ TOY_LRM_DIR = TOY_ARTIFACTS / "lrm"  # pretrained latent proxy reward model
 # writes its own under its output root): the user's cache, never the installed package.
 TOY_DATA_DIR = cache_dir() / "toy-data"
 TOY_REPORT_FILE = TOY_ARTIFACTS / "build_report.json"  # written by the build's verify stage
+
+# The same artifacts as locations for configs: found in each node's own copy of the package
+# (rglcd/storage.py), never a driver's absolute path shipped to a worker on another node.
+TOY_PIPELINE = "pkg://rglcd.toy/artifacts/pipeline"
+TOY_MINICLIP = "pkg://rglcd.toy/artifacts/miniclip"
+TOY_REWARD_CLIP = "pkg://rglcd.toy/artifacts/miniclip-reward"
+TOY_LRM = "pkg://rglcd.toy/artifacts/lrm"

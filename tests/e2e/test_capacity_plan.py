@@ -1,5 +1,5 @@
 """rglcd-plan: the committed architectures are the public models, and the plan's numbers are
-the trainer's (no Ray; tens of seconds on a loaded 2-core machine, hence this tier)."""
+the trainer's (no Ray; the plan's steps take 10-20 s each, hence `slow`)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def _toy(*overrides: str):
                                check_paths=False)
 
 
+@pytest.mark.slow  # a training step of the toy recipe, measured op by op
 def test_the_step_measured_on_fake_tensors_equals_the_real_one():
     """The same step with real weights and real tensors allocates the same bytes (to 0.1%: a
     few kernels size a small output, e.g. attention's log-sum-exp, differently from their
@@ -78,6 +79,7 @@ def test_the_step_measured_on_fake_tensors_equals_the_real_one():
     assert fake.grad_bytes_at_peak == real.grad_bytes_at_peak
 
 
+@pytest.mark.slow  # a training step of the toy recipe, measured op by op
 def test_the_plan_counts_the_trainers_weights_and_optimizer_state():
     cfg = _toy()
     plan = plan_module.plan_recipe(cfg, device_type="cpu")
@@ -93,6 +95,7 @@ def test_the_plan_counts_the_trainers_weights_and_optimizer_state():
     assert plan.step.flops > 0 and plan.per_sample_bytes > 0
 
 
+@pytest.mark.slow  # a training step of the toy recipe, measured op by op
 def test_a_recipe_that_does_not_fit_is_refused_with_the_numbers(monkeypatch, capsys):
     tiny = plan_module.GPU("tiny", 64 * 2**20, 1e12, reserve_bytes=0)
     monkeypatch.setitem(plan_module.GPUS, "tiny", tiny)

@@ -1,30 +1,46 @@
-"""`rglcd-rehearse` (orchestration/commands/rehearse_real_path.py): the real path end to end
-with tiny models, every stage a `ray job submit` to a `ray start --head` node of its own.
+"""`rglcd-rehearse --nodes 3 --failures` (orchestration/commands/rehearse_real_path.py): the real
+path end to end with tiny models on a head and two worker nodes that share no disk, every
+location in a loopback object store, then the failure cases on the same cluster.
 
 data_job -> pretrain_lrm data.latents= -> trainer/run.py with an SD recipe, the LRM and an expert
 served by Serve (the VLM judge over HTTP to its own server process; ImageReward with random
 weights of its real architecture, in its own environment) -> export -> rglcd-evaluate with
-configs/eval/sd15.yaml. It needs ImageReward's environment (orchestration/rehearsal/imagereward_env.py;
-`make test` builds it once into .venv-imagereward), so it is marked `imagereward_env`. That
-environment is the deployment's: the pins of reward_service/scorers/imagereward-requirements.txt
-over this environment's packages, as Ray's runtime_env `pip` and the Docker image build it.
+configs/eval/sd15.yaml, each a `ray job submit` with s3:// paths only. Before the stages a probe
+job shows that a file one worker node writes is invisible to the other; after them a run with
+a local output folder must fail (the negative control), and a run that loses a worker node
+mid-training resumes from its checkpoint in the store on a replacement node with the losses of
+an uninterrupted run. The worker nodes live in mount namespaces of their own (`unshare -m`), so
+the test needs root. It needs ImageReward's environment (orchestration/rehearsal/imagereward_env.py;
+`make test` builds it once into .venv-imagereward), so it is marked `imagereward_env`.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
+from orchestration.cluster_rehearsal.failures import PAUSE_STEP
 from orchestration.commands.rehearse_real_path import parse_args, rehearse
 from orchestration.rehearsal.imagereward_env import imagereward_env
 
 pytestmark = [pytest.mark.imagereward_env, pytest.mark.ray]
 
 
-def test_every_stage_of_the_real_path_connects(tmp_path_factory):
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="worker nodes without a shared disk need root and unshare(1)")
+def test_the_real_path_on_three_nodes_that_share_no_disk(tmp_path_factory):
     python = imagereward_env()
     work = tmp_path_factory.mktemp("rehearsal")
-    summary = rehearse(parse_args(["--workdir", str(work), "--imagereward-python", str(python)]))
+    summary = rehearse(parse_args(["--workdir", str(work), "--imagereward-python", str(python),
+                                   "--nodes", "3", "--failures"]))
     checks = summary["checks"]
+    # The worker nodes share no disk: only the object store carries a file between them.
+    isolation = checks["isolation"]
+    assert isolation["writer"] != isolation["reader"]
+    assert isolation["seen"] == {"tmp": False, "outputs": False, "object_store": True}
+    assert checks["local_output_refused"]
     # ImageReward imports and scores in its own environment, same torch as the core; the
     # package's PIL path and the scorer's tensor path agree on a 224 px image.
     env = checks["imagereward_env"]
@@ -40,3 +56,8 @@ def test_every_stage_of_the_real_path_connects(tmp_path_factory):
     rows = set(checks["evaluate"]["rows"])
     assert {"teacher@4", "rg-lcm-vlm-judge-lrm@2", "rg-lcm-imagereward-lrm@4"} <= rows
     assert set(checks["evaluate"]["scorers"]) == {"hpsv2.1", "pickscore", "clipscore", "imagereward"}
+    # Losing node_a at step PAUSE_STEP: resumed from the store's newest checkpoint on node_c,
+    # and every step's loss equals the uninterrupted run's.
+    node_loss = checks["failures"]["node_loss"]
+    assert node_loss["resumed_from_checkpoint_step"] == PAUSE_STEP - 1
+    assert node_loss["equal"], node_loss

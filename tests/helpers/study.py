@@ -2,8 +2,8 @@
 
 Row `good@2` holds true toy renders; row `poor@4` the same scenes with pixel noise and the
 object recoloured; every image is scored by the real toy judge and held-out judge. The files
-are what an evaluation (`orchestration/evaluation/runner.py`) writes: scores.jsonl (`write_item_scores`),
-images/<row>/<group>/<item>.png (`save_images`) and results.json's config.models.
+are what an evaluation (`orchestration/evaluation/runner.py`) writes: scores.jsonl
+(`write_item_scores`), the images (`save_images`) and results.json's config.models.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from orchestration.evaluation.items import make_items
+from orchestration.evaluation.prompts import PromptSet
 from orchestration.evaluation.report import write_item_scores
 from orchestration.evaluation.runner import save_images
 from rglcd.toy.heldout_judge import HeldoutJudge
@@ -51,9 +53,11 @@ def write_tiny_eval(out: Path, prompts: int = 6, seeds: tuple[int, ...] = (0,),
                                for x in v]) for k, v in stacks.items()}
     out.mkdir(parents=True, exist_ok=True)
     groups = ["heldout"] * len(item_prompts)
+    items = make_items(PromptSet([s.caption for s in scenes], ["heldout"] * len(scenes)),
+                       list(seeds))
+    names = save_images(str(out), stacks, items)
     write_item_scores(out / "scores.jsonl", scores, item_prompts, groups,
-                      [seed for seed in seeds for _ in scenes])
-    save_images(out / "images", {k: (v, 0.0) for k, v in stacks.items()}, groups)
+                      [seed for seed in seeds for _ in scenes], names)
     config = {"models": [{"name": "good", "trained_on": ["toy-judge"]},
                          {"name": "poor", "trained_on": []}]}
     (out / "results.json").write_text(json.dumps({"config": config}), encoding="utf-8")

@@ -37,7 +37,7 @@ def tiny_run_config(inputs: dict[str, Path], run_name: str, max_steps: int = STE
 
 
 def metrics_rows(cfg) -> list[dict]:
-    lines = (cfg.output_dir / "metrics.jsonl").read_text().splitlines()
+    lines = (Path(cfg.output_dir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 

@@ -60,7 +60,7 @@ def eval_setup(tmp_path_factory):
             ],
         },
         "reference": {"source": "toy:validation", "num_images": 16},
-        "fid": {"miniclip_dir": str(root / "miniclip")},
+        "fid": {"features": "miniclip", "miniclip_dir": str(root / "miniclip")},
         "output": {"grid_prompts": 3, "grid_scale": SCALE},
     }
     (root / "eval.yaml").write_text(yaml.safe_dump(config))
@@ -106,6 +106,9 @@ def test_evaluate_command_writes_every_output(serve_http_port, eval_setup):
 
     lines = (out / "scores.jsonl").read_text().splitlines()
     assert len(lines) == len(ROWS) * 8
+    first = json.loads(lines[0])  # written as made, in the HPSv2 layout under each seed
+    assert first["image"] == "images/teacher@2/seed0/all/00000.jpg"
+    assert len(list((out / "images").rglob("*.jpg"))) == len(ROWS) * 8
     for seed in (0, 1):
         with Image.open(out / f"grid_seed{seed}.png") as grid:
             tile = IMAGE_SIZE * SCALE  # 3 prompts x 4 rows of the table, with their labels
@@ -113,3 +116,4 @@ def test_evaluate_command_writes_every_output(serve_http_port, eval_setup):
     assert "Rows, top to bottom" in "\n".join(table)
     with Image.open(out / "metrics_vs_steps.png") as plot:
         assert plot.format == "PNG"
+

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,12 +86,13 @@ def test_trainer_run_applies_async_lrm_updates(ray_cluster, serve_http_port, lrm
     assert APP not in serve.status().applications
     assert ensure_reward_service(cfg) == APP  # deployed here; the next test reuses it
     build_trainer(cfg).fit()
-    rows = [json.loads(line) for line in (cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = Path(cfg.output_dir) / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert sum(r["lrm_updates"] for r in rows) >= 3  # the final step drains the window
     assert rows[-1]["reward_inflight"] == 0
     assert all(r["reward_staleness_steps"] <= 2 for r in rows if "reward_staleness_steps" in r)
-    checkpoint = max(p for p in cfg.output_dir.glob("checkpoint_*") if p.is_dir())
+    checkpoint = max(p for p in Path(cfg.output_dir).glob("checkpoint_*") if p.is_dir())
     trained = load_file(checkpoint / "modules" / "lrm.safetensors")
     initial = load_file(TOY_LRM_DIR / "model.safetensors")
     moved = {k for k in initial if not torch.equal(trained[k].float(), initial[k].float())}

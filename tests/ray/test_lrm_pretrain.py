@@ -47,3 +47,21 @@ def test_pretrain_job_trains_reports_and_writes_loadable_lrm(ray_cluster, tmp_pa
         lrm.text_model.embeddings.token_embedding.weight,
         clip.text_model.embeddings.token_embedding.weight.half().float(),
     )
+
+
+def test_pretrain_job_streams_latent_shards_through_ray_data(ray_cluster, tmp_path):
+    from tests.unit.test_lrm_pretrain_local import _latent_shards
+
+    latents = _latent_shards(tmp_path / "latents", shards=3, rows=12)
+    report = pretrain([
+        f"data.latents={latents}", f"data.clip_dir={tiny_clip_dir(tmp_path / 'clip')}",
+        "optim.steps=5", "optim.eval_every=5", "optim.batch_size=8", "scaling.num_workers=1",
+        "tower.width=32", "tower.depth=1", "tower.heads=2", "tower.patch_size=2",
+        "optim.warmup_steps=1", f"output.dir={tmp_path / 'lrm'}",
+        f"output.storage_path={tmp_path / 'ray'}", "output.name=lrm-stream-test",
+    ])
+    # 24 training rows in batches of 8: step 5 is in the second pass over the stream
+    assert report["step"] == 5 and 0 < report["loss"] < 20
+    assert report["peak_rss_mb"] > 0  # the worker's, reported for the memory benchmark
+    assert report["heldout_num_latents"] == 12
+    assert LatentRewardModel.from_pretrained(tmp_path / "lrm").config.latent_scaling_factor == 0.5

@@ -8,6 +8,8 @@ it also checks that DDP averages the gradients like one worker's full-batch grad
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers.tiny_runs import metrics_rows, tiny_run_config
@@ -22,7 +24,7 @@ def test_two_workers_match_one_worker(ray_cluster, trainer_inputs, baseline):
     build_trainer(cfg).fit()
     rows = metrics_rows(cfg)
     assert [r["step"] for r in rows] == [0, 1]
-    assert (cfg.output_dir / "pipeline" / "model_index.json").is_file()
+    assert (Path(cfg.output_dir) / "pipeline" / "model_index.json").is_file()
     single = [r["lcd_loss"] for r in single_rows[:2]]
     double = [r["lcd_loss"] for r in rows]
     assert single[0] > 0

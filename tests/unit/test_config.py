@@ -199,7 +199,7 @@ def test_every_recipe_parses_and_takes_effect_exactly(recipe):
 
 @pytest.mark.parametrize(("recipe", "checkpoint"), [
     ("toy-rglcd-lrm-toy-clip", []),
-    ("toy-rglcd-lrm-reward-clip", ["serve.scorers.0.checkpoint=./rglcd/toy/artifacts/miniclip-reward"]),
+    ("toy-rglcd-lrm-reward-clip", ["serve.scorers.0.checkpoint=pkg://rglcd.toy/artifacts/miniclip-reward"]),
 ])
 def test_the_toy_clip_lrm_recipes_are_the_default_with_its_expert_swapped(recipe, checkpoint):
     """What docs/reward-clip measured: configs/toy-rglcd-lrm-toy-judge.yaml with these overrides."""
@@ -318,9 +318,23 @@ def test_is_local_path_semantics():
 
 def test_derived_paths():
     cfg = load(None, ["run_name=abc", "output.root_dir=/tmp/runs"])
-    assert cfg.output_dir == Path("/tmp/runs/abc")
-    assert cfg.uses_toy_data and cfg.train_data_path == str(Path("/tmp/runs/toy-data"))
-    assert load(None, ["output.dir=/x/y"]).output_dir == Path("/x/y")
+    assert cfg.output_dir == "/tmp/runs/abc"
+    assert cfg.uses_toy_data and cfg.train_data_path == "/tmp/runs/toy-data"
+    assert load(None, ["output.dir=/x/y"]).output_dir == "/x/y"
+    remote = load(None, ["run_name=abc", "output.root_dir=s3://bucket/runs"])
+    assert remote.output_dir == "s3://bucket/runs/abc"
+    assert remote.train_data_path == "s3://bucket/runs/toy-data"
+
+
+def test_locations_are_left_as_written():
+    """Nothing resolved on the driver: URIs, relative paths and pkg:// stay strings."""
+    cfg = load(None, ["output.root_dir=outputs", "data.train_path=s3://b/latents",
+                      "lrm.checkpoint=gs://b/lrm"])
+    assert cfg.output.root_dir == "outputs" and cfg.data.train_path == "s3://b/latents"
+    assert cfg.model.teacher == "pkg://rglcd.toy/artifacts/pipeline"
+    assert cfg.missing_paths() == []  # object-store URIs are opened later, not here
+    missing = load(None, ["model.teacher=pkg://rglcd.toy/artifacts/nothing"])
+    assert "model.teacher" in missing.missing_paths()[0]
 
 
 class _Inner(BaseModel):
@@ -443,9 +457,9 @@ def test_the_service_on_its_own_fills_the_teachers_vae_from_the_recipe():
     the toy world's; build_app refuses a VAE that still has no path."""
     from reward_service.app import build_app, load_serve_config
     from reward_service.config import ServeConfig, VaeConfig
-    from rglcd.toy.paths import TOY_PIPELINE_DIR
+    from rglcd.toy.paths import TOY_PIPELINE
 
-    assert load_serve_config().vaes["toy"].path == str(TOY_PIPELINE_DIR)
+    assert load_serve_config().vaes["toy"].path == TOY_PIPELINE  # found on each node
     recipe = load_serve_config(str(RECIPE_DIR / "sd15-rglcd-lrm-hpsv2.1.yaml"))
     assert recipe.vaes["teacher"].path == "runwayml/stable-diffusion-v1-5"
     with pytest.raises(ValueError, match=r"serve\.vaes \['x'\] have no path"):

@@ -11,13 +11,13 @@ import pytest
 import yaml
 
 from orchestration.evaluation.config import EvalConfig
-from orchestration.evaluation.prompts import load_prompts
+from orchestration.evaluation.prompts import HPSV2_STYLES, load_prompts
 from reward_service.scorers.registry import describe_scorer
 from rglcd.configuration import load_config
 from trainer.config import load_trainer_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-SD_EVALS = sorted((CONFIGS / "eval").glob("sd*.yaml"))
+SD_EVALS = sorted(p for p in (CONFIGS / "eval").glob("sd*.yaml") if p.stem != "sdxl")
 TABLE1_SCORERS = {"hpsv2.1", "imagereward", "pickscore", "clipscore"}
 
 
@@ -65,8 +65,20 @@ def test_the_commented_coco_fid_overrides_load(path):
 
 
 def test_hpsv2_style_prompts_are_grouped_by_style(tmp_path):
-    styles = {s: [f"{s} prompt {i}" for i in range(3)] for s in ("anime", "photo")}
-    (tmp_path / "test_prompts.json").write_text(json.dumps(styles))
-    cfg = load_config(EvalConfig, SD_EVALS[0], [f"prompts={tmp_path / 'test_prompts.json'}"])
-    prompts = load_prompts(cfg.prompts, 2)
-    assert prompts.group_names() == ["anime", "photo"] and len(prompts) == 4
+    for style in HPSV2_STYLES:
+        (tmp_path / f"{style}.json").write_text(json.dumps([f"{style} {i}" for i in range(3)]))
+    cfg = load_config(EvalConfig, SD_EVALS[0])
+    assert cfg.prompts.startswith("hpsv2:")
+    prompts = load_prompts(f"hpsv2:{tmp_path}", 2)
+    assert prompts.group_names() == list(HPSV2_STYLES) and len(prompts) == 8
+
+
+def test_sdxl_evaluation_loads_its_lora_runs_adapters():
+    cfg = load_config(EvalConfig, CONFIGS / "eval" / "sdxl.yaml")
+    assert cfg.judge_name() == "hpsv2.1" and cfg.max_prompts is None
+    for model in cfg.models:
+        if model.kind == "lcm-lora":
+            run_name = Path(model.adapters).parent.name  # <output.root_dir>/<run_name>/lora
+            recipe = load_trainer_config(CONFIGS / f"{run_name}.yaml", [], check_paths=False)
+            assert recipe.model.family == "sdxl" and recipe.model.lora is not None
+            assert model.path.endswith(Path(recipe.model.teacher).name)

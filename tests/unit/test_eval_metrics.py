@@ -10,15 +10,19 @@ import torch
 
 from orchestration.evaluation.config import EvalConfig, FidConfig, ReferenceConfig, ScoringConfig
 from orchestration.evaluation.image_metrics import (
-    FidScorer,
+    FeatureMoments,
+    feature_network,
+    frechet_distance,
     hf_noise_ratio,
-    high_frequency_fraction,
-    load_reference_images,
+    num_features,
+    read_reference,
+    reference_chunks,
 )
 from orchestration.evaluation.prompts import load_prompts
 from orchestration.evaluation.scoring import InProcessBackend
 from reward_service.config import ScorerConfig
 from rglcd.configuration import ConfigError, load_config
+from rglcd.toy.metrics import high_frequency_fraction
 from rglcd.toy.miniclip import build_miniclip, write_caption_tokenizer, write_preprocess
 from rglcd.toy.scenes import HELD_OUT_COMBOS, parse_caption
 
@@ -86,6 +90,10 @@ def test_high_frequency_fraction_by_construction():
     assert fractions.tolist() == pytest.approx([0.0, 1.0, 0.0], abs=1e-6)
 
 
+def load_reference_images(cfg: ReferenceConfig) -> np.ndarray:
+    return np.concatenate([read_reference(cfg, a, b) for a, b in reference_chunks(cfg, 10)])
+
+
 def test_hf_noise_ratio_is_one_on_reference_and_rises_with_noise():
     reference = load_reference_images(ReferenceConfig(source="toy:validation", num_images=32))
     assert reference.shape == (32, 32, 32, 3) and reference.dtype == np.uint8
@@ -95,23 +103,42 @@ def test_hf_noise_ratio_is_one_on_reference_and_rises_with_noise():
     assert hf_noise_ratio(noisy, reference) > 1.5
 
 
-def test_fid_in_miniclip_space(tmp_path):
+def _moments(features, chunk):
+    moments = FeatureMoments()
+    for start in range(0, len(features), chunk):
+        moments.add(features[start : start + chunk])
+    return moments
+
+
+def test_fid_in_miniclip_space_from_streamed_moments(tmp_path):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
+
     cfg = FidConfig(features="miniclip", miniclip_dir=str(save_random_miniclip(tmp_path / "mc")))
+    features = feature_network(cfg)
     reference = load_reference_images(ReferenceConfig(source="toy:validation", num_images=48))
-    fid = FidScorer(cfg, reference)
-    same = fid(reference)
     other = load_reference_images(ReferenceConfig(source="toy:heldout", num_images=48, seed=5))
-    rng = np.random.default_rng(0)
-    noise = rng.integers(0, 256, size=(48, 32, 32, 3), dtype=np.uint8)
-    assert abs(same) < 1e-3
-    assert 0 < fid(other) < fid(noise)
+    noise = np.random.default_rng(0).integers(0, 256, size=(48, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref, oth, noi = (features(x) for x in (reference, other, noise))
+    ref_moments = _moments(ref, 48)
+    assert abs(frechet_distance(_moments(ref, 7), ref_moments)) < 1e-3  # chunking changes nothing
+    fid_other = frechet_distance(_moments(oth, 5), ref_moments)
+    assert 0 < fid_other < frechet_distance(_moments(noi, 16), ref_moments)
+    # the same figure as torchmetrics' FID holding every feature at once
+    metric = FrechetInceptionDistance(
+        feature=MiniClipFeatures(load_miniclip(cfg.miniclip_dir)[0]), normalize=True)
+    metric.update(torch.from_numpy(reference).permute(0, 3, 1, 2).float() / 255, real=True)
+    metric.update(torch.from_numpy(other).permute(0, 3, 1, 2).float() / 255, real=False)
+    assert fid_other == pytest.approx(float(metric.compute()), rel=1e-4)
     with pytest.raises(ValueError, match="at least 2"):
-        fid(reference[:1])
+        frechet_distance(_moments(oth[:1], 1), ref_moments)
 
 
 def test_inception_fid_needs_local_weights():
     with pytest.raises(ValueError, match="inception_weights"):
-        FidScorer(FidConfig(features="inception"), np.zeros((4, 8, 8, 3), np.uint8))
+        feature_network(FidConfig(features="inception"))
 
 
 def test_in_process_backend_scores_and_reports_missing():
@@ -130,3 +157,15 @@ def test_in_process_backend_scores_and_reports_missing():
     mixed = backend.score("judge", images, [captions[0], "a photo of a cat"])
     assert mixed[0] == pytest.approx(10.0) and np.isnan(mixed[1])
     assert sum(backend.errors.values()) == 1 and "toy grammar" in next(iter(backend.errors))
+
+
+def test_fid_in_random_conv_space_is_the_default():
+    cfg = FidConfig()
+    assert cfg.features == "random-conv" and num_features(cfg) == 32
+    features = feature_network(cfg)
+    reference = load_reference_images(ReferenceConfig(source="toy:validation", num_images=48))
+    noisy = np.clip(reference + np.random.default_rng(0).normal(0, 25, reference.shape), 0, 255)
+    ref, noi = features(reference), features(noisy.astype(np.uint8))
+    assert ref.shape == (48, 32)
+    assert abs(frechet_distance(_moments(ref, 7), _moments(ref, 48))) < 1e-3
+    assert frechet_distance(_moments(noi, 16), _moments(ref, 48)) > 0.1

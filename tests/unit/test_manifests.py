@@ -301,3 +301,20 @@ def test_dockerfile_bakes_imagerewards_own_environment():
     )
     assert f"{venv}/bin/pip install --no-cache-dir -r /tmp/{REQUIREMENTS.name}" in build
     assert "import ImageReward" in build  # the build fails if the pins stop importing
+
+
+def test_rayjob_writes_to_object_storage_and_retries(rayjob):
+    """The pods share no writable disk: outputs go to a bucket whose credentials every pod
+    gets from one Secret; a failed job is retried and lost workers restart."""
+    words = shlex.split(rayjob["spec"]["entrypoint"])
+    root = next(w.split("=", 1)[1] for w in words if w.startswith("output.root_dir="))
+    assert root.startswith("s3://")
+    spec = rayjob["spec"]["rayClusterSpec"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group in groups:
+        container = _containers(group)[0]
+        assert {"secretRef": {"name": "rglcd-storage"}} in container["envFrom"]
+        assert all(m["mountPath"] != "/outputs" for m in container["volumeMounts"])
+    assert rayjob["spec"]["backoffLimit"] > 0
+    recipe = words[words.index("--config") + 1]
+    assert load_trainer_config(ROOT / recipe, check_paths=False).scaling.max_failures > 0

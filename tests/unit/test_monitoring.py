@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,7 +164,7 @@ def test_report_summarises_metrics_and_config_diff(tmp_path):
         defaults=defaults,
         extra={"pipeline": tmp_path / "pipeline", "grids": ["a.png", "b.png"]},
     )
-    text = path.read_text()
+    text = Path(path).read_text()
     assert "| `lcd.max_steps` | 100 | 40 |" in text
     assert "Skipped reward updates: 3" in text
     assert "| `reward_mean` | 0.65 |" in text
@@ -172,7 +173,7 @@ def test_report_summarises_metrics_and_config_diff(tmp_path):
     no_skips = summarize_metrics([{"step": 0, "loss": 1.0}])
     assert (
         "Skipped reward updates: not recorded"
-        in write_run_report(tmp_path, config, no_skips, defaults=defaults).read_text()
+        in Path(write_run_report(tmp_path, config, no_skips, defaults=defaults)).read_text()
     )
 
 
@@ -191,6 +192,24 @@ def test_report_config_table_shows_changed_leaves_not_dicts(tmp_path):
     assert diff["serve.scorers.0.kind"] == ("toy-judge", "toy-clip")
     assert diff["serve.scorers.1.kind"] == ("toy-clip", ABSENT)
     assert not any(isinstance(v, (dict, list)) and v for pair in diff.values() for v in pair)
-    text = write_run_report(tmp_path, config, {}, defaults=defaults).read_text()
+    text = Path(write_run_report(tmp_path, config, {}, defaults=defaults)).read_text()
     assert "| `serve.scorers.0.kind` | `toy-judge` | `toy-clip` |" in text
     assert "{'" not in text.split("## Configuration")[1]  # no dict with content in a cell
+
+
+def test_metrics_in_a_non_local_store_are_staged_and_uploaded(tmp_path):
+    """An object-store run (here fsspec's local:// scheme, not a local path to storage.py):
+    lines go to a local staging file and are uploaded after each log; a resume continues
+    the stored copy; the follower reads it through the store."""
+    run = f"local://{tmp_path / 'run'}"
+    with MetricsLogger(run, rank=0, publish_to_ray=False) as logger:
+        for step in range(4):
+            logger.log(step, {"loss": float(step)})
+        assert len(read_metrics(f"{run}/{METRICS_FILE}")) == 4  # uploaded while running
+    with MetricsLogger(run, rank=0, start_step=2, publish_to_ray=False) as resumed:
+        resumed.log(2, {"loss": 9.0})
+    rows = read_metrics(f"{run}/{METRICS_FILE}")
+    assert [r["step"] for r in rows] == [0, 1, 2] and rows[-1]["loss"] == 9.0
+    stream = io.StringIO()
+    follower = MetricsFollower(f"{run}/{METRICS_FILE}", ProgressLine(10, file=stream))
+    assert follower.poll() == 3

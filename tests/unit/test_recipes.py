@@ -20,8 +20,18 @@ from trainer.config import load_trainer_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
-TEACHER_FILES = sorted((CONFIG_DIR / "teachers").glob("*.yaml"))
 METHOD_FILES = sorted((CONFIG_DIR / "methods").glob("*.yaml"))
+
+
+def _is_lora_teacher(path: Path) -> bool:
+    return "lora" in (yaml.safe_load(path.read_text()).get("model") or {})
+
+
+# Full-model teachers get every method; a LoRA teacher (SDXL: LCM-LoRA only, appendix D) the
+# recipes the paper trains on it.
+TEACHER_FILES = sorted(p for p in (CONFIG_DIR / "teachers").glob("*.yaml")
+                       if not _is_lora_teacher(p))
+LORA_TEACHER_RECIPES = {"sdxl.yaml": ("sdxl-lcd-lora.yaml", "sdxl-rglcd-lora-hpsv2.1.yaml")}
 
 # method file suffix -> (scorer kind, beta from paper Table 2)
 REWARDS = {
@@ -49,7 +59,16 @@ def is_teacher_method_recipe(path: Path) -> bool:
     return len(bases) == 2 and bases[0].startswith("teachers/") and bases[1].startswith("methods/")
 
 
-REAL_RECIPES = [p for p in CONFIGS if is_teacher_method_recipe(p)]
+REAL_RECIPES = [p for p in CONFIGS if is_teacher_method_recipe(p)
+                and not extends(p)[0].startswith(("teachers/sdxl",))]
+
+
+def test_lora_teacher_files_have_their_recipes():
+    for teacher, recipes in LORA_TEACHER_RECIPES.items():
+        assert _is_lora_teacher(CONFIG_DIR / "teachers" / teacher)
+        for recipe in recipes:
+            assert extends(CONFIG_DIR / recipe)[0] == f"teachers/{teacher}"
+            assert load(CONFIG_DIR / recipe).model.lora is not None
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

@@ -1,37 +1,62 @@
-"""trainer/run.py makes local paths absolute before Ray workers (another cwd) read them."""
+"""Locations in a trainer config stay as written until the node that reads them opens them:
+no driver-side resolving of paths (Ray unpacks a job's working directory separately on each
+node, so a path resolved on the driver is not a path on another node)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from rglcd import storage
 from rglcd.recipes import RECIPES_DIR
 from trainer.config import load_trainer_config
-from trainer.run import absolute_paths
+from trainer.run import check_resume_checkpoint, run_storage
 
 
-def test_relative_scorer_checkpoint_and_output_become_absolute(tmp_path: Path, monkeypatch):
+def test_relative_locations_are_read_where_they_are_opened(tmp_path: Path, monkeypatch):
     (tmp_path / "my-clip").mkdir()
     monkeypatch.chdir(tmp_path)
     cfg = load_trainer_config(
         "toy-rglcd-toy-clip",
         ["serve.scorers.1.checkpoint=my-clip", "output.dir=runs/a"],
     )
-    fixed = absolute_paths(cfg)
-    clip = next(s for s in fixed.serve.scorers if s.name == "toy-clip")
-    assert clip.checkpoint == str(tmp_path / "my-clip")
-    assert fixed.output.dir == str(tmp_path / "runs" / "a")
-    assert Path(fixed.lrm.checkpoint).is_absolute()
+    clip = next(s for s in cfg.serve.scorers if s.name == "toy-clip")
+    assert clip.checkpoint == "my-clip" and cfg.output.dir == "runs/a"
+    assert cfg.lrm.checkpoint.startswith("pkg://")  # found in each node's own package copy
+    assert run_storage(cfg) == str(tmp_path / "runs" / "a")  # the driver prints this
 
 
-@pytest.mark.parametrize("hub_id", ["openai/clip-vit-large-patch14", "yuvalkirstain/PickScore_v1"])
-def test_hub_ids_are_left_alone(hub_id: str, tmp_path: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    cfg = load_trainer_config("toy-rglcd-toy-clip",
-                              [f"serve.scorers.1.checkpoint={hub_id}"], check_paths=False)
-    clip = next(s for s in absolute_paths(cfg).serve.scorers if s.name == "toy-clip")
-    assert clip.checkpoint == hub_id
+def test_object_store_run_storage_is_printed_as_given():
+    cfg = load_trainer_config(None, ["output.root_dir=s3://bucket/runs"], check_paths=False)
+    assert run_storage(cfg) == "s3://bucket/runs/toy-rglcd"
+
+
+def test_resume_finds_the_newest_checkpoint_folder(tmp_path: Path):
+    cfg = load_trainer_config(None, [f"output.root_dir=file://{tmp_path}"], check_paths=False)
+    assert check_resume_checkpoint(cfg) is None
+    run = tmp_path / "toy-rglcd"
+    for name in ("checkpoint_2026-01-01", "checkpoint_2026-01-02"):
+        (run / name).mkdir(parents=True)
+    from trainer.checkpointing import CheckpointError
+
+    with pytest.raises(CheckpointError):  # the newest has no manifest: refused before Ray
+        check_resume_checkpoint(cfg)
+
+
+def test_shards_are_listed_through_storage(tmp_path: Path):
+    from rglcd.toy.data import write_toy_dataset
+    from trainer.data import parquet_columns, parquet_files
+
+    write_toy_dataset(tmp_path, "train", 3)
+    uri = f"file://{tmp_path}"
+    files = parquet_files(uri)
+    assert files == [storage.join(uri, "train-00000.parquet")]
+    assert parquet_files(storage.join(uri, "train-*.parquet")) == files
+    assert "caption" in parquet_columns(files[0])
+    with pytest.raises(ValueError, match="no Parquet shards"):
+        parquet_files(os.fspath(tmp_path / "empty"))
 
 
 def test_direct_imagereward_runs_in_the_core_environment_and_the_package_kind_is_refused():

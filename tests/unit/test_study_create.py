@@ -30,8 +30,7 @@ def test_study_items_pair_same_prompt_and_seed(eval_dir, tmp_path):
         assert item["prompt"] == a["prompt"] == b["prompt"] and item["seed"] == a["seed"]
         assert item["scores"]["toy-judge"] == [a["scores"]["toy-judge"], b["scores"]["toy-judge"]]
         shown = np.asarray(Image.open(path.parent / "images" / item["images"][0]))
-        saved = np.asarray(Image.open(eval_dir / "images" / "good@2" / "heldout"
-                                      / f"{item['eval_item']:05d}.png"))
+        saved = np.asarray(Image.open(eval_dir / a["image"]))  # as the evaluation saved it
         assert (shown == saved).all()
     blank = np.asarray(Image.open(path.parent / "images" / checks[0]["images"][1]))
     assert blank.shape == (32, 32, 3) and (blank == 128).all() and checks[0]["expected"] == "a"

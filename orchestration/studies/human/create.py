@@ -1,7 +1,7 @@
 """Build a study folder from an evaluation's outputs (`orchestration/commands/evaluate.py`).
 
 Reads `EVAL_DIR/scores.jsonl` (one line per row and item: prompt, seed, every scorer's score),
-`EVAL_DIR/images/<row>/<group>/<item>.png` and, when present, `results.json` (which scorer
+each item's image (its `image` in scores.jsonl) and, when present, `results.json` (which scorer
 columns each model's recipe trained on). Writes STUDY_DIR/study.json and copies the images
 shown to STUDY_DIR/images/, so a study stays readable after the evaluation folder goes.
 """
@@ -9,7 +9,6 @@ shown to STUDY_DIR/images/, so a study stays readable after the evaluation folde
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -39,7 +38,8 @@ def read_eval_records(eval_dir: Path) -> dict[str, dict[int, dict]]:
 
 
 def image_path(eval_dir: Path, record: dict) -> Path:
-    path = eval_dir / "images" / record["row"] / record["group"] / f"{record['item']:05d}.png"
+    path = eval_dir / record.get("image", f"images/{record['row']}/{record['group']}/"
+                                          f"{record['item']:05d}.png")
     if not path.is_file():
         raise ValueError(f"{path} is missing: rerun the evaluation with output.save_images=true "
                          "(the default) so every sample is saved")
@@ -95,14 +95,15 @@ def _copy_images(items: list[dict], folder: Path) -> None:
     for item in items:
         src_a, src_b = item.pop("sources")
         item["images"] = [f"{item['id']}_a.png", f"{item['id']}_b.png"]
-        shutil.copyfile(src_a, folder / item["images"][0])
-        with Image.open(src_a) as shown:
+        with Image.open(src_a) as shown:  # PNG whatever the evaluation saved (JPEG by default)
             size = shown.size
+            shown.save(folder / item["images"][0], format="PNG")
         item["width"] = size[0]
         if src_b is None:  # attention check: a flat grey picture of the same size
             Image.new("RGB", size, (BLANK_GREY,) * 3).save(folder / item["images"][1])
         else:
-            shutil.copyfile(src_b, folder / item["images"][1])
+            with Image.open(src_b) as other:
+                other.save(folder / item["images"][1], format="PNG")
 
 
 def create_study(eval_dir: Path, out: Path, pairs: list[tuple[str, str]], raters: list[str],

@@ -1,0 +1,64 @@
+"""A table row's figures, folded in chunk by chunk (no Ray, no I/O).
+
+Per row the driver keeps only what the table needs: one score per (item, scorer) (floats),
+FID feature moments (image_metrics.FeatureMoments), the sum of high-frequency fractions,
+the sampling time, and the few images its sample grids show. Never the row's images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from orchestration.evaluation.image_metrics import FeatureMoments
+from orchestration.evaluation.items import Item
+
+
+@dataclass
+class RowAccumulator:
+    num_items: int
+    scorers: list[str]
+    grid_items: set[int]  # item indices shown in the grids
+    scores: dict[str, np.ndarray] = field(init=False)  # scorer -> (N,), NaN = missing
+    moments: FeatureMoments = field(default_factory=FeatureMoments)
+    hf_sum: float = 0.0
+    hf_count: int = 0
+    seconds: float = 0.0
+    done: int = 0
+    grid: dict[int, np.ndarray] = field(default_factory=dict)  # item -> (H, W, 3) uint8
+
+    def __post_init__(self) -> None:
+        self.scores = {name: np.full(self.num_items, np.nan) for name in self.scorers}
+
+    def add(self, items: list[Item], images: np.ndarray, scores: dict[str, np.ndarray],
+            features: torch.Tensor | None, hf: torch.Tensor | None, seconds: float) -> None:
+        index = np.array([item.index for item in items])
+        for name, values in scores.items():
+            self.scores[name][index] = values
+        if features is not None:
+            self.moments.add(features)
+        if hf is not None:
+            self.hf_sum += float(hf.sum())
+            self.hf_count += len(hf)
+        self.seconds += seconds
+        self.done += len(items)
+        for k, item in enumerate(items):
+            if item.index in self.grid_items:
+                self.grid[item.index] = images[k].copy()
+
+    @property
+    def hf_mean(self) -> float | None:
+        return self.hf_sum / self.hf_count if self.hf_count else None
+
+    def grid_stack(self) -> np.ndarray:
+        """(G, H, W, 3) grid images in item order."""
+        return np.stack([self.grid[k] for k in sorted(self.grid)])
+
+
+def grid_item_indices(items: list[Item], num_seeds: int, grid_prompts: int) -> set[int]:
+    """The first `grid_prompts` prompts of every seed: the items the sample grids show."""
+    per_seed = len(items) // num_seeds
+    shown = min(grid_prompts, per_seed)
+    return {s * per_seed + p for s in range(num_seeds) for p in range(shown)}
