@@ -49,6 +49,7 @@ from reward_service.limits import (
     echo,
 )
 from reward_service.metrics import IngressMetrics
+from reward_service.scaling import replica_options
 from reward_service.schemas import (
     HealthResponse,
     ModelInfo,
@@ -338,7 +339,7 @@ def build_app(
     vaes = {
         name: VaeDeployment.options(
             name=vae_deployment_name(name),
-            num_replicas=spec.num_replicas,
+            **replica_options(spec),
             max_ongoing_requests=spec.max_ongoing_requests,
             max_queued_requests=spec.max_queued_requests,
             ray_actor_options=spec.actor_options(spec.num_cpus, spec.num_gpus),
@@ -360,7 +361,7 @@ def _scorer_app(
             actor_options["runtime_env"] = runtime_env
     return ScorerDeployment.options(
         name=scorer_deployment_name(spec.name),
-        num_replicas=spec.num_replicas,
+        **replica_options(spec),
         max_ongoing_requests=spec.ongoing_requests,
         max_queued_requests=spec.max_queued_requests,
         health_check_period_s=spec.health_check_period_s,

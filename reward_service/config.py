@@ -11,12 +11,13 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from reward_service.scaling import Replicas
 from reward_service.scorers.registry import scorer_classes  # the scorer classes declare kinds
 from rglcd.config_base import StrictModel
 from rglcd.toy.paths import TOY_MINICLIP
 
 
-class Placement(StrictModel):
+class Placement(Replicas):
     """Which nodes a deployment's replicas may run on (docs/cluster.md, Placement).
 
     By default Ray places a replica on any node with room for its num_cpus / num_gpus, often a
@@ -63,7 +64,8 @@ class ScorerConfig(Placement):
     )
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     max_ongoing_requests: int | None = Field(
-        None, ge=1, description="Defaults to 2 x max_batch_size so batches can fill."
+        None, ge=1, description="Defaults to max_batch_size x max(2, scorer_threads) so the "
+        "concurrent batches can fill.",
     )
     max_queued_requests: int = Field(64, ge=1)
     scorer_threads: int = Field(
@@ -73,9 +75,13 @@ class ScorerConfig(Placement):
         "thread only contends for the same cores); more for one that waits on a remote API "
         "(a VLM judge), or every batch queues behind the previous call's latency.",
     )
-    num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    call_seconds: float | None = Field(
+        None, gt=0, description="Expected seconds of one scorer call on its device (a batch, "
+        "or one judge chat call): with lrm.step_seconds, the trainer warns when the expert "
+        "cannot answer a step's requests in time. Unset: no such check.",
+    )
     health_check_period_s: float = Field(
         10.0, gt=0, description="How often Serve asks the replica whether its scorer works."
     )
@@ -107,7 +113,7 @@ class ScorerConfig(Placement):
 
     @property
     def ongoing_requests(self) -> int:
-        return self.max_ongoing_requests or 2 * self.max_batch_size
+        return self.max_ongoing_requests or max(2, self.scorer_threads) * self.max_batch_size
 
 
 class VaeConfig(Placement):
@@ -137,9 +143,12 @@ class VaeConfig(Placement):
     )
     max_ongoing_requests: int = Field(8, ge=1)
     max_queued_requests: int = Field(64, ge=1)
-    num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    decode_seconds: float | None = Field(
+        None, gt=0, description="Expected seconds to decode one latent on its device (the "
+        "capacity check's figure, as ScorerConfig.call_seconds). Unset: no such check.",
+    )
 
 
 def _default_scorers() -> list[ScorerConfig]:

@@ -103,8 +103,15 @@ class ScorerDeployment:
         self.spec = ScorerConfig.model_validate(spec)
         self.limits = Limits(**limits) if limits else Limits.from_config(ServeConfig())
         self.scorer = (scorer_factory or build_registered_scorer)(self.spec)
-        self._batched.set_max_batch_size(self.spec.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self.spec.batch_wait_timeout_s)
+        # One batcher per replica, built here because `max_concurrent_batches` has no setter:
+        # `scorer_threads` batches run at once (Serve's default, 1, would leave the other
+        # threads idle and a judge's call pool mostly empty).
+        self._batched = serve.batch(
+            max_batch_size=self.spec.max_batch_size,
+            batch_wait_timeout_s=self.spec.batch_wait_timeout_s,
+            max_concurrent_batches=self.spec.scorer_threads,
+            batch_size_fn=_num_images,
+        )(self._score_batch)
         self._executor = ThreadPoolExecutor(
             max_workers=self.spec.scorer_threads, thread_name_prefix="scorer"
         )
@@ -166,8 +173,8 @@ class ScorerDeployment:
                 answers[g][i] = item
         return answers
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=_num_images)
-    async def _batched(self, jobs: list[Job]) -> list[list[ItemScore]]:
+    async def _score_batch(self, jobs: list[Job]) -> list[list[ItemScore]]:
+        """One batch of jobs (`self._batched` forms them) scored on the executor."""
         self._waiting -= _num_images(jobs)
         self._metrics.set_queue_length(self._waiting)
         loop = asyncio.get_running_loop()

@@ -105,7 +105,9 @@ def lrm_problems(cfg: RGLCDConfig, names: list[str]) -> list[str]:
     if cfg.lrm.expert not in names:
         problems.append(f"lrm.expert={cfg.lrm.expert!r} is not in serve.scorers {names}")
     vaes = sorted(cfg.serve.vaes)
-    if cfg.lrm.expert_vae is None and len(vaes) != 1:
+    if cfg.lrm.decode_on_worker:  # the teacher's VAE decodes on each worker
+        pass
+    elif cfg.lrm.expert_vae is None and len(vaes) != 1:
         problems.append(
             f"serve.vaes has {len(vaes)} entries {vaes}; set lrm.expert_vae to the one that "
             "decodes the teacher's latents for the expert"
@@ -153,6 +155,7 @@ def isolated_direct_reward_problem(name: str, kind: str) -> str:
     return (
         f"reward.model={name!r} (kind {kind!r}) imports only in its own environment (the "
         "reward service's Ray runtime_env), not in the train workers, which the direct reward "
-        "needs; train it as the LRM expert instead (configs/<teacher>-rglcd-lrm-imagereward.yaml"
-        ": reward.mode=lrm, lrm.expert=<scorer>), or pick another differentiable scorer."
+        "needs; for ImageReward use kind 'imagereward-native' (the same model and checkpoint "
+        "in the core environment), or train it as the LRM expert "
+        "(configs/<teacher>-rglcd-lrm-imagereward.yaml)."
     )

@@ -54,7 +54,7 @@ def _reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook:
     if cfg.reward.mode == "lrm":  # latent proxy RM + asynchronous expert (Algorithm 4)
         from trainer.lrm_hook import build_lrm_hook  # deferred: loads transformers
 
-        return build_lrm_hook(cfg, teacher.unet.device)
+        return build_lrm_hook(cfg, teacher.unet.device, vae=teacher.vae)
 
     spec = cfg.serve.scorer(cfg.reward.model).model_copy()
     if spec.device == "auto":

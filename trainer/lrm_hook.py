@@ -41,6 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reward_service.latents import LatentDecoder
 from rglcd import storage
 from trainer.expert_queue import ExpertAnswer, ExpertQueue, LatentExpert
 from trainer.lrm import (
@@ -55,6 +56,7 @@ from trainer.lrm import (
 from trainer.monitoring import SKIPPED_REWARD_UPDATES
 from trainer.reward_config import LRMConfig
 from trainer.reward_hooks import RewardContext, RewardHook
+from trainer.worker_decode import WorkerDecodedExpert
 
 logger = logging.getLogger(__name__)
 
@@ -265,14 +267,17 @@ class LatentProxyReward(RewardHook):
 
 
 def build_lrm_hook(
-    cfg, device: torch.device, expert: LatentExpert | None = None
+    cfg, device: torch.device, expert: LatentExpert | None = None, vae=None
 ) -> LatentProxyReward:
     """The hook a trainer config asks for (`reward.mode=lrm`); `expert` defaults to the
-    reward service's handle client for `serve.app_name`."""
+    reward service's handle client for `serve.app_name`. With `lrm.decode_on_worker` the
+    teacher's `vae` decodes the expert's latents here (trainer/worker_decode.py)."""
     if expert is None:
         from reward_service.client import RewardClient  # Ray at the edge only
 
         expert = RewardClient(cfg.serve.app_name, timeout_s=cfg.lrm.request_timeout_s)
+    if cfg.lrm.decode_on_worker:
+        expert = worker_decoded(cfg, expert, vae)
     lrm_cfg = cfg.lrm
     # A path, pkg:// location or s3:// / gs:// folder, copied once per node into its cache.
     lrm = LatentRewardModel.from_pretrained(storage.local_copy(lrm_cfg.checkpoint)).to(device)
@@ -280,7 +285,8 @@ def build_lrm_hook(
     # with its backoff), plus the trip of its missing result back to this thread.
     sync_timeout = expert.worst_case_s + ANSWER_MARGIN_S
     queue = ExpertQueue(
-        expert, lrm_cfg.expert, cfg.expert_vae_name, lrm_cfg.max_staleness_steps,
+        expert, lrm_cfg.expert, "" if lrm_cfg.decode_on_worker else cfg.expert_vae_name,
+        lrm_cfg.max_staleness_steps,
         agree=functools.partial(all_ranks_agree, device=device), sync_timeout_s=sync_timeout,
         max_window_steps=lrm_cfg.max_adaptive_staleness_steps,
         agree_max=functools.partial(max_over_ranks, device=device),
@@ -289,3 +295,10 @@ def build_lrm_hook(
         lrm, queue, lrm_cfg, beta=cfg.reward.beta, final_step=cfg.lcd.max_steps - 1,
         drain_timeout_s=sync_timeout,
     )
+
+
+def worker_decoded(cfg, expert: LatentExpert, vae) -> LatentExpert:
+    if vae is None:
+        raise ValueError("lrm.decode_on_worker needs the teacher's VAE on the worker")
+    chunk = cfg.reward.decode_chunk_size or 3 * cfg.lrm.batch_size
+    return WorkerDecodedExpert(expert, LatentDecoder(vae, chunk_size=chunk))

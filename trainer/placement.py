@@ -32,8 +32,8 @@ def reward_service_gpus(cfg: RGLCDConfig) -> list[float]:
     if not cfg.uses_lrm:
         return []
     serve = cfg.serve
-    replicas = [(s.num_gpus, s.num_replicas) for s in serve.scorers]
-    replicas += [(v.num_gpus, v.num_replicas) for v in serve.vaes.values()]
+    replicas = [(s.num_gpus, s.most_replicas) for s in serve.scorers]
+    replicas += [(v.num_gpus, v.most_replicas) for v in serve.vaes.values()]
     return [gpus for gpus, count in replicas for _ in range(count) if gpus > 0]
 
 

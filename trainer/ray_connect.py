@@ -107,5 +107,5 @@ def _reward_service_cpus(cfg: RGLCDConfig) -> float:
     if not cfg.uses_lrm:
         return 0.0
     serve = cfg.serve
-    scorers = sum(s.num_cpus * s.num_replicas for s in serve.scorers)
-    return 0.25 + scorers + sum(v.num_cpus * v.num_replicas for v in serve.vaes.values())
+    scorers = sum(s.num_cpus * s.most_replicas for s in serve.scorers)
+    return 0.25 + scorers + sum(v.num_cpus * v.most_replicas for v in serve.vaes.values())

@@ -117,6 +117,18 @@ class LRMConfig(StrictModel):
         "0.",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="Per expert-scoring request.")
+    decode_on_worker: bool = Field(
+        False,
+        description="Each train worker decodes its triplet latents with the teacher's VAE and "
+        "sends the images (as the paper decodes, on every training GPU), instead of one "
+        "serve.vaes deployment decoding every worker's latents.",
+    )
+    step_seconds: float | None = Field(
+        None, gt=0, description="Expected seconds per training step at the recipe's scale: with "
+        "the expert's call_seconds (and its VAE's decode_seconds), the trainer warns before it "
+        "starts when the reward service cannot answer a step's expert requests in a step. "
+        "Unset: no such check.",
+    )
     real_image_preference: bool = Field(
         False,
         description="In pairs with the real latent z0, use Q=[0.5, 0.5] when the expert prefers "

@@ -56,6 +56,7 @@ from trainer.monitoring import METRICS_FILE, MetricsFollower, ProgressLine, read
 from trainer.placement import check_gpu_placement
 from trainer.ray_connect import connect_ray, encoder_actors
 from trainer.report import write_run_report
+from trainer.reward_capacity import capacity_warnings
 from trainer.worker import train_loop_per_worker
 
 TOY_TRAIN_ROWS = 10_000
@@ -302,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for warning in capacity_warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         check_resume_checkpoint(cfg)
     except RuntimeError as err:  # CheckpointError: say so before any Ray work starts

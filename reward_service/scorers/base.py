@@ -64,6 +64,12 @@ class Scorer(ABC):
         """A Ray `runtime_env` of its own (an isolated environment), or None for the core one."""
         return None
 
+    @classmethod
+    def call_capacity(cls, spec: ScorerConfig) -> tuple[int, float]:
+        """(calls one replica runs at once, images one call scores), for capacity planning:
+        here `scorer_threads` batches of `max_batch_size` images."""
+        return spec.scorer_threads, float(spec.max_batch_size)
+
     @abstractmethod
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] and N prompts -> (N,) float32 rewards.

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import copy
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from reward_service.scorers.base import Scorer, check_batch, register_scorer
+from reward_service.scorers.imagereward_blip import PromptTokens
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 from reward_service.scorers.similarity import freeze, resolve_device
 
@@ -33,8 +33,6 @@ if TYPE_CHECKING:  # annotations only: the config validates kinds through this r
     from reward_service.config import ScorerConfig
 
 INPUT_SIZE = 224
-TEXT_MAX_LENGTH = 35  # the package's tokenizer setting
-TOKEN_CACHE_SIZE = 4096  # prompts whose tokens are kept (least recently used dropped first)
 # Isolated environment for the ImageReward deployment. Ray builds it as a virtualenv that sees
 # the base environment's packages (torch, Ray, this project) and installs the pins of
 # imagereward-requirements.txt on top, so they shadow the core versions there only; the Docker
@@ -137,7 +135,7 @@ class ImageRewardScorer(Scorer):
         self.device = resolve_device(device)
         self.model = freeze(model).to(self.device)
         self.recipe = PreprocessRecipe(size=INPUT_SIZE, mode="shortest-crop")
-        self._tokens: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.tokens = PromptTokens(self.model.blip.tokenizer)
 
     @classmethod
     def from_checkpoint(
@@ -146,34 +144,13 @@ class ImageRewardScorer(Scorer):
         model = load_imagereward(checkpoint, med_config, resolve_device(device))
         return cls(name, model, device)
 
-    def _tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 35) input ids and attention mask, tokenized once per prompt."""
-        for prompt in prompts:
-            if prompt in self._tokens:
-                self._tokens.move_to_end(prompt)
-            else:
-                tokens = self.model.blip.tokenizer(
-                    prompt,
-                    padding="max_length",
-                    truncation=True,
-                    max_length=TEXT_MAX_LENGTH,
-                    return_tensors="pt",
-                )
-                self._tokens[prompt] = (tokens.input_ids[0], tokens.attention_mask[0])
-        # Read this batch's entries before evicting, so none of them can be the one evicted.
-        ids = torch.stack([self._tokens[p][0] for p in prompts]).to(self.device)
-        mask = torch.stack([self._tokens[p][1] for p in prompts]).to(self.device)
-        while len(self._tokens) > TOKEN_CACHE_SIZE:
-            self._tokens.popitem(last=False)  # least recently used first
-        return ids, mask
-
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """(N, 3, H, W) in [0, 1] -> (N,) normalised ImageReward scores (graph kept)."""
         check_batch(images, prompts)
         pixels = preprocess(images.to(self.device, torch.float32), self.recipe)
         image_embeds = self.model.blip.visual_encoder(pixels)  # (N, L, 1024)
         image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
-        ids, mask = self._tokenize(prompts)
+        ids, mask = self.tokens(prompts, self.device)
         text_output = self.model.blip.text_encoder(
             ids,
             attention_mask=mask,

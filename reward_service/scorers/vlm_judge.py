@@ -144,6 +144,14 @@ class VlmJudgeScorer(Scorer):
     def native_input_size(cls, spec: ScorerConfig) -> int:
         return int(spec.options.get("image_max_side", cls.input_size))
 
+    @classmethod
+    def call_capacity(cls, spec: ScorerConfig) -> tuple[int, float]:
+        """Chat calls at once per replica: `max_concurrency`, or fewer when the replica's
+        batches in flight (scorer_threads x max_batch_size images) hold fewer; two calls (SC,
+        PQ) per image."""
+        in_flight = 2 * spec.scorer_threads * spec.max_batch_size
+        return min(VlmJudgeOptions(**spec.options).max_concurrency, in_flight), 0.5
+
     def __init__(self, name: str, options: dict[str, Any]) -> None:
         self.name = name
         self.options = VlmJudgeOptions(**options)

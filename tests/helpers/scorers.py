@@ -122,3 +122,34 @@ def scorer_test_config(vae_dir: str) -> ServeConfig:
         vaes={"tiny": VaeConfig(path=vae_dir, num_cpus=0.1)},
         scorers=scorers,
     )
+
+
+class ConcurrencyProbe(Scorer):
+    """Scores 1.0 after `hold_s`; `score_items` reports, as each item's detail, the most
+    calls it saw running at once in this replica."""
+
+    differentiable = False
+    input_size = 16
+    kind = "test-concurrency"
+
+    def __init__(self, name: str, hold_s: float = 0.5) -> None:
+        import threading
+
+        self.name, self.hold_s = name, hold_s
+        self._lock, self._running, self.most = threading.Lock(), 0, 0
+
+    def __call__(self, images, prompts):
+        return torch.ones(len(prompts))
+
+    def score_items(self, images, prompts):
+        with self._lock:
+            self._running += 1
+            self.most = max(self.most, self._running)
+        time.sleep(self.hold_s)
+        with self._lock:
+            self._running -= 1
+        return [ItemScore(score=1.0, details={"most_at_once": self.most}) for _ in prompts]
+
+
+def make_probe(spec: ScorerConfig) -> Scorer:
+    return ConcurrencyProbe(spec.name)

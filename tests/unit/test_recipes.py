@@ -40,6 +40,8 @@ REWARDS = {
     "pickscore": ("pickscore", 5.0),
     "clipscore": ("clipscore", 5.0),
 }
+# The direct reward runs in the train workers: ImageReward there is the core-environment kind.
+DIRECT_KINDS = {"imagereward": "imagereward-native"}
 LRM_BETA = 100.0  # RG-LCM (HPS) + LRM, paper Figs. 14-15 (docs/method.md section 3)
 
 
@@ -115,6 +117,8 @@ def check_follows_the_paper(cfg, teacher_file: Path, method: str) -> None:
         return
     variant = "lrm" if method.startswith("rglcd-lrm-") else "direct"
     kind, beta = REWARDS[method.rsplit("-", 1)[1]]
+    if variant == "direct":
+        kind = DIRECT_KINDS.get(kind, kind)
     assert cfg.reward.beta == (LRM_BETA if variant == "lrm" else beta)  # Figs. 14-15 / Table 2
     assert cfg.reward.mode == variant
     (scorer,) = cfg.serve.scorers

@@ -59,14 +59,22 @@ def test_shards_are_listed_through_storage(tmp_path: Path):
         parquet_files(os.fspath(tmp_path / "empty"))
 
 
-def test_direct_imagereward_is_refused_before_ray_with_the_lrm_recipe_to_use():
+def test_direct_imagereward_runs_in_the_core_environment_and_the_package_kind_is_refused():
     from rglcd.configuration import ConfigError
     from trainer.run import validate_before_ray
 
     cfg = load_trainer_config("sd15-rglcd-imagereward", [], check_paths=False)
-    with pytest.raises(ConfigError) as err:
+    assert cfg.serve.scorer(cfg.reward.model).kind == "imagereward-native"
+    with pytest.raises(ConfigError) as err:  # the placeholder teacher and data paths
         validate_before_ray(cfg)
+    assert not any("own environment" in problem for problem in err.value.problems)
+
+    package = load_trainer_config(
+        "sd15-rglcd-imagereward", ["serve.scorers.0.kind=imagereward"], check_paths=False
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_before_ray(package)
     message = str(err.value)
     assert "reward.model='imagereward' (kind 'imagereward') imports only in its own" in message
-    assert "rglcd-lrm-imagereward.yaml" in message
+    assert "kind 'imagereward-native'" in message
     assert (RECIPES_DIR / "sd15-rglcd-lrm-imagereward.yaml").is_file()

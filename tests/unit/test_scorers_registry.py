@@ -27,11 +27,11 @@ def test_every_kind_is_declared_by_its_scorer_class():
     classes = scorer_classes()
     assert set(classes) == {
         "toy-judge", "heldout-judge", "toy-clip", "clipscore", "pickscore", "hpsv2.1",
-        "imagereward", "vlm-judge",
+        "imagereward", "imagereward-native", "vlm-judge",
     }
     assert all(cls.kind == kind for kind, cls in classes.items())
     assert {k for k, cls in classes.items() if cls.differentiable} == {
-        "toy-clip", "clipscore", "pickscore", "hpsv2.1", "imagereward"
+        "toy-clip", "clipscore", "pickscore", "hpsv2.1", "imagereward", "imagereward-native"
     }
     assert describe_scorer(ScorerConfig(name="j", kind="toy-judge")).differentiable is False
     isolated = describe_scorer(ScorerConfig(name="i", kind="imagereward", checkpoint="/m.pt"))
