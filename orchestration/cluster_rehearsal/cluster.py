@@ -40,6 +40,7 @@ from orchestration.local_head import (
     wait_for_job_server,
 )
 from orchestration.paths import REPO_ROOT
+from rglcd.local_ray import SINGLE_MACHINE_ENV
 
 # A worker node needs no dashboard, job server or client server of its own.
 WORKER_PORT_FLAGS = (
@@ -75,8 +76,9 @@ class LocalCluster:
 
     def __init__(self, env: dict[str, str] | None = None, head_cpus: int = 2,
                  head_resources: dict[str, float] | None = None) -> None:
-        # A killed node is declared dead after ~3 s instead of ~30 s.
-        self.env = cluster_env() | HEALTH_CHECKS | (env or {})
+        # A killed node is declared dead after ~3 s instead of ~30 s. Ray's single-machine mode
+        # (which a process of this project or its tests may have switched on) refuses joins.
+        self.env = cluster_env() | HEALTH_CHECKS | {SINGLE_MACHINE_ENV: "1"} | (env or {})
         self.head_cpus, self.head_resources = head_cpus, {"head": 1} | (head_resources or {})
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short socket paths
         self.ports = {flag: free_port() for flag in PORT_FLAGS}
@@ -139,7 +141,8 @@ class LocalCluster:
         while True:
             for node in running:
                 if not node.alive():
-                    raise RuntimeError(f"node {node.name} exited: see {node.log}")
+                    tail = node.log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"node {node.name} exited ({node.log}):\n{tail}")
             try:
                 if len(self.alive_nodes()) >= 1 + len(running):
                     return
