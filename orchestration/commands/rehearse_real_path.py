@@ -199,7 +199,8 @@ def trainer_overrides(paths: dict, run_name: str, steps: int, out: Path) -> list
         "model.mixed_precision=no", f"data.train_path={paths['latents']}",
         f"lrm.checkpoint={paths['lrm']}", "lrm.batch_size=2", "lrm.max_staleness_steps=2",
         "lrm.request_timeout_s=120", f"lcd.max_steps={steps}", "lcd.global_batch_size=4",
-        "scaling.num_workers=1", "scaling.use_gpu=false",
+        # The GPU fractions of the recipes' 8-GPU layout do not apply on CPU workers.
+        "scaling.num_workers=1", "scaling.use_gpu=false", "scaling.gpus_per_worker=0",
         "serve.vaes.teacher.num_gpus=0",
         "serve.scorers.0.num_gpus=0", f"serve.port={free_port()}",
         f"output.root_dir={out}", f"run_name={run_name}", "output.log_every=1",
