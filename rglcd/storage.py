@@ -37,8 +37,9 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from rglcd.cache import CACHE_ENV, cache_dir  # noqa: F401  (CACHE_ENV: the variable callers set)
+
 PKG_SCHEME = "pkg"
-CACHE_ENV = "RGLCD_CACHE_DIR"
 _COMPLETE = ".rglcd-complete.json"
 
 
@@ -279,11 +280,8 @@ def upload_file(local_file: str | os.PathLike, location: str) -> None:
 
 
 def cache_root() -> str:
-    """Node-local cache folder: $RGLCD_CACHE_DIR, else $XDG_CACHE_HOME/rglcd, else ~/.cache/rglcd."""
-    if os.environ.get(CACHE_ENV):
-        return os.path.abspath(os.path.expanduser(os.environ[CACHE_ENV]))
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(os.path.abspath(base), "rglcd")
+    """Node-local cache folder (rglcd/cache.py), absolute on this node."""
+    return os.path.abspath(cache_dir())
 
 
 def local_copy(location: str, cache_dir: str | None = None) -> str:
