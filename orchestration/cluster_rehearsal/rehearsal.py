@@ -23,7 +23,9 @@ from orchestration.local_head import run_job, submit_job
 from orchestration.paths import REPO_ROOT
 from rglcd import storage
 
-HEAD_CPUS = 4
+# Logical CPUs: the experts of each training stage stay deployed (Serve apps outlive their
+# job) beside the evaluation's four scorers, ImageReward's replica taking 2.
+HEAD_CPUS = 8
 WORKER_CPUS = 2
 WORKERS = ("node_a", "node_b")
 TRAIN_SLOT = "train_slot"
