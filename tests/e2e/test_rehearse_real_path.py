@@ -25,7 +25,7 @@ from orchestration.cluster_rehearsal.failures import PAUSE_STEP
 from orchestration.commands.rehearse_real_path import parse_args, rehearse
 from orchestration.rehearsal.imagereward_env import imagereward_env
 
-pytestmark = [pytest.mark.imagereward_env, pytest.mark.ray]
+pytestmark = [pytest.mark.imagereward_env, pytest.mark.ray, pytest.mark.cluster_rehearsal]
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -59,5 +59,6 @@ def test_the_real_path_on_three_nodes_that_share_no_disk(tmp_path_factory):
     # Losing node_a at step PAUSE_STEP: resumed from the store's newest checkpoint on node_c,
     # and every step's loss equals the uninterrupted run's.
     node_loss = checks["failures"]["node_loss"]
-    assert node_loss["resumed_from_checkpoint_step"] == PAUSE_STEP - 1
+    # (a checkpoint's step counts the steps it holds: PAUSE_STEP steps done before the pause)
+    assert node_loss["resumed_from_checkpoint_step"] == PAUSE_STEP
     assert node_loss["equal"], node_loss
