@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from reward_service.scorers.base import Scorer, check_batch, register_scorer
-from reward_service.scorers.imagereward_blip import PromptTokens
+from reward_service.scorers.imagereward_blip import PromptTokens, med_config_path
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 from reward_service.scorers.similarity import freeze, resolve_device
 
@@ -95,17 +95,7 @@ def load_imagereward(checkpoint: str, med_config: str | None, device: torch.devi
 
     BLIP's tokenizer (`bert-base-uncased`) must already be in the local HF cache.
     """
-    if not Path(checkpoint).is_file():
-        raise ValueError(
-            f"ImageReward checkpoint {checkpoint!r} is not a file; download ImageReward.pt from "
-            "hub repo THUDM/ImageReward on a connected machine and give its path"
-        )
-    med_config = med_config or str(Path(checkpoint).with_name("med_config.json"))
-    if not Path(med_config).is_file():
-        raise ValueError(
-            f"ImageReward med_config {med_config!r} is not a file; put med_config.json (hub repo "
-            "THUDM/ImageReward) next to the checkpoint or set options.med_config"
-        )
+    med_config = med_config_path(checkpoint, med_config)
     package = import_imagereward()
     return package.load(name=checkpoint, device=str(device), med_config=med_config)
 

@@ -238,3 +238,19 @@ def blip_tokenizer(source: str):
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
     return tokenizer
+
+
+def med_config_path(checkpoint: str, med_config: str | None) -> str:
+    """The med_config.json to use: the option, else the one next to the checkpoint."""
+    if not Path(checkpoint).is_file():
+        raise ValueError(
+            f"ImageReward checkpoint {checkpoint!r} is not a file; download ImageReward.pt from "
+            "hub repo THUDM/ImageReward on a connected machine and give its path"
+        )
+    path = med_config or str(Path(checkpoint).with_name("med_config.json"))
+    if not Path(path).is_file():
+        raise ValueError(
+            f"ImageReward med_config {path!r} is not a file; put med_config.json (hub repo "
+            "THUDM/ImageReward) next to the checkpoint or set options.med_config"
+        )
+    return path

@@ -12,7 +12,6 @@ added tokens, from `processor` (a local folder) or the local Hugging Face cache.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,6 +22,7 @@ from reward_service.scorers.imagereward_blip import (
     PromptTokens,
     blip_tokenizer,
     load_imagereward_model,
+    med_config_path,
 )
 from reward_service.scorers.preprocess import PreprocessRecipe, preprocess
 from reward_service.scorers.similarity import freeze, resolve_device
@@ -31,22 +31,6 @@ if TYPE_CHECKING:  # annotations only: the config validates kinds through this r
     from reward_service.config import ScorerConfig
 
 DEFAULT_TOKENIZER = "bert-base-uncased"
-
-
-def med_config_path(checkpoint: str, med_config: str | None) -> str:
-    """The med_config.json to use: the option, else the one next to the checkpoint."""
-    if not Path(checkpoint).is_file():
-        raise ValueError(
-            f"ImageReward checkpoint {checkpoint!r} is not a file; download ImageReward.pt from "
-            "hub repo THUDM/ImageReward on a connected machine and give its path"
-        )
-    path = med_config or str(Path(checkpoint).with_name("med_config.json"))
-    if not Path(path).is_file():
-        raise ValueError(
-            f"ImageReward med_config {path!r} is not a file; put med_config.json (hub repo "
-            "THUDM/ImageReward) next to the checkpoint or set options.med_config"
-        )
-    return path
 
 
 @register_scorer
