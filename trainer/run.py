@@ -43,21 +43,21 @@ from reward_service.scorers.registry import describe_scorer
 from rglcd import storage
 from rglcd.configuration import ConfigError
 from rglcd.recipes import DEFAULT_RECIPE
-from trainer.checkpointing import verify_checkpoint
+from trainer.cluster.faults import worker_env
+from trainer.cluster.placement import check_gpu_placement
+from trainer.cluster.ray_connect import connect_ray, encoder_actors
+from trainer.cluster.worker import train_loop_per_worker
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.config_checks import isolated_direct_reward_problem
-from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
 from trainer.data import build_train_dataset, parquet_columns, parquet_files, shard_format
-from trainer.faults import worker_env
-from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
 from trainer.loop import optimizer_class
 from trainer.models import check_teacher_source
-from trainer.monitoring import METRICS_FILE, MetricsFollower, ProgressLine, read_metrics
-from trainer.placement import check_gpu_placement
-from trainer.ray_connect import connect_ray, encoder_actors
-from trainer.report import write_run_report
-from trainer.reward_capacity import capacity_warnings
-from trainer.worker import train_loop_per_worker
+from trainer.reward.capacity import capacity_warnings
+from trainer.run_outputs.checkpointing import verify_checkpoint
+from trainer.run_outputs.curves import CURVES_FILE, agreement_trend, plot_curves
+from trainer.run_outputs.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
+from trainer.run_outputs.monitoring import METRICS_FILE, MetricsFollower, ProgressLine, read_metrics
+from trainer.run_outputs.report import write_run_report
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
@@ -232,7 +232,7 @@ def build_trainer(cfg: RGLCDConfig):
             name=posixpath.basename(run_path),
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.output.keep_checkpoints),
-            worker_runtime_env=worker_env(),  # trainer/faults.py's test variables
+            worker_runtime_env=worker_env(),  # trainer/cluster/faults.py's test variables
         ),
         datasets={"train": dataset},
         # Unsplit + ordered: each worker slices the same global batches (trainer/data.py).

@@ -2,7 +2,7 @@
 
 Node loss: plain LCD with two training workers, one on each worker node, checkpointing to the
 object store at every step, runs twice: once through, once with rank 0 paused at step
-PAUSE_STEP (trainer/faults.py, mode "pause") while node_a's raylet is killed. A replacement
+PAUSE_STEP (trainer/cluster/faults.py, mode "pause") while node_a's raylet is killed. A replacement
 node (node_c, with the same `train_slot`) joins as an autoscaler would start one; Ray Train
 restarts the worker group (scaling.max_failures=1), which resumes from the newest checkpoint
 in the store. Each sample's noise and solver step are drawn from (seed, step, sample), so the
