@@ -97,14 +97,6 @@ def node_loss(store: ObjectStore, cluster: LocalCluster, paths: dict, env: dict,
             "after_node_loss_loss": resumed, "equal": equal, "seconds": seconds}
 
 
-def run_all(store: ObjectStore, cluster: LocalCluster, paths: dict, env: dict,
-            logs: Path) -> dict:
-    found = {"node_loss": node_loss(store, cluster, paths, env, logs),
-             "store_outage": store_outage(store, cluster, paths, env, logs)}
-    seconds = {k: v for case in found.values() for k, v in case.pop("seconds").items()}
-    return found | {"seconds": seconds}
-
-
 def local_output_refused(cluster: LocalCluster, paths: dict, env: dict, logs: Path) -> str:
     """The negative control: the same LCD run with a local output folder must fail on nodes
     that share no disk. Returns the lines of the failure that say why."""

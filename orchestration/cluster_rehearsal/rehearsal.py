@@ -19,9 +19,8 @@ from pathlib import Path
 
 from orchestration.cluster_rehearsal.cluster import LocalCluster
 from orchestration.cluster_rehearsal.object_store import ObjectStore
-from orchestration.local_head import run_job, submit_job
+from orchestration.local_head import submit_job
 from orchestration.paths import REPO_ROOT
-from rglcd import storage
 
 # Logical CPUs: the experts of each training stage stay deployed (Serve apps outlive their
 # job) beside the evaluation's four scorers, ImageReward's replica taking 2.
@@ -94,22 +93,3 @@ def check_isolation(cluster: LocalCluster, store: ObjectStore, env: dict) -> dic
             "tmp": False, "outputs": False, "object_store": True}:
         raise RuntimeError(f"the worker nodes share a disk or miss the store: {result}")
     return result
-
-
-def toy_default(store: ObjectStore, cluster: LocalCluster, env: dict, logs: Path,
-                steps: int) -> dict:
-    """The default recipe (`python trainer/run.py`: RG-LCD + LRM, the toy judge as expert) with
-    its outputs and toy data set in the store, its two workers on node_a / node_b and the
-    reward service's replicas on node_b, none on the head that runs the driver."""
-    root = store.uri("toy")
-    overrides = [f"output.root_dir={root}", f"lcd.max_steps={steps}", *TRAINER_PLACEMENT,
-                 "serve.scorers.0.resources={node_b: 0.01}",
-                 "serve.vaes.toy.resources={node_b: 0.01}"]
-    seconds = run_job("9-toy-default", ["python", "trainer/run.py", *overrides],
-                      cluster.url, env, logs)
-    run_dir = storage.join(root, "toy-rglcd")
-    rows = [json.loads(x) for x in storage.read_text(
-        storage.join(run_dir, "metrics.jsonl")).splitlines()]
-    return {"seconds": seconds, "run": run_dir, "steps": len(rows),
-            "last": {k: rows[-1][k] for k in ("step", "loss", "lrm_updates") if k in rows[-1]},
-            "lrm_updates": sum(r.get("lrm_updates", 0) for r in rows)}

@@ -36,7 +36,9 @@ store on loopback (moto's server): the stand-ins are uploaded there and every st
 writes `s3://` locations only; the two training workers run one per worker node, the reward
 service on the head. A probe job checks first that a file one node writes is invisible to
 the other. `--failures` then runs the failure cases on the same cluster
-(orchestration/cluster_rehearsal/failures.py).
+(orchestration/cluster_rehearsal/failures.py). `--toy-steps N` runs the default toy recipe
+there too, its reward service on a node of its own, which `--failures` kills mid-run
+(orchestration/cluster_rehearsal/toy_default.py).
 Each trainer run deploys its expert as a Serve app of its own name and route. Every stage's
 output is checked (LRM folder loads, the trainer applied LRM updates from the expert's scores, the
 export loads in DiffusionPipeline, the evaluation wrote its table); a JSON summary with each
@@ -57,7 +59,7 @@ from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 
-from orchestration.cluster_rehearsal import failures, rehearsal
+from orchestration.cluster_rehearsal import failures, rehearsal, toy_default
 from orchestration.local_head import free_port, private_head, run_job
 from rglcd import storage
 from rglcd.paths import PACKAGES_ROOT
@@ -96,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --nodes 3: also the node-loss and store-outage cases")
     parser.add_argument("--toy-steps", type=int, default=0,
                         help="with --nodes 3: also the default toy recipe for this many steps "
-                        "(600: as `python trainer/run.py`), driver and workers on other nodes")
+                        "(600: as `python trainer/run.py`), driver and workers on other nodes; "
+                        "with --failures its expert's node is lost mid-run")
     return parser.parse_args(argv)
 
 
@@ -297,31 +300,45 @@ def rehearse_on_three_nodes(args: argparse.Namespace, paths: dict, env: dict, lo
     """The stages (and with --failures the failure cases) on a head and two worker nodes that
     share no disk, with every location in the loopback object store."""
     start = time.perf_counter()
-    with rehearsal.three_nodes() as (store, cluster):
-        os.environ.update(store.env)  # the submitter's own checks read the store too
-        seconds = {"cluster": time.perf_counter() - start}
-        env = env | store.env
-        if "hf_home" in paths:  # the offline tokenizer is part of each node's image
-            env["HF_HOME"] = rehearsal.node_image_copy(paths["hf_home"])
-        paths = rehearsal.upload_inputs(store, paths)
-        checks = {"isolation": rehearsal.check_isolation(cluster, store, env)}
-        seconds["isolation"] = time.perf_counter() - start - seconds["cluster"]
-        stages = run_stages(paths, store.uri(), args.steps, cluster.url, env, logs,
-                            rehearsal.TRAINER_PLACEMENT + rehearsal.SERVICE_ON_HEAD)
-        seconds |= stages.pop("seconds")
-        checks |= stages
-        mark = time.perf_counter()
-        checks["local_output_refused"] = failures.local_output_refused(cluster, paths, env, logs)
-        seconds["negative_control"] = time.perf_counter() - mark
-        if args.failures:
-            found = failures.run_all(store, cluster, paths, env, logs)
+    checks: dict = {}
+    try:
+        with rehearsal.three_nodes() as (store, cluster):
+            seconds = on_three_nodes(args, store, cluster, paths, env, logs, checks)
+    finally:  # what was checked so far, also when a later stage fails
+        (logs / "checks.json").write_text(json.dumps(checks, indent=2, default=str))
+    return checks | {"seconds": seconds | {"three_nodes": time.perf_counter() - start}}
+
+
+def on_three_nodes(args: argparse.Namespace, store, cluster, paths: dict, env: dict,
+                   logs: Path, checks: dict) -> dict:
+    """Fills `checks` stage by stage; returns each stage's seconds."""
+    start = time.perf_counter()
+    os.environ.update(store.env)  # the submitter's own checks read the store too
+    seconds: dict = {}
+    env = env | store.env
+    if "hf_home" in paths:  # the offline tokenizer is part of each node's image
+        env["HF_HOME"] = rehearsal.node_image_copy(paths["hf_home"])
+    paths = rehearsal.upload_inputs(store, paths)
+    checks["isolation"] = rehearsal.check_isolation(cluster, store, env)
+    seconds["isolation"] = time.perf_counter() - start
+    stages = run_stages(paths, store.uri(), args.steps, cluster.url, env, logs,
+                        rehearsal.TRAINER_PLACEMENT + rehearsal.SERVICE_ON_HEAD)
+    seconds |= stages.pop("seconds")
+    checks |= stages
+    mark = time.perf_counter()
+    checks["local_output_refused"] = failures.local_output_refused(cluster, paths, env, logs)
+    seconds["negative_control"] = time.perf_counter() - mark
+    if args.failures:
+        checks["failures"] = {}
+        for case in (failures.node_loss, failures.store_outage):
+            found = case(store, cluster, paths, env, logs)
             seconds |= found.pop("seconds")
-            checks["failures"] = found
-        if args.toy_steps:
-            checks["toy_default"] = rehearsal.toy_default(store, cluster, env, logs,
-                                                          args.toy_steps)
-            seconds["toy_default"] = checks["toy_default"].pop("seconds")
-    return checks | {"seconds": seconds}
+            checks["failures"][case.__name__] = found
+    if args.toy_steps:  # with --failures, the expert's node is lost mid-run
+        checks["toy_default"] = toy_default.run(store, cluster, env, logs, args.toy_steps,
+                                                lose_expert_host=args.failures)
+        seconds["toy_default"] = checks["toy_default"].pop("seconds")
+    return seconds
 
 
 def run_stages(paths: dict, root: str, steps: int, head: str, env: dict, logs: Path,

@@ -31,6 +31,7 @@ PARITY_HELPER = os.path.join(REPO_ROOT, "tests", "helpers", "imagereward_parity.
 SCORE_TOLERANCE = 2e-3
 
 
+@pytest.mark.slow  # builds ImageReward's real 400M-parameter architecture
 def test_direct_imagereward_step_at_real_size_reaches_the_student(tmp_path):
     """Paper eq. 11 with ImageReward's real architecture: its gradient reaches the student."""
     torch.manual_seed(0)
@@ -53,6 +54,7 @@ def test_direct_imagereward_step_at_real_size_reaches_the_student(tmp_path):
     assert all(p.grad is None for p in model.parameters())  # the judge stays frozen
 
 
+@pytest.mark.slow  # the package in its own interpreter, at real size
 @pytest.mark.imagereward_env
 def test_scores_match_the_image_reward_package(tmp_path):
     from orchestration.rehearsal.imagereward_env import imagereward_env

@@ -21,9 +21,12 @@ import shutil
 
 import pytest
 
-from orchestration.cluster_rehearsal.failures import PAUSE_STEP
+from orchestration.cluster_rehearsal.failures import LOSS_TOLERANCE, PAUSE_STEP
 from orchestration.commands.rehearse_real_path import parse_args, rehearse
 from orchestration.rehearsal.imagereward_env import imagereward_env
+
+# The default recipe's run on the cluster: enough steps for LRM updates from the toy judge.
+TOY_STEPS = 40
 
 pytestmark = [pytest.mark.imagereward_env, pytest.mark.ray, pytest.mark.cluster_rehearsal]
 
@@ -34,7 +37,8 @@ def test_the_real_path_on_three_nodes_that_share_no_disk(tmp_path_factory):
     python = imagereward_env()
     work = tmp_path_factory.mktemp("rehearsal")
     summary = rehearse(parse_args(["--workdir", str(work), "--imagereward-python", str(python),
-                                   "--nodes", "3", "--failures"]))
+                                   "--nodes", "3", "--failures",
+                                   "--toy-steps", str(TOY_STEPS)]))
     checks = summary["checks"]
     # The worker nodes share no disk: only the object store carries a file between them.
     isolation = checks["isolation"]
@@ -62,3 +66,22 @@ def test_the_real_path_on_three_nodes_that_share_no_disk(tmp_path_factory):
     # (a checkpoint's step counts the steps it holds: PAUSE_STEP steps done before the pause)
     assert node_loss["resumed_from_checkpoint_step"] == PAUSE_STEP
     assert node_loss["equal"], node_loss
+    # The store stopped answering while a checkpoint was saved: the run either finished with
+    # the uninterrupted run's losses (the save retried, or resumed from the last complete
+    # checkpoint) or stopped with a message naming the s3:// location.
+    outage = checks["failures"]["store_outage"]
+    if outage["outcome"] == "finished":
+        through = node_loss["uninterrupted_loss"]
+        assert outage["losses"].keys() == through.keys(), outage
+        assert all(outage["losses"][s] == pytest.approx(through[s], rel=LOSS_TOLERANCE)
+                   for s in through), outage
+    else:
+        assert outage["outcome"] == "stopped" and "s3://" in outage["message"], outage
+    # The default recipe (RG-LCD + LRM, the toy judge as expert): driver on the head, workers
+    # on the worker nodes, the reward service on a node of its own, which is killed at a step;
+    # Serve restarts the replicas on a replacement node, the skipped updates are counted and
+    # LRM updates resume; everything the run writes is in the store.
+    toy = checks["toy_default"]
+    assert toy["run"].startswith("s3://") and toy["report"], toy
+    assert toy["last_step"] == TOY_STEPS - 1, toy
+    assert toy["skipped"] >= 1 and toy["lrm_updates_after_loss"] >= 1, toy

@@ -14,11 +14,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from rglcd import storage
 from rglcd.tiny_models import save_tiny_sd_pipeline
 from tests.conftest import REPO_ROOT
 from tests.helpers import toy_latent_shards
 from tests.helpers.s3_server import create_bucket, s3_server
+
+pytestmark = pytest.mark.ray  # trainer/run.py starts a local Ray of its own
 
 BUCKET = "rglcd-e2e"
 STEPS = 3
