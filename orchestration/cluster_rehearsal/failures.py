@@ -105,8 +105,9 @@ def local_output_refused(cluster: LocalCluster, paths: dict, env: dict, logs: Pa
     try:
         run_job("6-local-output", command + overrides, cluster.url, env, logs)
     except RuntimeError:
-        lines = (logs / "6-local-output.log").read_text().splitlines()
-        why = [x.strip() for x in lines if "Error" in x or "storage" in x.lower()]
+        lines = [x.strip() for x in (logs / "6-local-output.log").read_text().splitlines()]
+        said = [x for x in lines if x.startswith("error:")]  # trainer/run.py's own refusal
+        why = said or [x for x in lines if "Error" in x or "storage" in x.lower()]
         return "\n".join(why[-4:])
     raise RuntimeError("a run with a local output folder succeeded on worker nodes that "
                        "should share no disk: the isolation does not hold")
