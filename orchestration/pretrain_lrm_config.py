@@ -11,12 +11,11 @@ its own config.json (trainer/lrm/model.py's LatentTowerConfig, no defaults of it
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, model_validator
 
+from rglcd import storage
 from rglcd.config_base import StrictModel
-from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR, TOY_MINICLIP_DIR, TOY_PIPELINE_DIR
+from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR, TOY_MINICLIP, TOY_PIPELINE
 
 
 class TowerConfig(StrictModel):
@@ -63,8 +62,8 @@ class PretrainDataConfig(StrictModel):
     max_rows: int | None = Field(
         None, ge=1, description="With latents: training rows read (all workers)."
     )
-    clip_dir: str = Field(str(TOY_MINICLIP_DIR), description="CLIPModel folder (text tower).")
-    pipeline_dir: str = Field(str(TOY_PIPELINE_DIR), description="Toy data: the teacher (VAE).")
+    clip_dir: str = Field(TOY_MINICLIP, description="CLIPModel folder (text tower): a path or URI.")
+    pipeline_dir: str = Field(TOY_PIPELINE, description="Toy data: the teacher (its VAE).")
     vae_dir: str | None = Field(None, description="AutoencoderKL folder (default: pipeline's).")
     data_dir: str = Field(str(TOY_DATA_DIR), description="Toy scenes (built when missing).")
     n_train: int = Field(40_000, ge=1, description="Toy training scenes (as built).")
@@ -114,27 +113,30 @@ class LRMPretrainConfig(StrictModel):
     output: PretrainOutputConfig = Field(default_factory=PretrainOutputConfig)
 
     def missing_inputs(self) -> list[str]:
-        """Local folders the run reads that do not exist (one line each, what to do)."""
+        """Model folders the run reads (local paths or URIs) that do not exist, one line each
+        with what to do."""
         data = self.data
-        required = [("data.clip_dir", Path(data.clip_dir) / "config.json")]
+        required = [("data.clip_dir", storage.join(data.clip_dir, "config.json"))]
         if data.latents is None and data.vae_dir is None:
-            required.append(("data.pipeline_dir", Path(data.pipeline_dir) / "vae" / "config.json"))
+            required.append(("data.pipeline_dir",
+                             storage.join(data.pipeline_dir, "vae", "config.json")))
         elif data.latents is None:
-            required.append(("data.vae_dir", Path(data.vae_dir) / "config.json"))
+            required.append(("data.vae_dir", storage.join(data.vae_dir, "config.json")))
         return [
             f"{key}: {path} is missing; point {key} at it or build it with rglcd-build-toy-world"
-            for key, path in required if not path.exists()
+            for key, path in required if not storage.exists(path)
         ]
 
     def worker_config(self) -> dict:
-        """The flat dict the training function reads (Ray Train's train_loop_config), paths
-        absolute so workers with another working directory find them."""
+        """The flat dict the training function reads (Ray Train's train_loop_config). The
+        outputs are made absolute here, where Ray Train's storage is set up; the inputs are
+        passed as given and opened on the node that reads them (a URI copied into that node's
+        cache, a relative path relative to that node's working directory)."""
         flat = {"seed": self.seed, **self.tower.model_dump(), **self.optim.model_dump(),
                 **self.data.model_dump(), **self.scaling.model_dump(),
                 "output": self.output.dir, "storage_path": self.output.storage_path,
                 "name": self.output.name}
-        for key in ("latents", "clip_dir", "pipeline_dir", "vae_dir", "data_dir", "output",
-                    "storage_path"):
-            if flat[key] is not None and "://" not in flat[key]:
-                flat[key] = str(Path(flat[key]).expanduser().resolve())
+        for key in ("output", "storage_path"):
+            if flat[key] is not None and storage.is_local(flat[key]):
+                flat[key] = storage.local_path(flat[key])
         return flat

@@ -35,7 +35,7 @@ from rglcd.configuration import ConfigError, load_config
 from rglcd.toy.paths import TOY_LRM, TOY_PIPELINE
 from trainer.config_checks import cross_field_problems
 from trainer.family import FAMILIES, model_family
-from trainer.reward_config import LRMConfig, RewardConfig
+from trainer.reward.config import LRMConfig, RewardConfig
 
 TOY_DATA_SUBDIR = "toy-data"
 _TOY_ARTIFACTS = (TOY_PIPELINE, TOY_LRM)

@@ -34,8 +34,8 @@ from PIL import Image
 from rglcd import storage
 from rglcd.codecs import decode_latents
 from rglcd.ray_parquet import read_parquet
-from trainer.checkpointing import DataPosition
 from trainer.models import load_vae
+from trainer.run_outputs.checkpointing import DataPosition
 
 IMAGE_COLUMN = "image"
 LATENT_COLUMN = "latent"

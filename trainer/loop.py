@@ -1,5 +1,5 @@
 """`run_worker`: the recipe each Ray Train worker runs (Algorithm 3's outer loop); Ray Train
-enters it through trainer/worker.py.
+enters it through trainer/cluster/worker.py.
 
 One iteration: next local batch -> task.step (loss) -> backward -> grad clip -> AdamW step ->
 EMA target update. Around it: resume from the last checkpoint, DDP when world_size > 1,
@@ -23,21 +23,21 @@ from torch import nn
 
 from reward_service.scorers.registry import build_scorer
 from rglcd import storage
-from trainer.checkpointing import (
+from trainer.cluster.faults import maybe_fail
+from trainer.config import RGLCDConfig
+from trainer.data import EarlyFirstBatch, local_batches
+from trainer.models import TeacherParts, load_teacher, teacher_folder
+from trainer.reward.hooks import DirectReward, RewardHook
+from trainer.run_outputs.checkpointing import (
     TrainState,
     checkpoint_name,
     load_checkpoint,
     save_checkpoint,
 )
-from trainer.config import RGLCDConfig
-from trainer.data import EarlyFirstBatch, local_batches
-from trainer.faults import maybe_fail
-from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
-from trainer.models import TeacherParts, load_teacher, teacher_folder
-from trainer.monitoring import COUNTER_KEYS, MetricsLogger
-from trainer.reward_hooks import DirectReward, RewardHook
-from trainer.rng_state import gather_rng_states
-from trainer.sample_grid import write_validation_grid
+from trainer.run_outputs.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
+from trainer.run_outputs.monitoring import COUNTER_KEYS, MetricsLogger
+from trainer.run_outputs.rng_state import gather_rng_states
+from trainer.run_outputs.sample_grid import write_validation_grid
 from trainer.task import DistillationTask
 
 
@@ -52,7 +52,7 @@ def build_reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook | N
 
 def _reward_hook(cfg: RGLCDConfig, teacher: TeacherParts) -> RewardHook:
     if cfg.reward.mode == "lrm":  # latent proxy RM + asynchronous expert (Algorithm 4)
-        from trainer.lrm_hook import build_lrm_hook  # deferred: loads transformers
+        from trainer.reward.lrm_hook import build_lrm_hook  # deferred: loads transformers
 
         return build_lrm_hook(cfg, teacher.unet.device, vae=teacher.vae)
 
@@ -115,7 +115,7 @@ def train_state(cfg: RGLCDConfig, task: DistillationTask, optimizer) -> TrainSta
     """What a checkpoint holds: student, target, optimizer (+ the reward hook's own state).
 
     LCM-LoRA has no target, and its student is checkpointed as its adapters only (the frozen
-    base weights are the teacher's; trainer/checkpointing.py).
+    base weights are the teacher's; trainer/run_outputs/checkpointing.py).
     """
     modules: dict[str, nn.Module] = {"student": task.student}
     if task.target is not None:
@@ -218,7 +218,7 @@ class Trainer:
     def export(self) -> str:
         """Rank 0: the target UNet + teacher parts + LCMScheduler as a pipeline folder; LCM-LoRA:
         the adapters (<output_dir>/lora) and, with model.lora.export_fused, a fused pipeline."""
-        from trainer.export import export_pipeline  # deferred: loads diffusers
+        from trainer.run_outputs.export import export_pipeline  # deferred: loads diffusers
 
         if self.task.is_lora:
             return self.export_lora()
@@ -240,7 +240,7 @@ class Trainer:
 
     def export_lora(self) -> str:
         """Adapters in diffusers' LoRA format; optionally the fused teacher pipeline too."""
-        from trainer.export import (  # deferred: loads diffusers
+        from trainer.run_outputs.export import (  # deferred: loads diffusers
             export_fused_lora_pipeline,
             export_lora_adapters,
         )
@@ -284,7 +284,7 @@ def worker_threads(scaling, node_cores: int, local_workers: int) -> int:
 def run_worker(loop_config: dict, verified: bool = False) -> None:
     """One Ray Train worker's run; `loop_config["config"]` is the RGLCDConfig as a plain dict.
 
-    `verified`: trainer/worker.py has already checked Ray Train's checkpoint against its
+    `verified`: trainer/cluster/worker.py has already checked Ray Train's checkpoint against its
     manifest (no second hashing pass).
     """
     import ray.train

@@ -43,21 +43,22 @@ from reward_service.scorers.registry import describe_scorer
 from rglcd import storage
 from rglcd.configuration import ConfigError
 from rglcd.recipes import DEFAULT_RECIPE
-from trainer.checkpointing import verify_checkpoint
+from rglcd.shared_disk import nodes_not_seeing
+from trainer.cluster.faults import worker_env
+from trainer.cluster.placement import check_gpu_placement
+from trainer.cluster.ray_connect import connect_ray, encoder_actors
+from trainer.cluster.worker import train_loop_per_worker
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.config_checks import isolated_direct_reward_problem
-from trainer.curves import CURVES_FILE, agreement_trend, plot_curves
 from trainer.data import build_train_dataset, parquet_columns, parquet_files, shard_format
-from trainer.faults import worker_env
-from trainer.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
 from trainer.loop import optimizer_class
 from trainer.models import check_teacher_source
-from trainer.monitoring import METRICS_FILE, MetricsFollower, ProgressLine, read_metrics
-from trainer.placement import check_gpu_placement
-from trainer.ray_connect import connect_ray, encoder_actors
-from trainer.report import write_run_report
-from trainer.reward_capacity import capacity_warnings
-from trainer.worker import train_loop_per_worker
+from trainer.reward.capacity import capacity_warnings
+from trainer.run_outputs.checkpointing import verify_checkpoint
+from trainer.run_outputs.curves import CURVES_FILE, agreement_trend, plot_curves
+from trainer.run_outputs.layout import LORA_SUBDIR, PIPELINE_SUBDIR, SAMPLES_SUBDIR
+from trainer.run_outputs.monitoring import METRICS_FILE, MetricsFollower, ProgressLine, read_metrics
+from trainer.run_outputs.report import write_run_report
 
 TOY_TRAIN_ROWS = 10_000
 TOY_DATA_SEED = 0
@@ -82,17 +83,16 @@ def run_storage(cfg: RGLCDConfig) -> str:
     return storage.local_path(location) if storage.is_local(location) else location
 
 
-def warn_if_storage_is_node_local(cfg: RGLCDConfig) -> None:
-    """On a cluster of several nodes a local output path must be a shared disk: say so."""
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and storage.is_local(cfg.output_dir):
-        print(
-            f"warning: output.root_dir={cfg.output.root_dir!r} is a local path on a cluster of "
-            f"{len(nodes)} nodes; unless every node mounts it (NFS), set output.root_dir to an "
-            "s3:// or gs:// URI (docs/cluster.md, Storage).",
-            file=sys.stderr,
+def check_storage_is_shared(cfg: RGLCDConfig) -> None:
+    """On a cluster of several nodes a local output path must be a disk every node mounts:
+    checked before any training worker starts (ValueError naming the nodes that miss it)."""
+    missing = nodes_not_seeing(cfg.output_dir)
+    if missing:
+        raise ValueError(
+            f"output.root_dir={cfg.output.root_dir!r} is a local path that {len(missing)} "
+            f"node(s) of this cluster cannot see: {', '.join(missing)}. The run's storage must "
+            "be shared by every node: set output.root_dir to an s3:// or gs:// URI, or to an "
+            "NFS path every node mounts (docs/cluster.md, Storage)."
         )
 
 
@@ -232,7 +232,7 @@ def build_trainer(cfg: RGLCDConfig):
             name=posixpath.basename(run_path),
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.output.keep_checkpoints),
-            worker_runtime_env=worker_env(),  # trainer/faults.py's test variables
+            worker_runtime_env=worker_env(),  # trainer/cluster/faults.py's test variables
         ),
         datasets={"train": dataset},
         # Unsplit + ordered: each worker slices the same global batches (trainer/data.py).
@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Run storage: {run_storage(cfg)}", flush=True)
     prepare_toy_data(cfg)
     connect_ray(cfg)
-    warn_if_storage_is_node_local(cfg)
     try:
+        check_storage_is_shared(cfg)
         check_gpu_placement(cfg)
         ensure_reward_service(cfg)
     except ValueError as err:

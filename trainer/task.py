@@ -40,7 +40,7 @@ Settings: the `lcd` and `model` sections of the config tree (trainer/config.py),
 Randomness: each sample's (n, w, eps) comes from its own generator seeded by
 (seed, step, sample_key), so a run gives the same numbers whatever the number of workers.
 
-Reward hooks (the reward term and its own training): trainer/reward_hooks.py.
+Reward hooks (the reward term and its own training): trainer/reward/hooks.py.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from trainer.lcd import (
     student_w_embedding,
 )
 from trainer.models import TeacherParts
-from trainer.reward_hooks import RewardContext, RewardHook
+from trainer.reward.hooks import RewardContext, RewardHook
 
 
 @dataclass

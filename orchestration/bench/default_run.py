@@ -71,8 +71,8 @@ def time_local(root: Path, overrides: list[str]) -> dict:
 
 def time_job(root: Path, overrides: list[str], head_cpus: int) -> dict:
     if not head_cpus:
+        from trainer.cluster.ray_connect import logical_cpus_needed  # deferred: loads torch
         from trainer.config import load_trainer_config  # deferred: loads torch
-        from trainer.ray_connect import logical_cpus_needed  # deferred: loads torch
 
         head_cpus = math.ceil(logical_cpus_needed(load_trainer_config(DEFAULT_RECIPE, overrides)))
     start = time.perf_counter()

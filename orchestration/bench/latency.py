@@ -24,8 +24,8 @@ from orchestration.bench.table import Row
 from orchestration.evaluation.lrm_agreement import agreement, held_out_triplets
 from orchestration.local_head import free_port
 from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR, TOY_PIPELINE_DIR
+from trainer.cluster.ray_connect import connect_ray
 from trainer.loop import Trainer, worker_threads
-from trainer.ray_connect import connect_ray
 
 AGREEMENT_TOLERANCE = 0.02
 STEPS_GOAL = 0.95

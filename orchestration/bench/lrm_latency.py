@@ -31,10 +31,10 @@ import torch
 from orchestration.local_head import free_port
 from reward_service.scorers.base import ItemScore, Scorer
 from rglcd.recipes import DEFAULT_RECIPE
+from trainer.cluster.ray_connect import connect_ray
 from trainer.config import load_trainer_config
 from trainer.data import DataPosition, LocalBatch
 from trainer.loop import Trainer, worker_threads
-from trainer.ray_connect import connect_ray
 
 WARMUP_STEPS = 3
 # A judge API answers concurrent calls: the delayed calls overlap instead of queueing.

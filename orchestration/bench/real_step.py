@@ -49,10 +49,10 @@ from orchestration.paths import REPO_ROOT
 from rglcd.toy.paths import TOY_LRM_DIR, TOY_PIPELINE_DIR
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.data import DataPosition, LocalBatch
-from trainer.expert_queue import ExpertAnswer
 from trainer.loop import autocast_context
-from trainer.lrm_hook import LatentProxyReward
 from trainer.models import TeacherParts
+from trainer.reward.expert_queue import ExpertAnswer
+from trainer.reward.lrm_hook import LatentProxyReward
 from trainer.task import DistillationTask
 
 RECIPE = "configs/sd15-rglcd-lrm-hpsv2.1.yaml"

@@ -18,7 +18,7 @@ an HTTP request, waits `call_seconds` (the recipe's figure) and answers fixed sc
 teacher's VAE is the toy VAE, so decoding costs little here (on a GPU an SD VAE decode of 120
 latents a step is what the one replica cannot keep up with). `--time-scale` multiplies step
 and call seconds alike (the share depends on their ratio) for a slower machine.
-Both arms also print the trainer's capacity warnings for their config (trainer/reward_capacity.py).
+Both arms also print the trainer's capacity warnings for their config (trainer/reward/capacity.py).
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from reward_service.latents import LatentDecoder
 from reward_service.scorers.vlm_judge import PQ_RULES, VlmJudgeScorer
 from rglcd.recipes import RECIPES_DIR
 from rglcd.toy.paths import TOY_PIPELINE_DIR
+from trainer.cluster.ray_connect import connect_ray
 from trainer.config import load_trainer_config
-from trainer.expert_queue import ExpertQueue
-from trainer.ray_connect import connect_ray
-from trainer.reward_capacity import capacity_warnings
-from trainer.worker_decode import WorkerDecodedExpert
+from trainer.reward.capacity import capacity_warnings
+from trainer.reward.expert_queue import ExpertQueue
+from trainer.reward.worker_decode import WorkerDecodedExpert
 
 RECIPE = RECIPES_DIR / "sd21-rglcd-lrm-vlm-judge.yaml"
 BEFORE = [  # the recipe's reward service before replicas scaled and workers decoded

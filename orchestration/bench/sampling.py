@@ -64,7 +64,7 @@ class Arm:
 
 def build_arms() -> tuple[Arm, Arm]:
     from orchestration.evaluation.generation import load_pipeline  # deferred: loads diffusers
-    from trainer.export import build_lcm_pipeline  # deferred: loads diffusers
+    from trainer.run_outputs.export import build_lcm_pipeline  # deferred: loads diffusers
 
     spec = ModelSpec(name="teacher", kind="teacher", path=str(TOY_PIPELINE_DIR),
                      sampler="ddim", guidance_scale=TEACHER_CFG)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from orchestration.paths import REPO_ROOT
-from trainer.monitoring import METRICS_FILE, read_metrics
+from trainer.run_outputs.monitoring import METRICS_FILE, read_metrics
 
 VARIANTS = {
     "plain LCD": "configs/toy-lcd.yaml",

@@ -16,8 +16,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from orchestration.capacity.architectures import expert_config, teacher_archs
 from orchestration.capacity.tracking import LiveBytes
+from trainer.cluster.placement import reward_service_gpus, train_worker_gpus
 from trainer.config import RGLCDConfig
-from trainer.placement import reward_service_gpus, train_worker_gpus
 
 SLACK = 1e-9
 

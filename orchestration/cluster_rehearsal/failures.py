@@ -2,7 +2,7 @@
 
 Node loss: plain LCD with two training workers, one on each worker node, checkpointing to the
 object store at every step, runs twice: once through, once with rank 0 paused at step
-PAUSE_STEP (trainer/faults.py, mode "pause") while node_a's raylet is killed. A replacement
+PAUSE_STEP (trainer/cluster/faults.py, mode "pause") while node_a's raylet is killed. A replacement
 node (node_c, with the same `train_slot`) joins as an autoscaler would start one; Ray Train
 restarts the worker group (scaling.max_failures=1), which resumes from the newest checkpoint
 in the store. Each sample's noise and solver step are drawn from (seed, step, sample), so the
@@ -105,8 +105,9 @@ def local_output_refused(cluster: LocalCluster, paths: dict, env: dict, logs: Pa
     try:
         run_job("6-local-output", command + overrides, cluster.url, env, logs)
     except RuntimeError:
-        lines = (logs / "6-local-output.log").read_text().splitlines()
-        why = [x.strip() for x in lines if "Error" in x or "storage" in x.lower()]
+        lines = [x.strip() for x in (logs / "6-local-output.log").read_text().splitlines()]
+        said = [x for x in lines if x.startswith("error:")]  # trainer/run.py's own refusal
+        why = said or [x for x in lines if "Error" in x or "storage" in x.lower()]
         return "\n".join(why[-4:])
     raise RuntimeError("a run with a local output folder succeeded on worker nodes that "
                        "should share no disk: the isolation does not hold")

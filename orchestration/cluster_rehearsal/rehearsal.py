@@ -67,9 +67,6 @@ def upload_inputs(store: ObjectStore, paths: dict[str, str]) -> dict[str, str]:
     for key in INPUTS:
         if key in paths:
             uris[key] = store.upload(Path(paths[key]), f"inputs/{key}/{Path(paths[key]).name}")
-    # rglcd-pretrain-lrm's CLIP folder must still be a path on every node (it checks the
-    # folder before loading it): the one stand-in given from the nodes' image, not the store.
-    uris["clip_dir_for_pretraining"] = node_image_copy(paths["clip"])
     if "imagereward_dir" in uris:
         # ImageReward's 1.7 GB checkpoint stays out of the store: moto assembles uploads in
         # memory, and three nodes' caches of it would fill this machine's RAM (tmpfs).

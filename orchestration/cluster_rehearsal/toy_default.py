@@ -5,7 +5,7 @@ on the head, its two training workers on the `train_slot` nodes, the reward serv
 (the toy judge and the toy VAE decoder) on a node of their own (`expert_host`), every output
 and the toy world's generated data set in the object store.
 
-With `lose_expert_host`, rank 0 pauses briefly at EXPERT_LOSS_STEP (trainer/faults.py) and the
+With `lose_expert_host`, rank 0 pauses briefly at EXPERT_LOSS_STEP (trainer/cluster/faults.py) and the
 expert's node is killed there; a replacement `expert_host` node joins REPLACEMENT_AFTER_S
 later, as an autoscaler would start one. Serve restarts the replicas on it. Meanwhile the
 training workers go on: the requests that found no replica are dropped once they leave the
@@ -27,7 +27,7 @@ from orchestration.cluster_rehearsal.object_store import ObjectStore
 from orchestration.cluster_rehearsal.rehearsal import TRAINER_PLACEMENT, WORKER_CPUS
 from orchestration.local_head import free_port, run_job
 from rglcd import storage
-from trainer.faults import FAIL_AT_STEP, FAIL_MARKER, FAIL_MODE, FAIL_PAUSE_S
+from trainer.cluster.faults import FAIL_AT_STEP, FAIL_MARKER, FAIL_MODE, FAIL_PAUSE_S
 
 EXPERT_HOST = "expert_host"
 EXPERT_LOSS_STEP = 6

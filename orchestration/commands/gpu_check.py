@@ -37,10 +37,10 @@ import torch
 
 from reward_service.config import ScorerConfig
 from reward_service.scorers.registry import build_scorer
-from trainer.checkpointing import DataPosition
 from trainer.config import RGLCDConfig
 from trainer.data import LocalBatch
 from trainer.loop import Trainer
+from trainer.run_outputs.checkpointing import DataPosition
 
 PROMPTS = ["a red circle on a blue background", "a small yellow square", "a green triangle"]
 NO_CUDA = (

@@ -131,7 +131,7 @@ def _build_model(config: dict, latent_channels: int, scaling_factor: float):
         mlp_ratio=config["mlp_ratio"],
     )
     model = LatentRewardModel.from_clip_dir(
-        config["clip_dir"], latent=latent, latent_scaling_factor=scaling_factor
+        storage.local_copy(config["clip_dir"]), latent=latent, latent_scaling_factor=scaling_factor
     )
     set_trainable(model, pretrain_groups(model, text_blocks=config["text_blocks"]))
     return model
@@ -211,8 +211,9 @@ def _latent_data(config: dict, rank: int, world: int, device: torch.device, stre
 def _load_vae(config: dict):
     from diffusers import AutoencoderKL
 
-    vae_source = {"pretrained_model_name_or_path": config["vae_dir"]} if config["vae_dir"] else \
-        {"pretrained_model_name_or_path": config["pipeline_dir"], "subfolder": "vae"}
+    vae_source = {"pretrained_model_name_or_path": storage.local_copy(config["vae_dir"])} \
+        if config["vae_dir"] else {"pretrained_model_name_or_path": storage.local_copy(
+            storage.join(config["pipeline_dir"], "vae"))}
     return AutoencoderKL.from_pretrained(**vae_source, torch_dtype=torch.float32).eval()
 
 

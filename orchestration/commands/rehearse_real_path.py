@@ -357,7 +357,7 @@ def run_stages(paths: dict, root: str, steps: int, head: str, env: dict, logs: P
         paths["latents"], "manifest.json")))["num_written"]
     seconds["pretrain_lrm"] = run_job("2-pretrain_lrm", [
         "python", "-m", "orchestration.commands.pretrain_lrm", f"data.latents={paths['latents']}",
-        f"data.clip_dir={paths.get('clip_dir_for_pretraining', paths['clip'])}",
+        f"data.clip_dir={paths['clip']}",
         f"output.dir={paths['lrm']}", "optim.steps=4",
         "optim.eval_every=4", "optim.batch_size=8", "tower.patch_size=2", "tower.width=32",
         "tower.depth=1", "tower.heads=2", "optim.warmup_steps=1", "scaling.num_workers=1",

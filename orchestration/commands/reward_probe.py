@@ -37,7 +37,7 @@ from orchestration.evaluation.prompts import load_prompts
 from reward_service.scorers.toy import ToyJudgeScorer, toy_clip_scorer
 from rglcd.toy.paths import TOY_DATA_DIR
 from rglcd.toy.scenes import SIZE_RANGES, SIZES, in_frame, render, sample_scenes
-from trainer.reward_hooks import DirectReward
+from trainer.reward.hooks import DirectReward
 
 
 def ascent_step(latents: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:

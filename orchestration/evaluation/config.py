@@ -33,8 +33,8 @@ class ModelSpec(StrictModel):
     kind: Literal["teacher", "lcm", "lcm-lora"] = Field(
         description="teacher: SD/SDXL pipeline sampled with CFG; lcm: exported LCM pipeline "
         "(guidance-embedding UNet); lcm-lora: an LCM-LoRA, either fused into `path` "
-        "(trainer/export.py export_fused_lora_pipeline) or given as `adapters` on the teacher "
-        "folder `path`, sampled with the LCM scheduler (no guidance embedding)."
+        "(trainer/run_outputs/export.py export_fused_lora_pipeline) or given as `adapters` on "
+        "the teacher folder `path`, sampled with the LCM scheduler (no guidance embedding)."
     )
     adapters: str | None = Field(
         None,

@@ -7,8 +7,9 @@ and columns of the grids differ only by the model. An LCM pipeline's re-noising 
 
 - teacher (``StableDiffusionPipeline`` folder): DDIM or DPM-Solver++ (2nd order multistep) at
   K steps with classifier-free guidance scale g (2 UNet calls per step);
-- LCM (``LatentConsistencyModelPipeline`` folder, e.g. from trainer/export.py): 1-8 steps,
-  ``guidance_scale`` = w + 1 fed as the UNet's guidance embedding, 1 UNet call per step;
+- LCM (``LatentConsistencyModelPipeline`` folder, e.g. from trainer/run_outputs/export.py):
+  1-8 steps, ``guidance_scale`` = w + 1 fed as the UNet's guidance embedding, 1 UNet call per
+  step;
 - LCM-LoRA (an SD/SDXL pipeline with the adapters fused in, or the teacher plus its adapter
   folder): the LCM scheduler at 1-8 steps, ``guidance_scale`` 1 (no CFG) by default.
 
@@ -63,7 +64,8 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu") -> DiffusionPipeline:
     folder = storage.local_copy(spec.path)  # a URI: one download per node
     pipe = DiffusionPipeline.from_pretrained(folder, local_files_only=True, dtype=dtype,
                                              **_same_components(folder))
-    if spec.adapters is not None:  # diffusers' own path, as trainer/export.py fuses them
+    # diffusers' own path, as trainer/run_outputs/export.py fuses them
+    if spec.adapters is not None:
         pipe.load_lora_weights(storage.local_copy(spec.adapters))
         pipe.fuse_lora()
         pipe.unload_lora_weights()

@@ -50,8 +50,9 @@ def held_out_triplets(run: Path, data_dir: Path, n: int, seed: int):
 
 @torch.no_grad()
 def agreement(lrm, latents: torch.Tensor, captions: list[str], scores: torch.Tensor) -> dict:
-    """Counted like the training metric (trainer.lrm_hook.pair_counts), every score present."""
-    from trainer.lrm_hook import pair_counts  # deferred: loads transformers
+    """Counted like the training metric (trainer.reward.lrm_hook.pair_counts), every score
+    present."""
+    from trainer.reward.lrm_hook import pair_counts  # deferred: loads transformers
 
     n = len(captions)
     tokens = lrm.tokenize([c for c in captions for _ in range(3)])

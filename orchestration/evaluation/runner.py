@@ -30,7 +30,8 @@ def _check_models(cfg: EvalConfig) -> None:
         if not storage.is_file(storage.join(spec.path, "model_index.json")):
             raise ValueError(
                 f"model {spec.name!r}: {spec.path} is not a diffusers pipeline folder (no "
-                "model_index.json); export one with trainer/export.py or fix models.*.path"
+                "model_index.json); export one with trainer/run_outputs/export.py or fix "
+                "models.*.path"
             )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from orchestration.evaluation.lrm_agreement import agreement, held_out_triplets
 from rglcd.toy.paths import TOY_DATA_DIR, TOY_LRM_DIR
-from trainer.checkpointing import verify_checkpoint
+from trainer.run_outputs.checkpointing import verify_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ from orchestration.evaluation.config import EvalConfig
 from orchestration.evaluation.worker import EvalWorker
 from rglcd.tiny_models import save_tiny_sd_pipeline, tiny_sd_components, tiny_unet
 from tests.unit.test_eval_metrics import save_random_miniclip
-from trainer.export import export_pipeline
+from trainer.run_outputs.export import export_pipeline
 
 
 def in_process_chunks(cfg, jobs, reference_size):
@@ -71,8 +71,8 @@ def sdxl_setup(tmp_path_factory):
 
     from rglcd.tiny_models import save_tiny_sdxl_pipeline
     from trainer.config import LoRAConfig
-    from trainer.export import export_fused_lora_pipeline, export_lora_adapters
     from trainer.lcd.lora import add_lora_adapters, lora_parameters
+    from trainer.run_outputs.export import export_fused_lora_pipeline, export_lora_adapters
 
     root = tmp_path_factory.mktemp("eval-sdxl")
     teacher = save_tiny_sdxl_pipeline(root / "teacher")

@@ -21,7 +21,7 @@ from reward_service.scorers.imagereward_native import NativeImageRewardScorer
 from reward_service.scorers.registry import build_scorer
 from tests.helpers.imagereward_native import MED_CONFIG, PROMPTS, write_tokenizer
 from tests.unit.test_task import DEFAULTS, make_batch, student_grads, tiny_teacher
-from trainer.reward_hooks import DirectReward
+from trainer.reward.hooks import DirectReward
 from trainer.task import DistillationTask
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,5 +1,5 @@
 """The three-node rehearsal's object store (orchestration/cluster_rehearsal/object_store.py)
-and the fault hook's pause with its marker in that store (trainer/faults.py), without Ray:
+and the fault hook's pause with its marker in that store (trainer/cluster/faults.py), without Ray:
 moto's server as its own process, reached through the AWS environment as every node is."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 
 from orchestration.cluster_rehearsal.object_store import ObjectStore
 from rglcd import storage
-from trainer import faults
+from trainer.cluster import faults
 
 
 @pytest.fixture(scope="module")

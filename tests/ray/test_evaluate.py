@@ -1,7 +1,7 @@
 """The evaluation command (orchestration/commands/evaluate.py) end to end on the shared Ray cluster.
 
-A tiny SD teacher and a tiny exported LCM pipeline (trainer/export.py) are evaluated on four
-toy captions x two seeds; scores come through the reward service (the command deploys the
+A tiny SD teacher and a tiny exported LCM pipeline (trainer/run_outputs/export.py) are evaluated
+on four toy captions x two seeds; scores come through the reward service (the command deploys the
 scorers as a temporary Serve app), FID lives in an untrained mini CLIP's feature space.
 The teacher is listed twice under two names: with the same noise per (prompt, seed) both
 entries must produce identical images, hence identical scores and an all-ties win rate.
@@ -21,7 +21,7 @@ from orchestration.commands import evaluate
 from orchestration.evaluation.grid import grid_shape
 from rglcd.tiny_models import IMAGE_SIZE, save_tiny_sd_pipeline, tiny_sd_components, tiny_unet
 from rglcd.toy.miniclip import build_miniclip, write_caption_tokenizer, write_preprocess
-from trainer.export import export_pipeline
+from trainer.run_outputs.export import export_pipeline
 
 PROMPTS = [
     "a large red circle on a blue background",

@@ -25,8 +25,8 @@ from rglcd.tiny_models import save_tiny_sd_pipeline
 from rglcd.toy.paths import TOY_LRM_DIR
 from tests.helpers import toy_latent_shards
 from trainer.config import load_trainer_config
-from trainer.lrm_hook import build_lrm_hook
-from trainer.reward_hooks import RewardContext
+from trainer.reward.hooks import RewardContext
+from trainer.reward.lrm_hook import build_lrm_hook
 from trainer.run import build_trainer, ensure_reward_service
 
 CAPTION = "a large red circle on a blue background"

@@ -25,7 +25,7 @@ from tests.helpers.tiny_runs import (
     numbers,
 )
 from tests.helpers.tiny_runs import tiny_run_config as config
-from trainer.faults import FAIL_AT_STEP, FAIL_MARKER
+from trainer.cluster.faults import FAIL_AT_STEP, FAIL_MARKER
 from trainer.run import build_trainer
 
 
@@ -72,7 +72,7 @@ def test_stopped_run_resumes_and_recovers_from_a_killed_worker(
 
 def test_fault_hook_is_inert_by_default_and_fires_once(tmp_path, monkeypatch):
     """The injection hook itself (no Ray): nothing unless asked, then once per marker."""
-    from trainer.faults import FAIL_MODE, InjectedFault, maybe_fail, worker_env
+    from trainer.cluster.faults import FAIL_MODE, InjectedFault, maybe_fail, worker_env
 
     for name in (FAIL_AT_STEP, FAIL_MARKER, FAIL_MODE):
         monkeypatch.delenv(name, raising=False)

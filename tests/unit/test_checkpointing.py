@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rglcd.tiny_models import tiny_unet
-from trainer.checkpointing import (
+from trainer.run_outputs.checkpointing import (
     MANIFEST_NAME,
     CheckpointError,
     DataPosition,
@@ -183,7 +183,7 @@ def test_saving_the_same_step_again_replaces_it(tmp_path):
 
 
 def test_worker_entry_verifies_local_checkpoints_only(saved, tmp_path):
-    """trainer/worker.py checks a local checkpoint before the models exist; the loop then
+    """trainer/cluster/worker.py checks a local checkpoint before the models exist; the loop then
     loads with verified=True (no second hash). Remote storage is left to the loop."""
     import pyarrow.fs
     from ray.train import Checkpoint
@@ -207,7 +207,7 @@ def test_worker_entry_refuses_a_corrupt_checkpoint_before_the_loop(saved, tmp_pa
     before the loop reads its config or builds a model."""
     import ray.train
 
-    from trainer.worker import train_loop_per_worker
+    from trainer.cluster.worker import train_loop_per_worker
 
     _, path, _ = saved
     broken = _corrupt_copy(path, tmp_path, _flip_byte)

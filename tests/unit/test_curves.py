@@ -1,8 +1,8 @@
-"""Training curves and the LRM agreement trend from metrics rows (trainer/curves.py)."""
+"""Training curves and the LRM agreement trend from metrics rows (trainer/run_outputs/curves.py)."""
 
 from __future__ import annotations
 
-from trainer.curves import agreement_trend, binned, plot_curves
+from trainer.run_outputs.curves import agreement_trend, binned, plot_curves
 
 
 def rows(n=30):

@@ -1,10 +1,11 @@
-"""The adaptive expert window (trainer/expert_window.py): pure functions of measured times."""
+"""The adaptive expert window (trainer/reward/expert_window.py): pure functions of measured
+times."""
 
 from __future__ import annotations
 
 import pytest
 
-from trainer.expert_window import ema, window_steps
+from trainer.reward.expert_window import ema, window_steps
 
 
 def test_ema_starts_at_the_first_sample_and_moves_by_its_weight():

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from rglcd.tiny_models import save_tiny_sd_pipeline, tiny_sd_components, tiny_unet
-from trainer.export import export_pipeline, lcm_scheduler_from_teacher
+from trainer.run_outputs.export import export_pipeline, lcm_scheduler_from_teacher
 
 # Runs in a fresh interpreter: nothing from this test process (imports, registered classes,
 # in-memory objects) can help the folder load.

@@ -1,5 +1,5 @@
-"""The LRM reward hook and its window of asynchronous expert requests (trainer/lrm_hook.py,
-trainer/expert_queue.py) against an in-process expert whose answers the test releases.
+"""The LRM reward hook and its window of asynchronous expert requests (trainer/reward/lrm_hook.py,
+trainer/reward/expert_queue.py) against an in-process expert whose answers the test releases.
 
 No network and no Ray cluster: `ControlledExpert` honours RewardClient's async
 `score_latents(model, latents, prompts, vae) -> ScoreResult` and answers when told to.
@@ -22,12 +22,12 @@ from reward_service.scorers.base import ItemScore
 from rglcd.configuration import ConfigError
 from rglcd.toy.paths import TOY_LRM_DIR
 from trainer.config import load_trainer_config
-from trainer.expert_queue import ExpertQueue
 from trainer.loop import _carry_counters
 from trainer.lrm import LatentRewardModel, kl_preference_loss, preference_agreement
-from trainer.lrm_hook import ANSWER_MARGIN_S, LatentProxyReward, build_lrm_hook, pair_counts
-from trainer.reward_config import LRMConfig
-from trainer.reward_hooks import RewardContext
+from trainer.reward.config import LRMConfig
+from trainer.reward.expert_queue import ExpertQueue
+from trainer.reward.hooks import RewardContext
+from trainer.reward.lrm_hook import ANSWER_MARGIN_S, LatentProxyReward, build_lrm_hook, pair_counts
 
 CAPTIONS = [
     "a large red circle on a blue background",

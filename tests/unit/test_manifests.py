@@ -24,8 +24,8 @@ import jsonschema
 import pytest
 import yaml
 
+from trainer.cluster.placement import gpu_placement_problem
 from trainer.config import load_trainer_config
-from trainer.placement import gpu_placement_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 RAYJOB = ROOT / "orchestration" / "rayjob.yaml"
@@ -223,7 +223,7 @@ def test_rayjob_runs_an_existing_recipe_with_enough_gpus(rayjob):
     nodes = [head_gpus] + [
         n for n, g in zip(pods, groups, strict=True) for _ in range(g["replicas"])
     ]
-    # The trainer's own check before Ray Train and Serve start (trainer/placement.py).
+    # The trainer's own check before Ray Train and Serve start (trainer/cluster/placement.py).
     assert gpu_placement_problem(cfg, nodes) is None
     assert sum(nodes) == 8  # the paper's 8 GPUs, no more
     fewer = sorted(nodes)[:-1] + [max(nodes) - 1]

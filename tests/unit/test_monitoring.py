@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from rglcd.tiny_models import tiny_sd_components, tiny_unet
-from trainer.export import build_lcm_pipeline
 from trainer.models import TeacherParts
-from trainer.monitoring import (
+from trainer.run_outputs.export import build_lcm_pipeline
+from trainer.run_outputs.monitoring import (
     METRICS_FILE,
     SKIPPED_REWARD_UPDATES,
     MetricsFollower,
@@ -23,8 +23,8 @@ from trainer.monitoring import (
     format_postfix,
     read_metrics,
 )
-from trainer.report import config_diff, summarize_metrics, write_run_report
-from trainer.sample_grid import sample_grid_images, save_sample_grid, step_labels
+from trainer.run_outputs.report import config_diff, summarize_metrics, write_run_report
+from trainer.run_outputs.sample_grid import sample_grid_images, save_sample_grid, step_labels
 
 
 def _log_steps(logger: MetricsLogger, steps, run: str) -> None:
@@ -61,7 +61,7 @@ def test_only_rank_zero_writes_and_outside_ray_it_says_why(tmp_path, caplog, mon
         other.log(0, {"loss": 1.0})
     assert not (tmp_path / "r1").exists()
 
-    with caplog.at_level(logging.INFO, logger="trainer.monitoring"):
+    with caplog.at_level(logging.INFO, logger="trainer.run_outputs.monitoring"):
         logger = MetricsLogger(tmp_path / "r0", rank=0)
     assert not logger.publishes_to_ray
     assert "metrics.jsonl only" in caplog.text
@@ -180,7 +180,7 @@ def test_report_summarises_metrics_and_config_diff(tmp_path):
 def test_report_config_table_shows_changed_leaves_not_dicts(tmp_path):
     """List items are addressed by index, as overrides name them (serve.scorers.0.kind)."""
     from trainer.config import RGLCDConfig
-    from trainer.report import ABSENT
+    from trainer.run_outputs.report import ABSENT
 
     defaults = RGLCDConfig()
     assert [s.kind for s in defaults.serve.scorers] == ["toy-judge", "toy-clip"]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer import placement
+from trainer.cluster import placement
+from trainer.cluster.placement import bundles_fit, gpu_placement_problem, reward_service_gpus
 from trainer.config import load_trainer_config
-from trainer.placement import bundles_fit, gpu_placement_problem, reward_service_gpus
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -14,10 +14,10 @@ from reward_service.scorers.vlm_judge import VlmJudgeScorer
 from rglcd.configuration import ConfigError
 from rglcd.recipes import RECIPES_DIR
 from rglcd.tiny_models import tiny_vae
+from trainer.cluster.ray_connect import logical_cpus_needed
 from trainer.config import load_trainer_config
-from trainer.ray_connect import logical_cpus_needed
-from trainer.reward_capacity import capacity_warnings
-from trainer.worker_decode import WorkerDecodedExpert
+from trainer.reward.capacity import capacity_warnings
+from trainer.reward.worker_decode import WorkerDecodedExpert
 
 JUDGE_RECIPE = RECIPES_DIR / "sd21-rglcd-lrm-vlm-judge.yaml"
 # The judge recipe's reward service before it scaled: one judge replica of 16 calls, one VAE.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from trainer.cluster.ray_connect import logical_cpus_needed, warn_if_too_few_cpus
 from trainer.config import load_trainer_config
-from trainer.ray_connect import logical_cpus_needed, warn_if_too_few_cpus
 
 
 def test_default_recipe_reserves_workers_encoder_reads_and_service():

@@ -39,7 +39,7 @@ def test_resume_finds_the_newest_checkpoint_folder(tmp_path: Path):
     run = tmp_path / "toy-rglcd"
     for name in ("checkpoint_2026-01-01", "checkpoint_2026-01-02"):
         (run / name).mkdir(parents=True)
-    from trainer.checkpointing import CheckpointError
+    from trainer.run_outputs.checkpointing import CheckpointError
 
     with pytest.raises(CheckpointError):  # the newest has no manifest: refused before Ray
         check_resume_checkpoint(cfg)

@@ -25,7 +25,7 @@ from tests.helpers.imagereward_native import (
     write_checkpoint,
 )
 from tests.unit.test_task import DEFAULTS, make_batch, student_grads, tiny_teacher
-from trainer.reward_hooks import DirectReward
+from trainer.reward.hooks import DirectReward
 from trainer.task import DistillationTask
 
 # The `image-reward` 1.5 package's state dict keys, for block / layer 0 and the unnumbered ones.

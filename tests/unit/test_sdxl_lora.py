@@ -21,15 +21,15 @@ from diffusers import (
 from rglcd.configuration import ConfigError
 from rglcd.tiny_models import save_tiny_sd_pipeline, save_tiny_sdxl_pipeline
 from tests.helpers.lcd_reference import lcd_loss
-from trainer.checkpointing import DataPosition, load_checkpoint, save_checkpoint
 from trainer.conditioning import encode_text, encode_uncond
 from trainer.config import RGLCDConfig, load_trainer_config
 from trainer.data import LocalBatch
-from trainer.export import export_fused_lora_pipeline
-from trainer.layout import LORA_SUBDIR
 from trainer.lcd import AdaptersDisabled, lora_state_dict
 from trainer.loop import Trainer, train_state
 from trainer.models import check_teacher_source
+from trainer.run_outputs.checkpointing import DataPosition, load_checkpoint, save_checkpoint
+from trainer.run_outputs.export import export_fused_lora_pipeline
+from trainer.run_outputs.layout import LORA_SUBDIR
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CAPTIONS = ["a small red circle", "a large blue square", "a green cross", "a triangle"]

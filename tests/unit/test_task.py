@@ -9,11 +9,11 @@ from reward_service.config import ScorerConfig
 from reward_service.scorers.registry import build_scorer
 from rglcd.tiny_models import tiny_sd_components
 from tests.helpers.lcd_reference import lcd_loss
-from trainer.checkpointing import DataPosition
 from trainer.config import RGLCDConfig
 from trainer.data import LocalBatch
 from trainer.models import TeacherParts
-from trainer.reward_hooks import DirectReward
+from trainer.reward.hooks import DirectReward
+from trainer.run_outputs.checkpointing import DataPosition
 from trainer.task import DistillationTask
 
 DEFAULTS = (RGLCDConfig().lcd, RGLCDConfig().model)  # the config tree's lcd and model sections
@@ -267,7 +267,7 @@ def test_timestep_window_outside_every_sample_gives_the_plain_lcd_gradient(toy_c
 
 def _context(task: DistillationTask, batch: LocalBatch):
     """The reward context of step 0 (what `task.step` hands the hook)."""
-    from trainer.reward_hooks import RewardContext
+    from trainer.reward.hooks import RewardContext
 
     inputs = task._inputs(batch, 0)
     with torch.no_grad():
@@ -276,7 +276,7 @@ def _context(task: DistillationTask, batch: LocalBatch):
 
 
 def test_a_reward_hook_must_say_how_it_rewards_the_student():
-    from trainer.reward_hooks import RewardHook
+    from trainer.reward.hooks import RewardHook
 
     with pytest.raises(TypeError, match="student_reward"):
         RewardHook()

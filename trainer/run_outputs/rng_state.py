@@ -1,7 +1,7 @@
 """RNG streams of a training process: capture, restore, gather across DDP ranks.
 
-Saved in every checkpoint (``trainer/checkpointing.py``) so that a resumed run draws the same
-noise, timesteps and guidance scales as an uninterrupted one (identical losses on CPU).
+Saved in every checkpoint (``trainer/run_outputs/checkpointing.py``) so that a resumed run draws
+the same noise, timesteps and guidance scales as an uninterrupted one (identical losses on CPU).
 """
 
 from __future__ import annotations

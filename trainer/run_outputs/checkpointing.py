@@ -1,5 +1,5 @@
 """Training checkpoints: atomic save, verified load, Ray Train glue (RNG streams:
-``trainer/rng_state.py``).
+``trainer/run_outputs/rng_state.py``).
 
 A checkpoint is one directory (written whole, then renamed into place)::
 
@@ -40,7 +40,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from trainer.lcd.lora import has_lora_adapters, lora_state_dict
-from trainer.rng_state import capture_rng_states, restore_rng_states
+from trainer.run_outputs.rng_state import capture_rng_states, restore_rng_states
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -316,7 +316,7 @@ def load_checkpoint(
     Returns `into` with step, data position, config snapshot and RNG states filled in. With
     `restore_rng`, this rank's RNG streams are put back too (draws continue as after save).
     `verified=True` skips re-hashing a directory the caller has just passed through
-    ``verify_checkpoint`` (trainer/worker.py does, before the models are built).
+    ``verify_checkpoint`` (trainer/cluster/worker.py does, before the models are built).
     Raises ``CheckpointError`` for a partial, corrupt or mismatching checkpoint.
     """
     directory = Path(directory)

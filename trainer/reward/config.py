@@ -111,7 +111,7 @@ class LRMConfig(StrictModel):
         ge=0,
         description="Upper bound of the adaptive window: when the measured expert round trip "
         "needs more than max_staleness_steps steps, the window widens to ceil(2 x round trip / "
-        "step time) + 1 steps (moving averages, trainer/expert_window.py), up to this. An "
+        "step time) + 1 steps (moving averages, trainer/reward/expert_window.py), up to this. An "
         "expert whose round trip fits the fixed window twice over sees exactly the fixed "
         "window. <= max_staleness_steps = a fixed window; ignored when max_staleness_steps is "
         "0.",

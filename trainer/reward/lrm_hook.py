@@ -9,9 +9,9 @@ Per student step t (`DistillationTask` calls the two halves):
                       z0 (real), z1 (online), z2 (target), detached, sent to the expert through
                       the reward service, which decodes and scores them; no waiting
                    2. for every earlier request whose scores are in (or that left the window,
-                      see trainer/expert_queue.py): recompute the LRM on the stored latents and
-                      take one AdamW step on eq. 12 (`kl_preference_loss`, tau_L, tau_E) over
-                      the pairs whose two scores are present
+                      see trainer/reward/expert_queue.py): recompute the LRM on the stored
+                      latents and take one AdamW step on eq. 12 (`kl_preference_loss`, tau_L,
+                      tau_E) over the pairs whose two scores are present
                    3. items that are late, failed or missing are skipped and counted
                       (`reward_updates_skipped`, plus a log line); never given a default score
                    4. at `final_step`, wait once (bounded) for what is still in flight
@@ -28,7 +28,7 @@ that of eq. 12 over all ranks' triplets) and ranks take the same requests at the
 Metrics: lrm_loss, lrm_expert_agreement (pairs where the LRM, before its update, orders the
 two latents like the expert), reward_staleness_steps, lrm_updates, reward_updates_skipped
 (triplets with a missing score, summed over ranks), reward_inflight, reward_window_steps
-(the expert window in use, trainer/expert_window.py), time_reward_wait, time_lrm_update. lrm_* and staleness appear only on steps that applied an update.
+(the expert window in use, trainer/reward/expert_window.py), time_reward_wait, time_lrm_update. lrm_* and staleness appear only on steps that applied an update.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from torch import nn
 
 from reward_service.latents import LatentDecoder
 from rglcd import storage
-from trainer.expert_queue import ExpertAnswer, ExpertQueue, LatentExpert
 from trainer.lrm import (
     PAIRS,
     LatentRewardModel,
@@ -53,10 +52,11 @@ from trainer.lrm import (
     set_trainable,
     trainable_parameters,
 )
-from trainer.monitoring import SKIPPED_REWARD_UPDATES
-from trainer.reward_config import LRMConfig
-from trainer.reward_hooks import RewardContext, RewardHook
-from trainer.worker_decode import WorkerDecodedExpert
+from trainer.reward.config import LRMConfig
+from trainer.reward.expert_queue import ExpertAnswer, ExpertQueue, LatentExpert
+from trainer.reward.hooks import RewardContext, RewardHook
+from trainer.reward.worker_decode import WorkerDecodedExpert
+from trainer.run_outputs.monitoring import SKIPPED_REWARD_UPDATES
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def build_lrm_hook(
 ) -> LatentProxyReward:
     """The hook a trainer config asks for (`reward.mode=lrm`); `expert` defaults to the
     reward service's handle client for `serve.app_name`. With `lrm.decode_on_worker` the
-    teacher's `vae` decodes the expert's latents here (trainer/worker_decode.py)."""
+    teacher's `vae` decodes the expert's latents here (trainer/reward/worker_decode.py)."""
     if expert is None:
         from reward_service.client import RewardClient  # Ray at the edge only
 

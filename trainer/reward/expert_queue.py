@@ -21,8 +21,8 @@ item is never given a default score.
 Adaptive window (`max_window_steps` > K): the queue measures the expert's round trip (when
 each answer arrives; before the first one, the age of a request about to expire, a lower
 bound) and the time per step, and sets the window to cover twice the average round trip
-(trainer/expert_window.py), between K and `max_window_steps`. An expert whose average round
-trip is within about K / 2 steps sees exactly the fixed window.
+(trainer/reward/expert_window.py), between K and `max_window_steps`. An expert whose average
+round trip is within about K / 2 steps sees exactly the fixed window.
 
 The expert is anything with `async score_latents(model, latents, prompts, vae) -> ScoreResult`
 (`reward_service.client.RewardClient`, or a plain in-process class in tests). Its coroutines
@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 import torch
 
-from trainer.expert_window import ema, window_steps
+from trainer.reward.expert_window import ema, window_steps
 
 LATE = "late"
 TRIPLET = 3  # z0 (real), z1 (online), z2 (target)
@@ -147,7 +147,7 @@ class ExpertQueue:
         self.max_window_steps = max(max_staleness_steps, max_window_steps or 0)
         self.agree_max = agree_max or (lambda value: value)
         self.window = self.max_window_seen = max_staleness_steps
-        self.round_trip_s: float | None = None  # moving averages (trainer/expert_window.py)
+        self.round_trip_s: float | None = None  # moving averages (trainer/reward/expert_window.py)
         self.step_s: float | None = None
         self._last_submit: tuple[int, float] | None = None  # (step, monotonic time)
         self._round_trips: list[float] = []  # appended on the event-loop thread

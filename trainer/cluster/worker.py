@@ -15,7 +15,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     then run the loop. `loop_config["config"]` is the RGLCDConfig as a plain dict."""
     import ray.train
 
-    from trainer.checkpointing import (  # deferred: loads torch
+    from trainer.run_outputs.checkpointing import (  # deferred: loads torch
         local_checkpoint_dir,
         verify_checkpoint,
     )

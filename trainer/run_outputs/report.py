@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from rglcd import storage
-from trainer.monitoring import COUNTER_KEYS, METRICS_FILE, SKIPPED_REWARD_UPDATES, read_metrics
+from trainer.run_outputs.monitoring import (
+    COUNTER_KEYS,
+    METRICS_FILE,
+    SKIPPED_REWARD_UPDATES,
+    read_metrics,
+)
 
 REPORT_FILE = "report.md"
 TIMING_PREFIX = "time_"

@@ -12,7 +12,7 @@ the average, and a window that shrinks to the average drops those), never below 
 configured K (so an expert that is fast enough sees exactly the fixed window) and never above
 lrm.max_adaptive_staleness_steps (memory: that many requests' latents stay stored). Both
 times are exponential moving averages of what the expert queue measured. Pure functions,
-no clocks: trainer/expert_queue.py feeds them.
+no clocks: trainer/reward/expert_queue.py feeds them.
 """
 
 from __future__ import annotations

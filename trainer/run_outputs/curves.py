@@ -1,7 +1,7 @@
 """Training curves from ``metrics.jsonl``: a PNG for report.md and the LRM agreement trend.
 
 ``lrm_expert_agreement`` is measured on each update's triplets *before* the LRM trains on
-them (trainer/lrm_hook.py), and every triplet is new (fresh noise and student outputs), so
+them (trainer/reward/lrm_hook.py), and every triplet is new (fresh noise and student outputs), so
 it is a held-out agreement, progressively validated; binned means over the run show whether
 the proxy learns the expert's preferences.
 """
