@@ -69,4 +69,4 @@ test: lint browser imagereward-env
 
 # The three-node rehearsal without a shared disk (root; tests/e2e/test_rehearse_real_path.py).
 rehearse-cluster: env imagereward-env
-	$(PY) -m pytest -q --timeout=1800 -m cluster_rehearsal tests/e2e/test_rehearse_real_path.py
+	$(PY) -m pytest -q --timeout=2400 -m cluster_rehearsal tests/e2e/test_rehearse_real_path.py

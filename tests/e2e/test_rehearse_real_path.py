@@ -7,9 +7,11 @@ served by Serve (the VLM judge over HTTP to its own server process; ImageReward 
 weights of its real architecture, in its own environment) -> export -> rglcd-evaluate with
 configs/eval/sd15.yaml, each a `ray job submit` with s3:// paths only. Before the stages a probe
 job shows that a file one worker node writes is invisible to the other; after them a run with
-a local output folder must fail (the negative control), and a run that loses a worker node
+a local output folder must fail (the negative control), a run that loses a worker node
 mid-training resumes from its checkpoint in the store on a replacement node with the losses of
-an uninterrupted run. The worker nodes live in mount namespaces of their own (`unshare -m`), so
+an uninterrupted run, a run whose object store stops answering while it saves a checkpoint
+finishes with those losses too (or stops naming the location), and the default toy recipe
+runs with its reward service on a node of its own, which is lost mid-run. The worker nodes live in mount namespaces of their own (`unshare -m`), so
 the test needs root. It needs ImageReward's environment (orchestration/rehearsal/imagereward_env.py;
 `make test` builds it once into .venv-imagereward), so it is marked `imagereward_env`.
 """
