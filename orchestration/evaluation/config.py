@@ -132,7 +132,8 @@ class WinRateConfig(StrictModel):
 
 
 class ReferenceConfig(StrictModel):
-    """Real images for FID and the HF-noise ratio: 'toy:<split>' or a folder of PNG/JPEG."""
+    """Real images for FID, the HF-noise ratio and the reference's flat-region noise:
+    'toy:<split>' or a folder of PNG/JPEG."""
 
     source: str | None = "toy:validation"
     num_images: int = Field(500, ge=2)
@@ -156,6 +157,13 @@ class HfNoiseConfig(StrictModel):
     cutoff: float = Field(
         0.25, gt=0, lt=0.5, description="Radial frequency (cycles/pixel) above which is 'high'."
     )
+
+
+class FlatNoiseConfig(StrictModel):
+    """Flat-region noise (0-255) of each row's images: the RMS deviation from the 3x3 median
+    away from edges, which rises with noise and not with sharper edges (paper section 4)."""
+
+    enabled: bool = True
 
 
 class GenerationConfig(StrictModel):
@@ -200,6 +208,7 @@ class EvalConfig(StrictModel):
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     fid: FidConfig = Field(default_factory=FidConfig)
     hf_noise: HfNoiseConfig = Field(default_factory=HfNoiseConfig)
+    flat_noise: FlatNoiseConfig = Field(default_factory=FlatNoiseConfig)
     output: EvalOutputConfig = Field(default_factory=EvalOutputConfig)
 
     @model_validator(mode="after")

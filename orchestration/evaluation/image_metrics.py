@@ -1,4 +1,5 @@
-"""Image-set metrics, accumulated chunk by chunk: FID against reference images, HF-noise ratio.
+"""Image-set metrics, accumulated chunk by chunk: FID against reference images, HF-noise ratio,
+flat-region noise.
 
 FID (Heusel et al.) compares Gaussians fitted to image features. Nothing holds the images:
 each chunk's features are folded into running sums (`FeatureMoments`: count, sum, sum of
@@ -21,7 +22,14 @@ HF-noise ratio (the over-optimisation symptom of docs/method.md §3): the share 
 spectral energy above a radial frequency cut-off (``rglcd.toy.metrics.high_frequency_fraction``),
 averaged over the generated set and divided by the same average over the reference set. About
 1 for images as clean as real ones; above 1 with added noise. Generated images are resized to
-the reference resolution first so the frequencies match.
+the reference resolution first so the frequencies match. Sharper edges carry more
+high-frequency energy too, so this ratio rises with them as well as with noise.
+
+Flat-region noise (the same symptom, without the edges): per image, the RMS deviation of each
+pixel from the 3x3 median of its neighbourhood over the pixels away from any edge, in 0-255
+levels (``rglcd.toy.quality.flat_region_noise``), at the image's own resolution. A clean flat
+fill reads 0, added noise raises it, sharper or softer edges do not (edges and their
+neighbourhood are left out). An image without a flat pixel reads NaN and is left out of means.
 """
 
 from __future__ import annotations
@@ -40,10 +48,11 @@ from orchestration.evaluation.generation import to_float
 from rglcd import storage
 from rglcd.toy.metrics import high_frequency_fraction
 from rglcd.toy.miniclip import MiniClipFeatures, load_miniclip
-from rglcd.toy.quality import RandomConvFeatures
+from rglcd.toy.quality import RandomConvFeatures, flat_region_noise
 from rglcd.toy.scenes import render, sample_scenes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+FLAT_NOISE_BATCH = 4  # images per median filter: bounds its memory at 1024 px
 
 
 @dataclass
@@ -174,6 +183,12 @@ def hf_noise_ratio(images: np.ndarray, reference: np.ndarray, cutoff: float = 0.
     if ref_fraction <= 0:
         raise ValueError("the reference images have no energy above the cut-off; lower it")
     return float(hf_fractions(images, size, cutoff).mean() / ref_fraction)
+
+
+def flat_noise(images: np.ndarray, batch: int = FLAT_NOISE_BATCH) -> torch.Tensor:
+    """(N,) flat-region noise (0-255, NaN = no flat pixel) of uint8 (N, H, W, 3) `images`,
+    `batch` images at a time (the 3x3 median unfolds nine copies of each image)."""
+    return torch.cat([flat_region_noise(to_float(part)) for part in chunked(images, batch)])
 
 
 def chunked(images: np.ndarray, size: int) -> Iterator[np.ndarray]:

@@ -18,6 +18,11 @@ import numpy as np
 from orchestration.evaluation.grid import write_grid
 
 TRAINED_MARK = "*"
+FLAT_NOISE_NOTE = (
+    "Flat-region noise: RMS deviation (0-255) of each pixel from its 3x3 median over the "
+    "pixels away from any edge; it rises with noise and not with sharper edges, which the "
+    "HF-noise ratio also counts."
+)
 TRAINED_NOTE = (
     f"`{TRAINED_MARK}` = the row's recipe trained on this scorer (directly or as its LRM's "
     "expert): its verdict there is not a held-out one."
@@ -38,6 +43,8 @@ class RowResult:
     scores: dict[str, dict] = field(default_factory=dict)  # scorer -> summary (+ "groups")
     fid: float | None = None
     hf_noise_ratio: float | None = None
+    flat_noise: float | None = None  # mean flat-region noise, 0-255
+    flat_noise_skipped: int = 0  # images without a flat pixel, left out of that mean
     seconds_per_image: float | None = None
     trained_on: list[str] = field(default_factory=list)  # scorers the recipe optimised
 
@@ -75,19 +82,38 @@ def _row_name(row: RowResult) -> str:
 
 
 def markdown_table(results: EvalResults) -> str:
-    """The main table: rows = model x steps; columns = mean scores, FID, HF-noise ratio."""
+    """The main table: rows = model x steps; columns = mean scores, FID, HF-noise ratio,
+    flat-region noise."""
     head = ["Model", "Steps", "UNet calls", *(f"{s} (mean)" for s in results.scorers)]
-    head += ["FID", "HF-noise ratio"]
+    head += ["FID", "HF-noise ratio", "Flat-region noise"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results.rows:
         cells = [_row_name(row), str(row.steps), str(row.unet_calls)]
         cells += [_fmt(row.scores[s]["mean"]) + (f" {TRAINED_MARK}" if s in row.trained_on else "")
                   for s in results.scorers]
-        cells += [_fmt(row.fid, 2), _fmt(row.hf_noise_ratio, 2)]
+        cells += [_fmt(row.fid, 2), _fmt(row.hf_noise_ratio, 2), _fmt(row.flat_noise, 2)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _flat_noise_notes(results)
     if any(row.trained_on for row in results.rows):
         lines += ["", TRAINED_NOTE]
     return "\n".join(lines)
+
+
+def _flat_noise_notes(results: EvalResults) -> list[str]:
+    """What the flat-region noise column is, the reference's level, images left out."""
+    reference = results.meta.get("reference_flat_noise")
+    if reference is None and all(row.flat_noise is None for row in results.rows):
+        return []
+    note = FLAT_NOISE_NOTE
+    if reference is not None:
+        note += f" Reference images: {reference:.2f}."
+    skipped = [f"{row.label}: {row.flat_noise_skipped}" for row in results.rows
+               if row.flat_noise_skipped]
+    if results.meta.get("reference_flat_noise_skipped"):
+        skipped.append(f"reference: {results.meta['reference_flat_noise_skipped']}")
+    if skipped:
+        note += " Images without a flat pixel, left out of the mean: " + ", ".join(skipped) + "."
+    return ["", note]
 
 
 def group_table(results: EvalResults, scorer: str) -> str:
@@ -173,14 +199,16 @@ def write_json(results: EvalResults, path: Path) -> None:
 
 
 def plot_metrics_vs_steps(results: EvalResults, path: Path) -> None:
-    """One panel per metric (scores, FID, HF ratio): metric vs steps, one line per model."""
+    """One panel per metric (scores, FID, HF ratio, flat-region noise): metric vs steps, one
+    line per model; the reference images' flat-region noise as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = [(f"{s} (mean)", lambda r, s=s: r.scores[s]["mean"]) for s in results.scorers]
-    metrics += [("FID", lambda r: r.fid), ("HF-noise ratio", lambda r: r.hf_noise_ratio)]
+    metrics += [("FID", lambda r: r.fid), ("HF-noise ratio", lambda r: r.hf_noise_ratio),
+                ("Flat-region noise", lambda r: r.flat_noise)]
     metrics = [(n, get) for n, get in metrics if any(get(r) is not None for r in results.rows)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
     models = list(dict.fromkeys(r.model for r in results.rows))
@@ -191,6 +219,9 @@ def plot_metrics_vs_steps(results: EvalResults, path: Path) -> None:
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o", label=model)
+        if name == "Flat-region noise" and results.meta.get("reference_flat_noise") is not None:
+            ax.axhline(results.meta["reference_flat_noise"], color="grey", linestyle="--",
+                       label="reference")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps")
         ax.set_title(name)

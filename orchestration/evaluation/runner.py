@@ -21,7 +21,11 @@ from orchestration.evaluation.report import (
     write_outputs,
 )
 from orchestration.evaluation.scoring import make_backend
-from orchestration.evaluation.summary import compute_win_rates, summarise_rows
+from orchestration.evaluation.summary import (
+    compute_win_rates,
+    reference_flat_noise,
+    summarise_rows,
+)
 from rglcd import storage
 
 
@@ -83,12 +87,12 @@ def _stream(cfg: EvalConfig, items: list, reference_size) -> tuple[dict, RowAccu
         try:
             for done, chunk in enumerate(stream_chunks(cfg, jobs, reference_size), start=1):
                 if chunk.row is None:
-                    reference.add([], None, {}, chunk.features, chunk.hf, 0.0)
+                    reference.add([], None, {}, chunk.figures)
                     continue
                 prompts = [item.prompt for item in chunk.items]
                 scores = {s: backend.score(s, chunk.images, prompts) for s in scorers}
-                rows[chunk.row].add(chunk.items, chunk.images, scores, chunk.features,
-                                    chunk.hf, chunk.seconds)
+                rows[chunk.row].add(chunk.items, chunk.images, scores, chunk.figures,
+                                    chunk.seconds)
                 print(f"\revaluate: {done}/{len(jobs)} chunks", end="", file=sys.stderr,
                       flush=True)
         finally:
@@ -109,7 +113,8 @@ def run_evaluation(cfg: EvalConfig) -> tuple[EvalResults, dict[str, str]]:
     _check_models(cfg)
     items = make_items(prompt_set, cfg.seeds)
     size = None
-    if (cfg.fid.enabled or cfg.hf_noise.enabled) and cfg.reference.source is not None:
+    if (cfg.fid.enabled or cfg.hf_noise.enabled or cfg.flat_noise.enabled) \
+            and cfg.reference.source is not None:
         size = reference_size(cfg.reference)
     rows, reference, errors = _stream(cfg, items, size)
     summaries = summarise_rows(cfg, prompt_set, rows, reference if size else None)
@@ -135,7 +140,8 @@ def run_evaluation(cfg: EvalConfig) -> tuple[EvalResults, dict[str, str]]:
             "scoring": scoring,
             "fid_features": cfg.fid.features if fid_on else None,
             "reference": cfg.reference.source if size is not None else None,
-            "num_reference": reference.moments.count or reference.hf_count,
+            "num_reference": reference.moments.count or reference.hf.seen or reference.flat.seen,
+            **reference_flat_noise(reference if size else None),
             "errors": errors,  # why scores are missing, with counts
             "warnings": problems,
             "config": cfg.model_dump(mode="json"),

@@ -33,7 +33,8 @@ def summarise_rows(
     rows: dict[str, RowAccumulator],
     reference: RowAccumulator | None = None,
 ) -> list[RowResult]:
-    """One RowResult per (model, steps): mean scores (overall and per group), FID, HF ratio.
+    """One RowResult per (model, steps): mean scores (overall and per group), FID, HF ratio,
+    flat-region noise (the mean over the row's images that have a flat pixel).
 
     `reference` holds the reference set's feature moments and HF fractions, when it was read.
     """
@@ -56,10 +57,19 @@ def summarise_rows(
         row.scores = {name: score_summary(v, item_groups) for name, v in acc.scores.items()}
         if reference is not None and reference.moments.count and acc.moments.count:
             row.fid = frechet_distance(acc.moments, reference.moments)
-        if reference is not None and reference.hf_mean and acc.hf_mean is not None:
-            row.hf_noise_ratio = acc.hf_mean / reference.hf_mean
+        if reference is not None and reference.hf.mean and acc.hf.mean is not None:
+            row.hf_noise_ratio = acc.hf.mean / reference.hf.mean
+        row.flat_noise, row.flat_noise_skipped = acc.flat.mean, acc.flat.skipped
         out.append(row)
     return out
+
+
+def reference_flat_noise(reference: RowAccumulator | None) -> dict:
+    """The reference images' flat-region noise (the level of clean scenes) for results.json."""
+    if reference is None or not reference.flat.seen:
+        return {"reference_flat_noise": None, "reference_flat_noise_skipped": 0}
+    return {"reference_flat_noise": reference.flat.mean,
+            "reference_flat_noise_skipped": reference.flat.skipped}
 
 
 def compute_win_rates(cfg: EvalConfig, scores: Scores) -> tuple[list[dict], list[str]]:

@@ -2,9 +2,9 @@
 
 A worker loads each pipeline once (generation.load_pipeline keeps it) and the FID feature
 network once, then takes chunks: it generates a chunk's images, writes them to the run's
-storage at once (items.image_name), and returns them with their FID features and
-high-frequency fractions. The driver scores the chunk, folds its figures into the row's
-accumulators and drops the images.
+storage at once (items.image_name), and returns them with their FID features,
+high-frequency fractions and flat-region noise (accumulate.ImageFigures). The driver scores
+the chunk, folds its figures into the row's accumulators and drops the images.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from orchestration.evaluation.accumulate import ImageFigures
 from orchestration.evaluation.config import EvalConfig, ModelSpec
 from orchestration.evaluation.generation import generate, load_pipeline
 from orchestration.evaluation.image_metrics import (
     feature_network,
+    flat_noise,
     hf_fractions,
     read_reference,
 )
@@ -34,8 +36,7 @@ class Chunk:
     row: str | None  # None: reference images
     items: list[Item]
     images: np.ndarray | None  # (B, H, W, 3) uint8; None for the reference set
-    features: torch.Tensor | None  # (B, D) FID features
-    hf: torch.Tensor | None  # (B,) high-frequency fractions
+    figures: ImageFigures
     seconds: float = 0.0  # sampling time of the chunk
 
 
@@ -49,13 +50,16 @@ class EvalWorker:
         self.features = feature_network(self.cfg.fid) if self.cfg.fid.enabled and \
             reference_size is not None else None
 
-    def _figures(self, images: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _figures(self, images: np.ndarray) -> ImageFigures:
+        figures = ImageFigures()
         with torch.no_grad():
-            features = None if self.features is None else self.features(images).double().cpu()
-        hf = None
-        if self.size is not None and self.cfg.hf_noise.enabled:
-            hf = hf_fractions(images, self.size, self.cfg.hf_noise.cutoff)
-        return features, hf
+            if self.features is not None:
+                figures.features = self.features(images).double().cpu()
+            if self.size is not None and self.cfg.hf_noise.enabled:
+                figures.hf = hf_fractions(images, self.size, self.cfg.hf_noise.cutoff)
+            if self.cfg.flat_noise.enabled:
+                figures.flat = flat_noise(images)  # at the images' own resolution
+        return figures
 
     def generate(self, spec: dict, steps: int, row: str, items: list[Item]) -> Chunk:
         model = ModelSpec.model_validate(spec)
@@ -66,11 +70,11 @@ class EvalWorker:
         seconds = time.perf_counter() - start
         if self.cfg.output.save_images:
             self._save(row, items, images)
-        return Chunk(row, items, images, *self._figures(images), seconds)
+        return Chunk(row, items, images, self._figures(images), seconds)
 
     def reference(self, start: int, stop: int) -> Chunk:
         images = read_reference(self.cfg.reference, start, stop, self.size)
-        return Chunk(None, [], None, *self._figures(images))
+        return Chunk(None, [], None, self._figures(images))
 
     def _save(self, row: str, items: list[Item], images: np.ndarray) -> None:
         from PIL import Image

@@ -9,7 +9,7 @@
    + LRM (configs/toy-rglcd-lrm-toy-judge.yaml, the default recipe), into outputs/table1/<recipe>/.
 2. Evaluates them with the toy teacher at 50 / 4 / 2 DDIM steps (configs/eval/toy-table1.yaml,
    orchestration/commands/evaluate.py: same prompts and seeds, toy-judge and toy-clip through the
-   reward service, FID in the mini-CLIP space, HF-noise ratio, win rates).
+   reward service, FID in the mini-CLIP space, HF-noise ratio, flat-region noise, win rates).
 3. Copies table.md, results.json, the grids and the plot into ``--docs-dir`` and writes
    ``claims.md`` there: each of the paper's directions with the figures and whether the
    miniature reproduces it.
@@ -89,7 +89,8 @@ def claims(results: dict) -> list[tuple[str, str, bool]]:
         a = expert(f"{rg}@2")
         out.append((f"{rg} at 2 steps matches or beats the teacher at 50 steps",
                     f"{EXPERT} {a:.2f} vs {teacher:.2f}", a >= teacher - 0.05))
-    for key, name in (("hf_noise_ratio", "HF-noise ratio"), ("fid", "FID")):
+    for key, name in (("hf_noise_ratio", "HF-noise ratio"), ("flat_noise", "flat-region noise"),
+                      ("fid", "FID")):
         large, base = metric("rg-lcm-clip-large-beta@4", key), metric("rg-lcm-clip@4", key)
         out.append((f"a large beta raises the {name} (direct, 4 steps)",
                     f"{large:.3f} vs {base:.3f}", large > base))

@@ -54,9 +54,16 @@ def test_streamed_evaluation_writes_images_scores_and_figures(no_ray, tmp_path):
     out = tmp_path / "out"
     data = json.loads((out / "results.json").read_text())
     assert data["num_reference"] == 7
+    assert data["reference_flat_noise"] < 1  # toy renders are flat fills: clean scenes read ~0
     for row in data["rows"]:
         assert row["scores"]["judge"]["n"] == 10 and row["scores"]["judge"]["missing"] == 0
         assert math.isfinite(row["fid"]) and row["hf_noise_ratio"] > 0
+        # the untrained tiny pipelines' samples are noisy: far above the clean scenes
+        assert row["flat_noise"] > data["reference_flat_noise"] + 1
+        assert 0 <= row["flat_noise_skipped"] < 10  # images without a flat pixel, left out
+    table = (out / "table.md").read_text()
+    assert "| FID | HF-noise ratio | Flat-region noise |" in table
+    assert f"Reference images: {data['reference_flat_noise']:.2f}." in table
     lines = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
     assert len(lines) == 20 and all((out / x["image"]).is_file() for x in lines)
     assert lines[7]["image"] == "images/teacher@1/seed1/all/00002.jpg"

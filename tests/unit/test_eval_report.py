@@ -36,31 +36,44 @@ def _summary(mean, groups):
 def _results() -> EvalResults:
     teacher = RowResult("teacher@50", "teacher", "teacher", "ddim", 50, 100, 7.5,
                         scores={"judge": _summary(7.25, {"anime": 7.0, "photo": 7.5})},
-                        fid=12.3456, hf_noise_ratio=1.02)
+                        fid=12.3456, hf_noise_ratio=1.02, flat_noise=0.5)
     lcm2 = RowResult("rg-lcm@2", "rg-lcm", "lcm", "lcm", 2, 2, 8.5,
                      scores={"judge": _summary(8.0, {"anime": 8.5, "photo": None})},
-                     fid=float("nan"), hf_noise_ratio=None)
+                     fid=float("nan"), hf_noise_ratio=None, flat_noise=None)
     lcm4 = RowResult("rg-lcm@4", "rg-lcm", "lcm", "lcm", 4, 4, 8.5,
                      scores={"judge": _summary(8.5, {"anime": 8.0, "photo": 9.0})},
-                     fid=10.0, hf_noise_ratio=1.5)
+                     fid=10.0, hf_noise_ratio=1.5, flat_noise=6.25, flat_noise_skipped=2)
     win = {"a": "rg-lcm@2", "b": "teacher@50", "judge": "judge", "wins": 6, "losses": 3,
            "ties": 1, "n": 10, "win_rate": 0.65, "ci_low": 0.35, "ci_high": 0.86,
            "method": "wilson", "confidence": 0.95}
     return EvalResults([teacher, lcm2, lcm4], ["judge"], ["anime", "photo"], [win],
-                       meta={"num_prompts": 2, "seeds": [0, 1], "scoring": "in-process"})
+                       meta={"num_prompts": 2, "seeds": [0, 1], "scoring": "in-process",
+                             "reference_flat_noise": 0.125})
 
 
 def test_markdown_table_rows_and_cells():
     lines = markdown_table(_results()).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["Model", "Steps", "UNet calls", "judge (mean)", "FID", "HF-noise ratio"]
-    assert lines[1] == "|---|---|---|---|---|---|"
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert header == ["Model", "Steps", "UNet calls", "judge (mean)", "FID", "HF-noise ratio",
+                      "Flat-region noise"]
+    assert lines[1] == "|---|---|---|---|---|---|---|"
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:5]]
     assert cells == [
-        ["teacher (ddim, CFG 7.5)", "50", "100", "7.250", "12.35", "1.02"],
-        ["rg-lcm (LCM, w+1 = 8.5)", "2", "2", "8.000", "n/a", "n/a"],
-        ["rg-lcm (LCM, w+1 = 8.5)", "4", "4", "8.500", "10.00", "1.50"],
+        ["teacher (ddim, CFG 7.5)", "50", "100", "7.250", "12.35", "1.02", "0.50"],
+        ["rg-lcm (LCM, w+1 = 8.5)", "2", "2", "8.000", "n/a", "n/a", "n/a"],
+        ["rg-lcm (LCM, w+1 = 8.5)", "4", "4", "8.500", "10.00", "1.50", "6.25"],
     ]
+    note = lines[6]  # what the column is, the level of clean images, the images left out
+    assert note.startswith("Flat-region noise: RMS deviation") and "not with sharper edges" in note
+    assert "Reference images: 0.12." in note and "left out of the mean: rg-lcm@4: 2." in note
+
+
+def test_flat_noise_note_only_with_the_column():
+    results = _results()
+    for row in results.rows:
+        row.flat_noise, row.flat_noise_skipped = None, 0
+    results.meta.pop("reference_flat_noise")
+    assert "Flat-region noise:" not in markdown_table(results)
 
 
 def test_markdown_report_has_groups_win_rates_and_grids():
@@ -80,6 +93,7 @@ def test_write_json_is_strict_and_complete(tmp_path):
     data = json.loads(path.read_text())  # NaN would not survive allow_nan=False
     assert [r["label"] for r in data["rows"]] == ["teacher@50", "rg-lcm@2", "rg-lcm@4"]
     assert data["rows"][1]["fid"] is None
+    assert data["rows"][2]["flat_noise"] == 6.25 and data["rows"][2]["flat_noise_skipped"] == 2
     assert data["rows"][0]["scores"]["judge"]["groups"] == {"anime": 7.0, "photo": 7.5}
     assert data["win_rates"][0]["n"] == 10 and data["seeds"] == [0, 1]
 
@@ -159,8 +173,8 @@ def test_trained_on_columns_and_judges_are_marked():
     results.rows[1].trained_on = ["judge"]
     results.win_rates[0]["judge_trained"] = ["rg-lcm@2"]
     text = markdown_report(results, [])
-    assert "| rg-lcm (LCM, w+1 = 8.5) | 2 | 2 | 8.000 * | n/a | n/a |" in text
-    assert "| teacher (ddim, CFG 7.5) | 50 | 100 | 7.250 | 12.35 | 1.02 |" in text
+    assert "| rg-lcm (LCM, w+1 = 8.5) | 2 | 2 | 8.000 * | n/a | n/a | n/a |" in text
+    assert "| teacher (ddim, CFG 7.5) | 50 | 100 | 7.250 | 12.35 | 1.02 | 0.50 |" in text
     assert "| rg-lcm@2 | teacher@50 | judge * | 6 |" in text
     assert "rg-lcm@2 vs teacher@50: rg-lcm@2" in text and "not a held-out one" in text
     assert "not a held-out" not in markdown_report(_results(), [])

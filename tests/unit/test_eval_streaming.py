@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestration.evaluation.accumulate import RowAccumulator, grid_item_indices
+from orchestration.evaluation.accumulate import ImageFigures, RowAccumulator, grid_item_indices
 from orchestration.evaluation.config import ModelSpec
 from orchestration.evaluation.generation import load_pipeline
 from orchestration.evaluation.items import image_name, make_items
@@ -42,9 +42,9 @@ def test_row_accumulator_keeps_scores_and_grid_images_only():
     for chunk in (items[:4], items[4:]):  # out of order within the row is fine too
         images = np.stack([np.full((2, 2, 3), i.index, np.uint8) for i in chunk])
         acc.add(chunk, images, {"judge": np.array([float(i.index) for i in chunk])},
-                torch.randn(len(chunk), 3), torch.full((len(chunk),), 0.5), 1.0)
+                ImageFigures(torch.randn(len(chunk), 3), torch.full((len(chunk),), 0.5)), 1.0)
     assert acc.scores["judge"].tolist() == [0, 1, 2, 3, 4, 5]
-    assert acc.done == 6 and acc.moments.count == 6 and acc.hf_mean == 0.5
+    assert acc.done == 6 and acc.moments.count == 6 and acc.hf.mean == 0.5
     assert [int(x[0, 0, 0]) for x in acc.grid_stack()] == [0, 1, 3, 4]
 
 
