@@ -91,6 +91,8 @@ def claims(results: dict) -> list[tuple[str, str, bool]]:
                     f"{EXPERT} {a:.2f} vs {teacher:.2f}", a >= teacher - 0.05))
     for key, name in (("hf_noise_ratio", "HF-noise ratio"), ("flat_noise", "flat-region noise"),
                       ("fid", "FID")):
+        if any(row.get(key) is None for row in results["rows"]):
+            continue  # an evaluation made before this metric existed, or with it switched off
         large, base = metric("rg-lcm-clip-large-beta@4", key), metric("rg-lcm-clip@4", key)
         out.append((f"a large beta raises the {name} (direct, 4 steps)",
                     f"{large:.3f} vs {base:.3f}", large > base))
