@@ -52,9 +52,18 @@ PORT_FLAGS = (
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on 127.0.0.1 (all held open while choosing: a port freed
+    and asked for again may be handed out twice, and a Ray node refuses two components on
+    one port)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def cluster_env() -> dict[str, str]:
@@ -123,7 +132,7 @@ def stop_head(head: subprocess.Popen, grace_s: float = 10.0) -> None:
 def private_head(num_cpus: int = 4, dashboard: bool = True) -> Iterator[str]:
     """Start a head node with a job server; yield its dashboard URL; tear it down."""
     temp_dir = tempfile.mkdtemp(prefix="rj-", dir="/tmp")  # short: socket paths are limited
-    ports = {flag: free_port() for flag in PORT_FLAGS}
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     command = [RAY_CLI, "start", "--head", "--block", f"--num-cpus={num_cpus}"]
     command += [f"--include-dashboard={str(dashboard).lower()}", "--dashboard-host=127.0.0.1"]
     command += [f"--temp-dir={temp_dir}", "--disable-usage-stats"]

@@ -35,7 +35,7 @@ from orchestration.local_head import (
     RAY_CLI,
     cluster_env,
     descendants,
-    free_port,
+    free_ports,
     stop_head,
     wait_for_job_server,
 )
@@ -81,7 +81,7 @@ class LocalCluster:
         self.env = cluster_env() | HEALTH_CHECKS | {SINGLE_MACHINE_ENV: "1"} | (env or {})
         self.head_cpus, self.head_resources = head_cpus, {"head": 1} | (head_resources or {})
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short socket paths
-        self.ports = {flag: free_port() for flag in PORT_FLAGS}
+        self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
         self.address = f"127.0.0.1:{self.ports['--port']}"
         self.url = f"http://127.0.0.1:{self.ports['--dashboard-port']}"
         self.head: Node | None = None
@@ -111,7 +111,8 @@ class LocalCluster:
                f"--num-cpus={num_cpus}", f"--resources={json.dumps({name: 1} | (resources or {}))}",
                "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--disable-usage-stats",
                "--min-worker-port=0", "--max-worker-port=0"]
-        ray += [f"{flag}={free_port()}" for flag in WORKER_PORT_FLAGS]
+        ray += [f"{flag}={port}" for flag, port in
+                zip(WORKER_PORT_FLAGS, free_ports(len(WORKER_PORT_FLAGS)), strict=True)]
         # Mount first, then exec the node: every process of the node sees only its own tmpfs.
         script = (f"mount -t tmpfs -o size=4g {name}-tmp /tmp && "
                   f"mount -t tmpfs -o size=1g {name}-outputs {shlex.quote(str(outputs))} && "
