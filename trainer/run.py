@@ -32,6 +32,7 @@ beta 3 for the LRM, 600 steps of 16, asynchronous expert scores, seeded per-samp
 from __future__ import annotations
 
 import argparse
+import os
 import posixpath
 import sys
 import time
@@ -191,13 +192,26 @@ def ensure_reward_service(cfg: RGLCDConfig) -> str | None:
     return name
 
 
+def with_absolute_output(cfg: RGLCDConfig) -> RGLCDConfig:
+    """A relative local output.root_dir means the driver's working directory: made absolute
+    here, so the workers (whose working directory is another) write where the driver reads
+    and prints."""
+    if storage.is_local(cfg.output.root_dir):
+        cfg.output.root_dir = storage.local_path(cfg.output.root_dir)
+    return cfg
+
+
 def build_trainer(cfg: RGLCDConfig):
     """The TorchTrainer: scaling, DDP backend, storage (resume by name), failures, data."""
     from ray.data import DataContext, ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.constants import RAY_CHDIR_TO_TRIAL_DIR
     from ray.train.torch import TorchConfig, TorchTrainer
 
     DataContext.get_current().enable_progress_bars = False  # the driver shows its own line
+    # Ray Train would move each worker into a working folder of its own: a relative path in
+    # the config means the node's working directory (the job's, under `ray job submit`).
+    os.environ.setdefault(RAY_CHDIR_TO_TRIAL_DIR, "0")
     scaling = cfg.scaling
     gpus = scaling.gpus_per_worker
     gpus = float(scaling.use_gpu) if gpus is None else gpus
@@ -298,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     args = parse_args(argv)
     try:
-        cfg = load_trainer_config(args.config, args.overrides)
+        cfg = with_absolute_output(load_trainer_config(args.config, args.overrides))
         validate_before_ray(cfg)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -337,8 +337,11 @@ def run(config: dict) -> dict:
     """Launch the TorchTrainer, copy the final checkpoint to output.dir, return metrics."""
     import ray
     from ray.train import RunConfig, ScalingConfig
+    from ray.train.constants import RAY_CHDIR_TO_TRIAL_DIR
     from ray.train.torch import TorchTrainer
 
+    # The workers keep the node's working directory (relative inputs are read from there).
+    os.environ.setdefault(RAY_CHDIR_TO_TRIAL_DIR, "0")
     if config["latents"] is None:
         _ensure_data(config)
     if not ray.is_initialized():  # attaches to a running cluster (RAY_ADDRESS) or starts one

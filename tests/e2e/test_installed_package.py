@@ -93,13 +93,14 @@ def test_rglcd_train_finds_shipped_recipes_by_name(product):
 @pytest.mark.ray
 def test_rglcd_train_runs_the_default_recipe_outside_the_checkout(product):
     before = sorted(p.name for p in product["site"].iterdir())
-    out = product["cwd"] / "out"
-    done = _run(product, "rglcd-train", "lcd.max_steps=2", f"output.root_dir={out}",
+    out = product["cwd"] / "out"  # given relative: the driver's working directory, not a worker's
+    done = _run(product, "rglcd-train", "lcd.max_steps=2", "output.root_dir=out",
                 "output.sample_every=0", "output.log_every=1", f"serve.port={free_port()}", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "RG-LCD run finished" in done.stdout
     run_dir = next(out.glob("*/report.md")).parent
     assert (run_dir / "pipeline" / "model_index.json").is_file()
+    assert (run_dir / "metrics.jsonl").is_file()
     assert any((out / "toy-data").rglob("*.parquet"))  # the run's own storage
     assert sorted(p.name for p in product["site"].iterdir()) == before
     assert not (product["site"].parent / "outputs").exists()
