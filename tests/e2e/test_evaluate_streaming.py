@@ -127,16 +127,15 @@ def test_sdxl_teacher_and_lcm_lora_evaluate_fused_or_as_adapters(no_ray, sdxl_se
 
 
 def test_evaluation_reads_and_writes_object_storage(no_ray, tmp_path, monkeypatch):
+    from orchestration.cluster_rehearsal.object_store import ObjectStore
     from rglcd import storage
-    from tests.helpers.s3_server import create_bucket, s3_server
 
     teacher = save_tiny_sd_pipeline(tmp_path / "teacher")
     (tmp_path / "prompts.txt").write_text("a large red circle on a blue background\n")
-    with s3_server() as env:
-        for key, value in env.items():
+    with ObjectStore("rglcd-eval") as store:
+        for key, value in store.env.items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("RGLCD_CACHE_DIR", str(tmp_path / "cache"))
-        create_bucket("rglcd-eval", env)
         storage.upload_dir(teacher, "s3://rglcd-eval/models/teacher")
         storage.upload_file(tmp_path / "prompts.txt", "s3://rglcd-eval/prompts.txt")
         config = {

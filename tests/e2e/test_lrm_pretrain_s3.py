@@ -6,22 +6,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from orchestration.commands.pretrain_lrm import pretrain
 from rglcd import storage
 from tests.helpers import tiny_clip_dir
-from tests.helpers.s3_server import create_bucket, s3_server
 from tests.unit.test_lrm_pretrain_local import _latent_shards
-
-
-@pytest.fixture(scope="module")
-def s3_bucket():
-    with s3_server() as env, pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        create_bucket("rglcd-lrm", env)
-        yield "s3://rglcd-lrm"
 
 
 def test_local_pretraining_reads_and_writes_object_storage(s3_bucket, tmp_path):

@@ -4,19 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from rglcd import storage
-from tests.helpers.s3_server import create_bucket, s3_server
-
-
-@pytest.fixture(scope="module")
-def s3_bucket():
-    with s3_server() as env, pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        create_bucket("rglcd-test", env)
-        yield "s3://rglcd-test"
 
 
 def test_round_trip_listing_and_cache(s3_bucket, tmp_path):
