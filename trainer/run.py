@@ -193,11 +193,13 @@ def ensure_reward_service(cfg: RGLCDConfig) -> str | None:
 
 
 def with_absolute_output(cfg: RGLCDConfig) -> RGLCDConfig:
-    """A relative local output.root_dir means the driver's working directory: made absolute
-    here, so the workers (whose working directory is another) write where the driver reads
-    and prints."""
-    if storage.is_local(cfg.output.root_dir):
-        cfg.output.root_dir = storage.local_path(cfg.output.root_dir)
+    """A relative local output.root_dir or output.dir means the driver's working directory:
+    made absolute here, so the workers (whose working directory may be another) write where
+    the driver reads and prints."""
+    for key in ("root_dir", "dir"):
+        location = getattr(cfg.output, key)
+        if location is not None and storage.is_local(location):
+            setattr(cfg.output, key, storage.local_path(location))
     return cfg
 
 

@@ -12,7 +12,7 @@ import pytest
 from rglcd import storage
 from rglcd.recipes import RECIPES_DIR
 from trainer.config import load_trainer_config
-from trainer.run import check_resume_checkpoint, run_storage
+from trainer.run import check_resume_checkpoint, run_storage, with_absolute_output
 
 
 def test_relative_locations_are_read_where_they_are_opened(tmp_path: Path, monkeypatch):
@@ -26,6 +26,16 @@ def test_relative_locations_are_read_where_they_are_opened(tmp_path: Path, monke
     assert clip.checkpoint == "my-clip" and cfg.output.dir == "runs/a"
     assert cfg.lrm.checkpoint.startswith("pkg://")  # found in each node's own package copy
     assert run_storage(cfg) == str(tmp_path / "runs" / "a")  # the driver prints this
+
+
+def test_relative_outputs_are_made_absolute_on_the_driver(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = with_absolute_output(load_trainer_config(
+        None, ["output.root_dir=runs", "output.dir=runs/a"], check_paths=False))
+    assert (cfg.output.root_dir, cfg.output.dir) == (str(tmp_path / "runs"), str(tmp_path / "runs" / "a"))
+    remote = with_absolute_output(load_trainer_config(
+        None, ["output.root_dir=s3://bucket/runs"], check_paths=False))
+    assert remote.output.root_dir == "s3://bucket/runs" and remote.output.dir is None
 
 
 def test_object_store_run_storage_is_printed_as_given():
